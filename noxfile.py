@@ -1,0 +1,45 @@
+"""The developer's front door: nox -s demo | tests | lint | typecheck | bench.
+
+The test matrix itself lives in tox.ini (one place); `tests` calls tox.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests"]
+nox.options.error_on_missing_interpreters = True
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The quickstart: a scripted agent, one allowed, one denied, one replayed call."""
+    session.install("./packages/core")
+    session.run("execauth", "demo", "--dir", ".execauth-demo")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Every test environment in tox.ini."""
+    session.install("tox>=4.20")
+    session.run("tox", "run", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "packages", "conformance", "bench", "examples")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install("mypy>=1.11", "./packages/core[test]")
+    session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Latency figures (p50/p99); targets are printed next to the measurements."""
+    session.install("./packages/core")
+    session.run("python", "bench/bench_core.py", *session.posargs)

@@ -1,0 +1,176 @@
+"""RFC 8785 canonical JSON, digests, and a strict JSON reader.
+
+Everything that is signed or digested goes through :func:`canonicalize`, which is
+the ``rfc8785`` library (a real JCS implementation: ECMAScript number
+formatting, UTF-16 key ordering), never ``json.dumps(sort_keys=True)``.
+
+The strict reader refuses what JCS cannot carry faithfully or what would let
+two parsers disagree: duplicate object keys, ``NaN``/``Infinity``, integers
+outside the IEEE-754 safe range, and absurd nesting. Money travels as decimal
+strings, not floats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import rfc8785
+
+from .errors import CanonicalizationError
+
+MAX_SAFE_INTEGER = 2**53 - 1
+MAX_DEPTH = 64
+"""Deeper nesting is rejected: nobody's tool arguments are legitimately deeper."""
+
+_DIGEST_PREFIX = "sha256:"
+
+
+def _check(value: Any, depth: int) -> None:
+    # rfc8785 checks numbers; this walk adds the depth bound and the key type,
+    # and rejects container types that have no JSON meaning.
+    if depth > MAX_DEPTH:
+        raise CanonicalizationError(f"nesting deeper than {MAX_DEPTH} levels")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise CanonicalizationError(f"object key {key!r} is not a string")
+            _check(item, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check(item, depth + 1)
+    elif isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    elif isinstance(value, int):
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            raise CanonicalizationError(
+                f"integer {value} is outside ±(2^53-1); send large numbers as strings"
+            )
+    elif isinstance(value, float):
+        return  # rfc8785 rejects NaN and the infinities with its own error
+    else:
+        raise CanonicalizationError(f"{type(value).__name__} is not a JSON value")
+
+
+def canonicalize(value: Any) -> bytes:
+    """Return the RFC 8785 (JCS) canonical UTF-8 bytes of a JSON value.
+
+    Checks the value on the way (nesting depth, key types, safe integers) so
+    untrusted input gets a clear error.
+
+    Raises:
+        CanonicalizationError: the value cannot be represented in JCS.
+    """
+    _check(value, 0)
+    return canonicalize_trusted(value)
+
+
+def canonicalize_trusted(value: Any) -> bytes:
+    """RFC 8785 bytes of a value built by execauth itself from checked parts.
+
+    Skips the depth walk (``rfc8785`` still refuses NaN, infinities, unsafe
+    integers and non-string keys); used on the hot path for records, claims and
+    audit bodies whose untrusted parts were checked by :func:`canonicalize`.
+    """
+    try:
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, UnicodeError, RecursionError, TypeError, ValueError) as exc:
+        raise CanonicalizationError(f"cannot canonicalize: {exc}") from exc
+
+
+def digest_bytes(data: bytes) -> str:
+    """``sha256:<hex>`` of raw bytes."""
+    return _DIGEST_PREFIX + hashlib.sha256(data).hexdigest()
+
+
+def digest(value: Any) -> str:
+    """``sha256:<hex>`` of the JCS form of a JSON value."""
+    return digest_bytes(canonicalize(value))
+
+
+def signing_input_bytes(type_name: str, canonical: bytes) -> bytes:
+    """:func:`signing_input` for bytes that are already canonical."""
+    return b"execauth:" + type_name.encode("ascii") + b"/1\n" + canonical
+
+
+def is_digest(value: object) -> bool:
+    """True if ``value`` is a well-formed ``sha256:<64 lowercase hex>`` string."""
+    if not isinstance(value, str) or not value.startswith(_DIGEST_PREFIX):
+        return False
+    hexpart = value[len(_DIGEST_PREFIX) :]
+    return len(hexpart) == 64 and all(c in "0123456789abcdef" for c in hexpart)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise CanonicalizationError(f"duplicate object key {key!r}")
+        result[key] = value
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise CanonicalizationError(f"{name} is not valid JSON")
+
+
+def _int(text: str) -> int:
+    value = int(text)
+    if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        raise CanonicalizationError(
+            f"integer {text} is outside ±(2^53-1); send large numbers as strings"
+        )
+    return value
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise CanonicalizationError(f"number {text} overflows a double")
+    return value
+
+
+def loads_strict(data: str | bytes) -> Any:
+    """Parse JSON strictly.
+
+    Rejects duplicate keys, ``NaN``/``Infinity``, integers outside ±(2^53-1),
+    numbers that overflow a double, invalid UTF-8, and nesting deeper than
+    :data:`MAX_DEPTH`.
+
+    Raises:
+        CanonicalizationError: with a message that says what is wrong.
+    """
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CanonicalizationError(f"not UTF-8: {exc}") from exc
+    else:
+        text = data
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constants,
+            parse_int=_int,
+            parse_float=_float,
+        )
+    except CanonicalizationError:
+        raise
+    except RecursionError as exc:
+        raise CanonicalizationError("nesting too deep") from exc
+    except ValueError as exc:
+        raise CanonicalizationError(f"invalid JSON: {exc}") from exc
+    _check(value, 0)
+    return value
+
+
+def signing_input(type_name: str, value: Any) -> bytes:
+    """Domain-separated bytes to sign for a non-JWS object.
+
+    ``b"execauth:" + type + b"/1\\n" + JCS(value)``, so a signature over one kind
+    of object can never be replayed as a signature over another.
+    """
+    return b"execauth:" + type_name.encode("ascii") + b"/1\n" + canonicalize(value)

@@ -1,0 +1,106 @@
+"""The quickstart: a scripted agent proposes tool calls; the guard disposes.
+
+One call is allowed and executed, one is denied by policy, one reuses a spent
+token and is denied as a replay, one needs a person's approval of the exact
+arguments. Then the audit log is verified. Runs on the SQLite default in a
+local folder; no server, no network, no model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TextIO
+
+from .audit import verify_chain
+from .errors import ApprovalRequired, ExecutionDenied, denial_message
+from .guard import Guard
+from .policy import AllowListPolicy
+from .stores.sqlite import SQLiteAuditLog
+
+
+def _say(out: TextIO, text: str) -> None:
+    out.write(text + "\n")
+
+
+def run_demo(data_dir: str | Path, out: TextIO) -> int:
+    """Run the quickstart; returns a process exit code (0 when all went as designed)."""
+    policy = AllowListPolicy(["search_docs", "send_refund"], require_approval=["send_refund"], policy_id="demo")
+    guard = Guard.local(policy, data_dir=data_dir)
+    executed: list[str] = []
+
+    def search_docs(query: str) -> str:
+        executed.append(f"search_docs({query!r})")
+        return f"3 documents match {query!r}"
+
+    def delete_database(name: str) -> str:  # pragma: no cover - must never run
+        executed.append(f"delete_database({name!r})")
+        return "dropped"
+
+    def send_refund(order: str, amount: str) -> str:
+        executed.append(f"send_refund({order!r}, {amount!r})")
+        return f"refunded {amount} on {order}"
+
+    tools = {"search_docs": search_docs, "delete_database": delete_database, "send_refund": send_refund}
+    _say(out, f"execauth demo: policy '{policy.policy_ref.id}' {policy.policy_ref.digest}")
+    _say(out, f"  data in {Path(data_dir).resolve()}")
+
+    def propose(n: int, tool: str, args: dict[str, Any]) -> Any:
+        _say(out, f"\n[{n}] agent proposes {tool}({json.dumps(args)})")
+        return guard.proposal(tool, args, principal="user-42", agent="support-bot", call_id=f"call-{n}")
+
+    ok = True
+    # 1. allowed: decided, token issued, verified, consumed, executed.
+    req = propose(1, "search_docs", {"query": "refund policy"})
+    decision = guard.authorize(req)
+    _say(out, f"    decision {decision.outcome.value} {list(decision.reason_codes)}")
+    result = guard.execute(req, decision.token, lambda: search_docs(**req.args))
+    _say(out, f"    EXECUTED -> {result}")
+
+    # 2. denied by policy: no token, never executed.
+    req2 = propose(2, "delete_database", {"name": "prod"})
+    try:
+        guard.run(req2, lambda: delete_database(**req2.args))
+        ok = False
+    except ExecutionDenied as exc:
+        _say(out, f"    DENIED  -> {denial_message(exc)}")
+
+    # 3. replay: the agent presents call 1's token again.
+    _say(out, "\n[3] agent re-presents the token of call 1")
+    try:
+        guard.execute(req, decision.token, lambda: search_docs(**req.args))
+        ok = False
+    except ExecutionDenied as exc:
+        _say(out, f"    DENIED  -> {denial_message(exc)}")
+
+    # 4. approval: bound to the exact arguments a person saw.
+    req4 = propose(4, "send_refund", {"order": "A-1001", "amount": "25.00"})
+    try:
+        guard.run(req4, lambda: send_refund(**req4.args))
+        ok = False
+    except ApprovalRequired as exc:
+        _say(out, f"    PAUSED  -> {denial_message(exc)}")
+        grant = guard.approve(exc.pending, approver="alice@example.com")
+        _say(out, f"    alice approves {exc.pending.proposal_digest[:23]}...")
+        changed = guard.proposal("send_refund", {"order": "A-1001", "amount": "2500.00"},
+                                 principal="user-42", agent="support-bot", call_id="call-4")
+        try:
+            guard.run(changed, lambda: send_refund(**changed.args), approval=grant)
+            ok = False
+        except ExecutionDenied as denied:
+            _say(out, f"    model changed amount to 2500.00 -> DENIED {list(denied.reason_codes)}")
+        result = guard.run(req4, lambda: send_refund(**req4.args), approval=grant)
+        _say(out, f"    EXECUTED -> {result}")
+
+    _say(out, f"\ntools that actually ran: {executed}")
+    audit = guard.audit_log
+    head = verify_chain(audit.entries(), expected_head=audit.head())
+    denials = sum(1 for e in audit.entries() if e.event == "denial")
+    _say(out, f"audit log verified: {head[0]} records, head {head[1][:23]}..., {denials} denials (executed: false)")
+    if isinstance(audit, SQLiteAuditLog):
+        _say(out, f"check it yourself: execauth audit verify --db {audit.path}")
+    expected = ["search_docs('refund policy')", "send_refund('A-1001', '25.00')"]
+    if executed != expected:
+        ok = False
+    _say(out, "demo: OK" if ok else "demo: UNEXPECTED RESULT")
+    return 0 if ok else 1

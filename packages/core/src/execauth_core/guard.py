@@ -1,0 +1,441 @@
+"""The guard: the enforcement point between an agent and its tools.
+
+``Guard.run(request, call)``: decide -> token (ALLOW only) -> verify -> consume the
+token id once -> record -> ``call()``. Any failure before ``call()`` raises
+:class:`~execauth_core.errors.ExecutionDenied` after a denial record
+(``executed: false``) is written. The tool is reached only through a
+:class:`Capability`, which only :meth:`Guard._admit` constructs, after verification
+and consumption succeeded.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .authority import Authority
+from .clock import Clock, SystemClock
+from .errors import (
+    ApprovalRequired,
+    ExecutionDenied,
+    StoreUnavailable,
+    TokenError,
+)
+from .keys import KeySet, LocalSigner, Signer
+from .messages import (
+    ApprovalGrant,
+    AuthorizationDecision,
+    AuthorizationRequest,
+    Outcome,
+    PendingApproval,
+)
+from .policy import DecisionPoint
+from .reasons import ReasonCode as R
+from .stores.base import AuditLog, ReplayStore
+from .stores.memory import MemoryAuditLog, MemoryReplayStore
+from .stores.sqlite import SQLiteAuditLog, SQLiteReplayStore
+from .tokens import TokenVerifier
+
+T = TypeVar("T")
+log = logging.getLogger("execauth")
+
+_CAPABILITY_KEY = object()
+
+
+def new_id() -> str:
+    """A fresh, unguessable identifier (token ids, grant ids)."""
+    return secrets.token_urlsafe(18)
+
+
+class Capability:
+    """Permission to make exactly one verified call. Only the guard creates one."""
+
+    __slots__ = ("_used", "request", "token_id", "audit_seq")
+
+    def __init__(self, key: object, request: AuthorizationRequest, token_id: str, audit_seq: int) -> None:
+        if key is not _CAPABILITY_KEY:
+            raise TypeError("a Capability is created by the guard after verification, never directly")
+        self._used = False
+        self.request = request
+        self.token_id = token_id
+        self.audit_seq = audit_seq
+
+    def _spend(self) -> None:
+        if self._used:
+            raise RuntimeError("capability already used")
+        self._used = True
+
+
+class _Denial(Exception):
+    """Internal: carries a denial from the checks to the recorder."""
+
+    def __init__(
+        self,
+        outcome: str,
+        codes: tuple[str, ...],
+        message: str,
+        decision: AuthorizationDecision | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.codes = codes
+        self.message = message
+        self.decision = decision
+
+
+class Guard:
+    """The enforcement point.
+
+    Args:
+        authority: issues decisions and tokens. ``None`` for a verify-only guard
+            (tokens come from elsewhere; ``run`` then needs ``token=``).
+        verifier: checks tokens against the configured trusted keys.
+        replay_store: consumes each token id once.
+        audit_log: receives every denial and execution.
+        clock: the time source.
+        id_factory: makes token and grant ids (fixed in conformance runs).
+    """
+
+    def __init__(
+        self,
+        *,
+        authority: Authority | None,
+        verifier: TokenVerifier,
+        replay_store: ReplayStore,
+        audit_log: AuditLog,
+        clock: Clock | None = None,
+        id_factory: Callable[[], str] = new_id,
+    ) -> None:
+        self.authority = authority
+        self.verifier = verifier
+        self.replay_store = replay_store
+        self.audit_log = audit_log
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.id_factory = id_factory
+
+    @classmethod
+    def local(
+        cls,
+        policy: DecisionPoint,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        issuer: str = "execauth-local",
+        audience: str = "execauth-guard",
+        token_ttl: int = 60,
+        clock: Clock | None = None,
+        signer: Signer | None = None,
+        id_factory: Callable[[], str] = new_id,
+    ) -> Guard:
+        """A guard with its own authority on the embedded defaults.
+
+        With ``data_dir``: the signing key in ``data_dir/authority.key`` (created
+        with mode 0600 if missing), its JWKS in ``data_dir/jwks.json``, and the
+        replay store and audit log in the SQLite file ``data_dir/execauth.db``.
+        Without: a fresh in-memory key and memory stores.
+        """
+        replay: ReplayStore
+        audit: AuditLog
+        if data_dir is None:
+            signer = signer or LocalSigner.generate()
+            replay, audit = MemoryReplayStore(), MemoryAuditLog()
+        else:
+            folder = Path(data_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            if signer is None:
+                key_path = folder / "authority.key"
+                if key_path.exists():
+                    signer = LocalSigner.load(key_path)
+                else:
+                    local = LocalSigner.generate()
+                    local.save(key_path)
+                    signer = local
+            (folder / "jwks.json").write_text(
+                _json_text(KeySet.of_signer(signer).to_jwks()), encoding="utf-8"
+            )
+            db = folder / "execauth.db"
+            replay, audit = SQLiteReplayStore(db), SQLiteAuditLog(db)
+        keys = KeySet.of_signer(signer)
+        authority = Authority(policy, signer, issuer=issuer, audience=audience, token_ttl=token_ttl)
+        verifier = TokenVerifier(keys=keys, issuer=issuer, audience=audience, max_ttl=max(token_ttl, 1))
+        return cls(
+            authority=authority,
+            verifier=verifier,
+            replay_store=replay,
+            audit_log=audit,
+            clock=clock,
+            id_factory=id_factory,
+        )
+
+    # -- proposals -----------------------------------------------------------
+
+    def proposal(
+        self,
+        tool: str,
+        args: dict[str, Any],
+        *,
+        principal: str,
+        agent: str | None = None,
+        call_id: str | None = None,
+        manifest_digest: str | None = None,
+        context_refs: Iterable[str] = (),
+    ) -> AuthorizationRequest:
+        """Build an :class:`AuthorizationRequest`.
+
+        Raises:
+            pydantic.ValidationError: the fields are malformed (the adapter
+                should treat this as a denial; :meth:`run` never sees it).
+        """
+        return AuthorizationRequest(
+            tool=tool,
+            args=args,
+            principal=principal,
+            agent=agent,
+            call_id=call_id,
+            manifest_digest=manifest_digest,
+            context_refs=tuple(context_refs),
+        )
+
+    # -- decisions -----------------------------------------------------------
+
+    def _decide(
+        self, request: AuthorizationRequest, approval: ApprovalGrant | None, pd: str
+    ) -> AuthorizationDecision:
+        if self.authority is None:
+            raise _Denial(Outcome.DENY.value, (R.NO_TOKEN.value,), "verify-only guard: no token presented")
+        return self.authority.decide(
+            request, now=self.clock.now(), token_id=self.id_factory(), approval=approval, proposal_digest=pd
+        )
+
+    def authorize(
+        self, request: AuthorizationRequest, *, approval: ApprovalGrant | None = None
+    ) -> AuthorizationDecision:
+        """Decide a proposal and record the decision. The token is set only on ALLOW.
+
+        Raises:
+            ExecutionDenied: the decision itself could not be made (fail closed).
+        """
+        pd = None
+        try:
+            pd = request.content_digest()
+            decision = self._decide(request, approval, pd)
+            self.audit_log.append(
+                self._event(
+                    "decision", request, pd, outcome=decision.outcome.value,
+                    codes=decision.reason_codes, decision=decision,
+                )
+            )
+            return decision
+        except _Denial as d:
+            raise self._deny(request, pd, d) from None
+        except StoreUnavailable as exc:
+            raise self._deny(request, pd, _Denial("DENY", (R.AUDIT_UNAVAILABLE.value,), str(exc))) from None
+        except Exception as exc:  # noqa: BLE001 - fail closed on anything
+            raise self._deny(request, pd, _guard_error(exc)) from None
+
+    def approve(
+        self, pending: PendingApproval, *, approver: str, ttl: int = 900
+    ) -> ApprovalGrant:
+        """Record that ``approver`` approved exactly this pending proposal."""
+        if self.authority is None:
+            raise RuntimeError("a verify-only guard cannot grant approvals")
+        return self.authority.grant_approval(
+            pending, approver=approver, now=self.clock.now(), grant_id=self.id_factory(), ttl=ttl
+        )
+
+    # -- enforcement ---------------------------------------------------------
+
+    def _admit(
+        self,
+        request: AuthorizationRequest,
+        token: str | None,
+        *,
+        decide: bool,
+        approval: ApprovalGrant | None,
+    ) -> Capability:
+        """Every check before a call. Returns a capability or raises ExecutionDenied
+        (after recording the denial). Never lets an exception other than
+        ExecutionDenied out."""
+        pd: str | None = None
+        decision: AuthorizationDecision | None = None
+        try:
+            if not isinstance(request, AuthorizationRequest):
+                raise _Denial("DENY", (R.REQUEST_INVALID.value,), "the proposal is not an AuthorizationRequest")
+            pd = request.content_digest()
+            if decide:
+                decision = self._decide(request, approval, pd)
+                if decision.outcome is not Outcome.ALLOW or decision.token is None:
+                    raise _Denial(
+                        decision.outcome.value, decision.reason_codes,
+                        " ".join(decision.explanation), decision,
+                    )
+                token = decision.token
+            if not token:
+                raise _Denial("DENY", (R.NO_TOKEN.value,), "no authority token was presented")
+            now = self.clock.now()
+            claims = self.verifier.verify(token, request=request, now=now, proposal_digest=pd)
+            # Keep the id until the token can no longer pass the exp check.
+            keep_until = claims.exp + self.verifier.clock_skew
+            if not self.replay_store.consume(claims.jti, expires_at=keep_until, now=now):
+                raise _Denial("DENY", (R.TOKEN_REPLAYED.value,), "this token was already used")
+            entry = self.audit_log.append(
+                self._event(
+                    "execution", request, pd, outcome="ALLOW", codes=(decision.reason_codes if decision else (R.TOOL_ALLOWED.value,)),
+                    decision=decision, token_id=claims.jti, executed=True,
+                    record_digest=claims.record_digest,
+                )
+            )
+            return Capability(_CAPABILITY_KEY, request, claims.jti, entry.seq)
+        except _Denial as d:
+            raise self._deny(request, pd, d) from None
+        except TokenError as exc:
+            raise self._deny(request, pd, _Denial("DENY", (exc.reason_code,), exc.message)) from None
+        except StoreUnavailable as exc:
+            raise self._deny(request, pd, _Denial("DENY", (R.STORE_UNAVAILABLE.value,), str(exc))) from None
+        except Exception as exc:  # noqa: BLE001 - fail closed on anything
+            raise self._deny(request, pd, _guard_error(exc)) from None
+
+    def _event(
+        self,
+        kind: str,
+        request: AuthorizationRequest | Any,
+        pd: str | None,
+        *,
+        outcome: str,
+        codes: tuple[str, ...],
+        decision: AuthorizationDecision | None = None,
+        token_id: str | None = None,
+        executed: bool = False,
+        record_digest: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        is_request = isinstance(request, AuthorizationRequest)
+        return {
+            "event": kind,
+            "time": self.clock.now(),
+            "executed": executed,
+            "tool": request.tool if is_request else None,
+            "principal": request.principal if is_request else None,
+            "agent": request.agent if is_request else None,
+            "call_id": request.call_id if is_request else None,
+            "proposal_digest": pd,
+            "outcome": outcome,
+            "reason_codes": list(codes),
+            "record_digest": decision.record_digest if decision else record_digest,
+            "policy_digest": decision.record.policy.digest if decision else None,
+            "token_id": token_id,
+            "detail": detail or {},
+        }
+
+    def _deny(self, request: Any, pd: str | None, d: _Denial) -> ExecutionDenied:
+        """Write the denial record, then build the exception to raise."""
+        codes = d.codes or (R.GUARD_ERROR.value,)
+        seq: int | None = None
+        try:
+            entry = self.audit_log.append(
+                self._event("denial", request, pd, outcome=d.outcome, codes=codes, decision=d.decision,
+                            detail={"message": d.message[:500]})
+            )
+            seq = entry.seq
+        except Exception as exc:  # noqa: BLE001 - the denial stands even if unrecorded
+            log.error("execauth: could not record a denial: %s", exc)
+            codes = (*codes, R.AUDIT_UNAVAILABLE.value)
+        tool = request.tool if isinstance(request, AuthorizationRequest) else None
+        kwargs: dict[str, Any] = dict(
+            outcome=d.outcome, reason_codes=codes, message=d.message, tool=tool,
+            proposal_digest=pd, audit_seq=seq,
+        )
+        if d.outcome == Outcome.REQUIRE_APPROVAL.value and isinstance(request, AuthorizationRequest) and pd:
+            try:
+                requested_at = d.decision.record.decided_at if d.decision else self.clock.now()
+                pending = PendingApproval(
+                    proposal_digest=pd, request=request, reason_codes=codes, requested_at=requested_at
+                )
+                return ApprovalRequired(pending=pending, **kwargs)
+            except Exception:  # noqa: BLE001 - still a denial, just without the pending object
+                log.exception("execauth: could not build the pending approval")
+        return ExecutionDenied(**kwargs)
+
+    def _record_result(self, cap: Capability, status: str, error: BaseException | None) -> None:
+        try:
+            detail: dict[str, Any] = {"status": status, "execution_seq": cap.audit_seq}
+            if error is not None:
+                detail["error"] = type(error).__name__
+            # Lean on purpose: the execution entry it points to carries the rest.
+            self.audit_log.append(
+                {"event": "result", "time": self.clock.now(), "executed": True,
+                 "token_id": cap.token_id, "detail": detail}
+            )
+        except Exception as exc:  # noqa: BLE001 - the call already happened; don't mask its result
+            log.error("execauth: could not record the result of token %s: %s", cap.token_id, exc)
+
+    def _invoke(self, cap: Capability, call: Callable[[], T]) -> T:
+        cap._spend()
+        try:
+            result = call()
+        except BaseException as exc:
+            self._record_result(cap, "error", exc)
+            raise
+        self._record_result(cap, "ok", None)
+        return result
+
+    async def _ainvoke(self, cap: Capability, call: Callable[[], Awaitable[T] | T]) -> T:
+        cap._spend()
+        try:
+            result = call()
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException as exc:
+            self._record_result(cap, "error", exc)
+            raise
+        self._record_result(cap, "ok", None)
+        return result  # type: ignore[return-value]
+
+    def execute(self, request: AuthorizationRequest, token: str | None, call: Callable[[], T]) -> T:
+        """Verify ``token`` for ``request``, consume it, record, then ``call()``."""
+        cap = self._admit(request, token, decide=False, approval=None)
+        return self._invoke(cap, call)
+
+    async def aexecute(
+        self, request: AuthorizationRequest, token: str | None, call: Callable[[], Awaitable[T] | T]
+    ) -> T:
+        """Async :meth:`execute`."""
+        cap = self._admit(request, token, decide=False, approval=None)
+        return await self._ainvoke(cap, call)
+
+    def run(
+        self,
+        request: AuthorizationRequest,
+        call: Callable[[], T],
+        *,
+        approval: ApprovalGrant | None = None,
+    ) -> T:
+        """Decide, then (only on ALLOW) verify, consume, record and ``call()``."""
+        cap = self._admit(request, None, decide=True, approval=approval)
+        return self._invoke(cap, call)
+
+    async def arun(
+        self,
+        request: AuthorizationRequest,
+        call: Callable[[], Awaitable[T] | T],
+        *,
+        approval: ApprovalGrant | None = None,
+    ) -> T:
+        """Async :meth:`run`. ``call`` may return an awaitable or a plain value."""
+        cap = self._admit(request, None, decide=True, approval=approval)
+        return await self._ainvoke(cap, call)
+
+
+def _guard_error(exc: Exception) -> _Denial:
+    log.exception("execauth: error inside the guard; denying")
+    return _Denial("DENY", (R.GUARD_ERROR.value,), f"internal error ({type(exc).__name__}); denied")
+
+
+def _json_text(value: Any) -> str:
+    import json
+
+    return json.dumps(value, indent=2) + "\n"

@@ -1,0 +1,85 @@
+"""The registry of reason codes.
+
+Every authorization outcome carries one or more reason codes from this module.
+Codes are stable strings in UPPER_SNAKE case: tests, adapters and users match on
+codes, never on messages. A code, once published, keeps its meaning; new codes
+are added, old ones are never renamed or reused.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ReasonCode(str, Enum):
+    """Stable reason codes. The value is the wire form."""
+
+    # --- decisions --------------------------------------------------------
+    TOOL_ALLOWED = "TOOL_ALLOWED"
+    """The policy allows this tool for this principal."""
+    POLICY_EMPTY = "POLICY_EMPTY"
+    """The policy is missing or allows nothing: default deny."""
+    TOOL_NOT_ALLOWED = "TOOL_NOT_ALLOWED"
+    """The tool is not allowed by the policy."""
+    APPROVAL_REQUIRED = "APPROVAL_REQUIRED"
+    """The policy requires a human approval bound to this exact proposal."""
+    APPROVAL_GRANTED = "APPROVAL_GRANTED"
+    """A valid approval for this exact proposal was presented."""
+    APPROVAL_MISMATCH = "APPROVAL_MISMATCH"
+    """The approval presented was granted for a different proposal."""
+    APPROVAL_INVALID = "APPROVAL_INVALID"
+    """The approval is expired, not yet valid, or its signature does not verify."""
+
+    # --- tokens -----------------------------------------------------------
+    NO_TOKEN = "NO_TOKEN"
+    """No authority token was presented."""
+    TOKEN_MALFORMED = "TOKEN_MALFORMED"
+    """Not a compact JWS of three base64url parts with JSON header and claims."""
+    TOKEN_ALG_REJECTED = "TOKEN_ALG_REJECTED"
+    """The header names an algorithm other than EdDSA, or unexpected header fields."""
+    KEYSET_MISSING = "KEYSET_MISSING"
+    """No trusted key set is configured: nothing can verify."""
+    TOKEN_KID_UNKNOWN = "TOKEN_KID_UNKNOWN"
+    """The token's key id is not in the configured trusted key set."""
+    TOKEN_KEY_REVOKED = "TOKEN_KEY_REVOKED"
+    """The signing key has been revoked."""
+    TOKEN_KEY_INACTIVE = "TOKEN_KEY_INACTIVE"
+    """The signing key is outside its validity window."""
+    TOKEN_SIGNATURE_INVALID = "TOKEN_SIGNATURE_INVALID"
+    """The Ed25519 signature does not verify."""
+    TOKEN_CLAIMS_INVALID = "TOKEN_CLAIMS_INVALID"
+    """Claims are missing, of the wrong type, or carry unknown fields."""
+    TOKEN_ISSUER_MISMATCH = "TOKEN_ISSUER_MISMATCH"
+    """The token was issued by an issuer this verifier does not trust."""
+    TOKEN_AUDIENCE_MISMATCH = "TOKEN_AUDIENCE_MISMATCH"
+    """The token is meant for another audience."""
+    TOKEN_EXPIRED = "TOKEN_EXPIRED"
+    """The token's exp has passed (beyond the allowed clock skew)."""
+    TOKEN_NOT_YET_VALID = "TOKEN_NOT_YET_VALID"
+    """The token's nbf is in the future (beyond the allowed clock skew)."""
+    TOKEN_ISSUED_IN_FUTURE = "TOKEN_ISSUED_IN_FUTURE"
+    """The token's iat is in the future (beyond the allowed clock skew)."""
+    TOKEN_TTL_EXCEEDED = "TOKEN_TTL_EXCEEDED"
+    """exp - iat is longer than the verifier's maximum lifetime, or times are inconsistent."""
+    TOKEN_PROPOSAL_MISMATCH = "TOKEN_PROPOSAL_MISMATCH"
+    """The token is bound to a different proposal than the one being executed."""
+    TOKEN_SCOPE_MISMATCH = "TOKEN_SCOPE_MISMATCH"
+    """The token's scope (tool) does not cover the call being executed."""
+    TOKEN_REPLAYED = "TOKEN_REPLAYED"
+    """The token's id was already consumed: a token authorizes one execution."""
+
+    # --- guard ------------------------------------------------------------
+    REQUEST_INVALID = "REQUEST_INVALID"
+    """The proposal is malformed (types, sizes, non-canonical JSON values)."""
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    """A store (replay, state) failed or timed out: fail closed."""
+    AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"
+    """The audit log could not be written: nothing executes unrecorded."""
+    SIGNER_UNAVAILABLE = "SIGNER_UNAVAILABLE"
+    """The authority could not sign: no token, no execution."""
+    GUARD_ERROR = "GUARD_ERROR"
+    """An unexpected error inside the guard: fail closed."""
+
+
+REGISTRY: frozenset[str] = frozenset(code.value for code in ReasonCode)
+"""Every published reason code."""

@@ -1,0 +1,161 @@
+"""SQLite stores: the embedded default. One file, WAL mode, no server.
+
+Several processes may share one database file: SQLite's locking makes
+``consume`` (``INSERT OR IGNORE`` on a primary key) and ``append`` (one
+``BEGIN IMMEDIATE`` transaction that reads the head and writes the entry) atomic
+across them.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ..audit import GENESIS, AuditEntry, canonical_body, body_digest, make_body
+from ..canonical import CanonicalizationError, loads_strict
+from ..errors import AuditIntegrityError, StoreUnavailable
+
+_PURGE_EVERY = 1024
+_PURGE_SECONDS = 30
+
+
+def _connect(path: str | os.PathLike[str], timeout: float) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(
+            os.fspath(path), timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a commit survives a process crash; only an OS crash or
+        # power loss can lose the last transactions.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"cannot open SQLite database {os.fspath(path)}: {exc}") from exc
+    return conn
+
+
+class SQLiteReplayStore:
+    """Consumed token ids in a SQLite table, expired rows purged periodically."""
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+        self.path = os.fspath(path)
+        self._conn = _connect(path, timeout)
+        self._lock = threading.Lock()
+        self._count = 0
+        self._next_purge = 0
+        try:
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS consumed_tokens "
+                "(jti TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) WITHOUT ROWID"
+            )
+            self._conn.execute(
+                "CREATE INDEX IF NOT EXISTS consumed_tokens_exp ON consumed_tokens(expires_at)"
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot initialise replay store: {exc}") from exc
+
+    def consume(self, token_id: str, *, expires_at: int, now: int) -> bool:
+        with self._lock:
+            try:
+                cur = self._conn.execute(
+                    "INSERT OR IGNORE INTO consumed_tokens (jti, expires_at) VALUES (?, ?)",
+                    (token_id, expires_at),
+                )
+                fresh = cur.rowcount == 1
+                self._count += 1
+                # Purge by count and by time, so the table stays bounded by
+                # (live tokens + one purge interval) under any traffic pattern.
+                if self._count % _PURGE_EVERY == 0 or now >= self._next_purge:
+                    self._conn.execute("DELETE FROM consumed_tokens WHERE expires_at < ?", (now,))
+                    self._next_purge = now + _PURGE_SECONDS
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"replay store: {exc}") from exc
+            return fresh
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class SQLiteAuditLog:
+    """A hash-linked log in SQLite, with a head row updated in the same
+    transaction as every append (so a cut-off tail is detected)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+        self.path = os.fspath(path)
+        self._conn = _connect(path, timeout)
+        self._lock = threading.Lock()
+        try:
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS audit_log "
+                "(seq INTEGER PRIMARY KEY, digest TEXT NOT NULL, body BLOB NOT NULL)"
+            )
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS audit_head "
+                "(id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, digest TEXT NOT NULL)"
+            )
+            self._conn.execute(
+                "INSERT OR IGNORE INTO audit_head (id, seq, digest) VALUES (1, 0, ?)", (GENESIS,)
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot initialise audit log: {exc}") from exc
+
+    def append(self, event: Mapping[str, Any]) -> AuditEntry:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    seq, prev = self._conn.execute(
+                        "SELECT seq, digest FROM audit_head WHERE id = 1"
+                    ).fetchone()
+                    body = make_body(event, seq=seq + 1, prev=prev)
+                    raw = canonical_body(body)
+                    entry = AuditEntry(seq=seq + 1, digest=body_digest(raw), body=body)
+                    self._conn.execute(
+                        "INSERT INTO audit_log (seq, digest, body) VALUES (?, ?, ?)",
+                        (entry.seq, entry.digest, raw),
+                    )
+                    self._conn.execute(
+                        "UPDATE audit_head SET seq = ?, digest = ? WHERE id = 1",
+                        (entry.seq, entry.digest),
+                    )
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"audit log: {exc}") from exc
+            return entry
+
+    def head(self) -> tuple[int, str]:
+        with self._lock:
+            try:
+                row = self._conn.execute("SELECT seq, digest FROM audit_head WHERE id = 1").fetchone()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"audit log: {exc}") from exc
+        return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+    def entries(self, start: int = 1) -> Iterator[AuditEntry]:
+        with self._lock:
+            try:
+                rows = self._conn.execute(
+                    "SELECT seq, digest, body FROM audit_log WHERE seq >= ? ORDER BY seq", (start,)
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"audit log: {exc}") from exc
+        for seq, dig, raw in rows:
+            try:
+                body = loads_strict(bytes(raw))
+            except CanonicalizationError as exc:
+                raise AuditIntegrityError(int(seq), f"stored body is not JSON: {exc}") from exc
+            if not isinstance(body, dict):
+                raise AuditIntegrityError(int(seq), "stored body is not an object")
+            yield AuditEntry(seq=int(seq), digest=str(dig), body=body)
+
+    def __iter__(self) -> Iterator[AuditEntry]:
+        return self.entries()
+
+    def close(self) -> None:
+        self._conn.close()
