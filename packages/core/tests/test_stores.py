@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -62,30 +63,35 @@ def test_sqlite_store_purges_expired_rows(tmp_path: Path) -> None:
     assert n < 100
 
 
-def _consume_many(path: str, start: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
-    store = SQLiteReplayStore(path)
-    won = sum(store.consume(f"contested-{i:08d}", expires_at=10**6, now=0) for i in range(start, start + 300))
-    out.put(won)
+# Child processes run small scripts (not multiprocessing targets): test modules
+# are imported by path under --import-mode=importlib, so a child could not import them.
+CONSUME = """
+import sys
+from execauth_core.stores import SQLiteReplayStore
+store = SQLiteReplayStore(sys.argv[1])
+print(sum(store.consume(f"contested-{i:08d}", expires_at=10**6, now=0) for i in range(300)))
+"""
+APPEND = """
+import sys
+from execauth_core.stores import SQLiteAuditLog
+log = SQLiteAuditLog(sys.argv[1])
+for i in range(100):
+    log.append({"event": "decision", "executed": False, "time": i})
+"""
+
+
+def run_children(script: str, path: str, n: int) -> list[str]:
+    procs = [subprocess.Popen([sys.executable, "-c", script, path], stdout=subprocess.PIPE, text=True) for _ in range(n)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    return outs
 
 
 def test_sqlite_processes_race_without_double_consumption(tmp_path: Path) -> None:
     path = str(tmp_path / "r.db")
     SQLiteReplayStore(path)
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_consume_many, args=(path, 0, out)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    results = [out.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-    assert sum(results) == 300  # each of the 300 ids consumed exactly once across 1200 attempts
-
-
-def _append_many(path: str, n: int) -> None:
-    log = SQLiteAuditLog(path)
-    for i in range(n):
-        log.append({"event": "decision", "executed": False, "time": i})
+    won = [int(out) for out in run_children(CONSUME, path, 4)]
+    assert sum(won) == 300  # each of the 300 ids consumed exactly once across 1200 attempts
 
 
 def test_sqlite_audit_two_writer_processes_make_one_chain(tmp_path: Path) -> None:
@@ -93,12 +99,7 @@ def test_sqlite_audit_two_writer_processes_make_one_chain(tmp_path: Path) -> Non
 
     path = str(tmp_path / "a.db")
     SQLiteAuditLog(path)
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_append_many, args=(path, 100)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=60)
+    run_children(APPEND, path, 2)
     log = SQLiteAuditLog(path)
     assert verify_chain(log.entries(), expected_head=log.head())[0] == 200
 
