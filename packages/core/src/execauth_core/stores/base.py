@@ -4,11 +4,43 @@ guard turns into a denial."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from ..audit import AuditLog
 
-__all__ = ["AuditLog", "ReplayStore"]
+__all__ = ["AuditLog", "Debit", "ReplayStore", "StateStore", "window_start"]
+
+
+def window_start(now: int, window: int) -> int:
+    """Start of the fixed window of ``window`` seconds that contains ``now``.
+
+    Windows are aligned to the Unix epoch, so every backend and every replica
+    computes the same window for the same time.
+    """
+    return now - (now % window)
+
+
+@dataclass(frozen=True)
+class Debit:
+    """One counter to charge: a budget (amount in minor units) or a rate (count 1).
+
+    Attributes:
+        key: the counter, e.g. ``"budget/user-42/USD/86400"``; built by the Court.
+        amount: non-negative integer to add (cents, or 1 call).
+        limit: the counter may never exceed this within one window.
+        window: window length in seconds (fixed windows aligned to the epoch).
+    """
+
+    key: str
+    amount: int
+    limit: int
+    window: int
+
+    def __post_init__(self) -> None:
+        if not self.key or self.amount < 0 or self.limit < 0 or self.window <= 0:
+            raise ValueError(f"invalid debit {self!r}")
 
 
 class ReplayStore(Protocol):
@@ -25,4 +57,35 @@ class ReplayStore(Protocol):
         Raises:
             StoreUnavailable: the outcome is unknown; callers must deny.
         """
+        ...
+
+
+class StateStore(Protocol):
+    """Budgets and rate counters with an atomic, all-or-nothing check-and-debit.
+
+    The Court debits when it decides ALLOW; if the call is then not executed
+    (token refused, audit unavailable) or the tool fails, the guard refunds the
+    hold, so a denied or failed call consumes nothing.
+    """
+
+    def debit(self, hold_id: str, debits: Sequence[Debit], *, now: int) -> str | None:
+        """Atomically check every debit against its limit in the window containing
+        ``now`` and, only if all fit, apply all of them under ``hold_id``.
+
+        Returns:
+            ``None`` when applied; otherwise the key of the first debit that would
+            exceed its limit (and nothing was applied). Retrying the same
+            ``hold_id`` returns ``None`` without charging twice.
+
+        Raises:
+            StoreUnavailable: the outcome is unknown; callers must deny.
+        """
+        ...
+
+    def refund(self, hold_id: str) -> None:
+        """Undo the debits of ``hold_id`` (idempotent; unknown ids are ignored)."""
+        ...
+
+    def usage(self, key: str, window: int, *, now: int) -> int:
+        """Current value of ``key`` in the window containing ``now``."""
         ...

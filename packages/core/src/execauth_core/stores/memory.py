@@ -5,11 +5,12 @@ from __future__ import annotations
 import heapq
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..audit import GENESIS, AuditEntry, entry_for, make_body
 from ..errors import StoreUnavailable
+from .base import Debit, window_start
 
 
 class MemoryReplayStore:
@@ -78,3 +79,58 @@ class MemoryAuditLog:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class MemoryStateStore:
+    """Budgets and rate counters in a dict; windows that ended are dropped."""
+
+    def __init__(self) -> None:
+        self._used: dict[tuple[str, int], int] = {}
+        self._holds: dict[str, tuple[int, list[tuple[str, int, int]]]] = {}
+        self._ends: list[tuple[int, str, int]] = []
+        self._hold_ends: list[tuple[int, str]] = []
+        self._lock = threading.Lock()
+
+    def _expire(self, now: int) -> None:
+        while self._ends and self._ends[0][0] <= now:
+            _, key, start = heapq.heappop(self._ends)
+            self._used.pop((key, start), None)
+        # A hold outlives nothing it could refund: drop it when its windows end.
+        while self._hold_ends and self._hold_ends[0][0] <= now:
+            _, hold_id = heapq.heappop(self._hold_ends)
+            self._holds.pop(hold_id, None)
+
+    def debit(self, hold_id: str, debits: Sequence[Debit], *, now: int) -> str | None:
+        with self._lock:
+            self._expire(now)
+            if hold_id in self._holds:
+                return None
+            planned = []
+            for d in debits:
+                start = window_start(now, d.window)
+                if self._used.get((d.key, start), 0) + d.amount > d.limit:
+                    return d.key
+                planned.append((d.key, start, d.amount, start + d.window))
+            last_end = now
+            for key, start, amount, end in planned:
+                if (key, start) not in self._used:
+                    heapq.heappush(self._ends, (end, key, start))
+                    self._used[(key, start)] = 0
+                self._used[(key, start)] += amount
+                last_end = max(last_end, end)
+            self._holds[hold_id] = (last_end, [(k, s, a) for k, s, a, _ in planned])
+            heapq.heappush(self._hold_ends, (last_end, hold_id))
+            return None
+
+    def refund(self, hold_id: str) -> None:
+        with self._lock:
+            hold = self._holds.pop(hold_id, None)
+            if hold is None:
+                return
+            for key, start, amount in hold[1]:
+                if (key, start) in self._used:
+                    self._used[(key, start)] = max(0, self._used[(key, start)] - amount)
+
+    def usage(self, key: str, window: int, *, now: int) -> int:
+        with self._lock:
+            return self._used.get((key, window_start(now, window)), 0)
