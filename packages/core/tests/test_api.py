@@ -15,6 +15,8 @@ PUBLIC = {
     "SystemClock", "TokenClaims", "TokenError", "TokenVerifier", "TrustedKey", "__version__",
     "bind_arguments", "canonicalize", "denial_message", "digest", "issue_token",
     "jwk_thumbprint", "loads_strict", "verify_chain",
+    "Court", "EFFECTS", "EffectSpec", "EvidenceGrade", "RiskTier", "PreflightResult", "ToolManifest",
+    "ToolRegistry", "load_registry", "PolicyDocument", "load_policy", "parse_policy",
 }
 
 

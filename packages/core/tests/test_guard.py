@@ -147,14 +147,14 @@ def test_dead_audit_log_still_denies(make_guard: Callable[..., Guard], tool: Too
 
 
 class ExplodingPolicy(AllowListPolicy):
-    def evaluate(self, request: Any, *, now: int, approved: bool) -> Any:
+    def evaluate(self, request: Any, *, now: int, approved: bool, **kw: Any) -> Any:
         raise Boom("policy engine bug")
 
 
 class LyingPolicy(AllowListPolicy):
     """Returns a non-Outcome value: must not be taken as ALLOW."""
 
-    def evaluate(self, request: Any, *, now: int, approved: bool) -> Any:
+    def evaluate(self, request: Any, *, now: int, approved: bool, **kw: Any) -> Any:
         from execauth_core import Evaluation
 
         return Evaluation("ALLOWED", ("X",), ("x",))  # type: ignore[arg-type]

@@ -6,12 +6,16 @@ the guard verifies and consumes that token once before it calls the tool. Every
 denial is recorded with ``executed: false`` in a hash-linked audit log.
 """
 
+import logging as _logging
+
 from ._version import __version__
 from .audit import AuditEntry, Checkpoint, verify_chain
 from .authority import Authority
 from .binding import bind_arguments
 from .canonical import canonicalize, digest, loads_strict
 from .clock import Clock, FixedClock, SystemClock
+from .court import Court
+from .effects import EFFECTS, EffectSpec, EvidenceGrade, RiskTier
 from .errors import (
     ApprovalRequired,
     AuditIntegrityError,
@@ -26,6 +30,7 @@ from .errors import (
     denial_message,
 )
 from .guard import Capability, Guard
+from .manifest import PreflightResult, ToolManifest, ToolRegistry, load_registry
 from .keys import KeySet, KeyStatus, LocalSigner, Signer, TrustedKey, jwk_thumbprint
 from .messages import (
     ApprovalGrant,
@@ -39,8 +44,12 @@ from .messages import (
     TokenClaims,
 )
 from .policy import AllowListPolicy, DecisionPoint, Evaluation
+from .policyfile import PolicyDocument, load_policy, parse_policy
 from .reasons import ReasonCode
 from .tokens import TokenVerifier, issue_token
+
+# A library does not print: the host application decides where "execauth" logs go.
+_logging.getLogger("execauth").addHandler(_logging.NullHandler())
 
 __all__ = [
     "AllowListPolicy",
@@ -57,9 +66,13 @@ __all__ = [
     "Checkpoint",
     "Clock",
     "ConfigurationError",
+    "Court",
     "DecisionPoint",
     "DecisionRecord",
+    "EFFECTS",
+    "EffectSpec",
     "Evaluation",
+    "EvidenceGrade",
     "ExecAuthError",
     "ExecutionDenied",
     "FixedClock",
@@ -70,8 +83,11 @@ __all__ = [
     "LocalSigner",
     "Outcome",
     "PendingApproval",
+    "PolicyDocument",
     "PolicyRef",
+    "PreflightResult",
     "ReasonCode",
+    "RiskTier",
     "Scope",
     "Signer",
     "StoreUnavailable",
@@ -79,6 +95,8 @@ __all__ = [
     "TokenClaims",
     "TokenError",
     "TokenVerifier",
+    "ToolManifest",
+    "ToolRegistry",
     "TrustedKey",
     "__version__",
     "bind_arguments",
@@ -87,6 +105,9 @@ __all__ = [
     "digest",
     "issue_token",
     "jwk_thumbprint",
+    "load_policy",
+    "load_registry",
     "loads_strict",
+    "parse_policy",
     "verify_chain",
 ]

@@ -21,6 +21,7 @@ from .messages import (
     Outcome,
     PendingApproval,
     Scope,
+    StageResult,
     TokenClaims,
 )
 from .policy import DecisionPoint
@@ -101,7 +102,7 @@ class Authority:
         """Decide a proposal and, only on ALLOW, issue a token with id ``token_id``."""
         pd = proposal_digest or request.content_digest()
         approved, approval_problem = self._check_approval(approval, pd, now)
-        ev = self.decision_point.evaluate(request, now=now, approved=approved)
+        ev = self.decision_point.evaluate(request, now=now, approved=approved, hold_id=token_id)
         outcome = Outcome(ev.outcome)
         reasons = tuple(ev.reason_codes)
         explanation = tuple(ev.explanation)
@@ -121,6 +122,12 @@ class Authority:
             decided_at=now,
             token_id=token_id if is_allow else None,
             token_exp=now + self.token_ttl if is_allow else None,
+            shadow=ev.shadow_outcome is not None,
+            shadow_outcome=ev.shadow_outcome,
+            approved=approved,
+            stages=tuple(StageResult.model_validate(s) for s in ev.stages),
+            state_snapshot=dict(ev.state_snapshot) if ev.state_snapshot is not None else None,
+            preflight=dict(ev.preflight) if ev.preflight is not None else None,
         )
         record_bytes = record.canonical_bytes()
         record_digest = digest_bytes(record_bytes)

@@ -125,6 +125,112 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _court(args: argparse.Namespace, state: Any = None) -> Any:
+    from .court import Court
+    from .manifest import ToolRegistry, load_registry
+    from .policyfile import load_policy
+
+    registry = load_registry(args.manifests) if args.manifests else ToolRegistry()
+    return Court(load_policy(args.policy), registry, state=state)
+
+
+def _request(path: str) -> AuthorizationRequest:
+    raw = _read(path)
+    try:
+        loads_strict(raw)
+        return AuthorizationRequest.model_validate_json(raw, strict=True)
+    except (CanonicalizationError, pydantic.ValidationError) as exc:
+        raise UsageError(f"{path}: not an AuthorizationRequest: {str(exc).splitlines()[0]}") from None
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    from .manifest import load_registry
+    from .policyfile import load_policy
+
+    policy = load_policy(args.file)
+    if args.manifests:
+        from .court import Court
+
+        Court(policy, load_registry(args.manifests))  # unknown tools fail here
+    ref = policy.ref()
+    _print({"ok": True, "id": ref.id, "epoch": ref.epoch, "digest": ref.digest, "mode": policy.mode,
+            "principals": len(policy.principals), "rules": policy.rule_count()})
+    return 0
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    from .authority import Authority
+    from .stores.memory import MemoryStateStore
+    from .stores.base import window_start
+
+    state = MemoryStateStore()
+    now = args.now if args.now is not None else SystemClock().now()
+    if args.state:
+        counters = _json_file(args.state)
+        if not isinstance(counters, dict) or not all(isinstance(v, int) and v >= 0 for v in counters.values()):
+            raise UsageError(f"{args.state}: a state file maps counter keys to non-negative integers")
+        from .stores.base import Debit
+
+        for key, value in counters.items():
+            window = int(key.rsplit("/", 1)[-1]) if key.rsplit("/", 1)[-1].isdigit() else 0
+            if window <= 0:
+                raise UsageError(f"{args.state}: counter key {key!r} does not end in /<window seconds>")
+            state.debit(f"seed/{key}", [Debit(key, value, value, window)], now=window_start(now, window))
+    court = _court(args, state)
+    signer = LocalSigner.load(args.key) if args.key else LocalSigner.generate()
+    authority = Authority(court, signer, issuer=args.issuer, audience=args.audience)
+    from .guard import new_id
+
+    decision = authority.decide(_request(args.request), now=now, token_id=new_id())
+    out = {
+        "outcome": decision.outcome.value,
+        "reason_codes": list(decision.reason_codes),
+        "why": list(decision.explanation),
+        "stages": [s.model_dump(mode="json") for s in decision.record.stages],
+        "policy": decision.record.policy.model_dump(mode="json"),
+        "record_digest": decision.record_digest,
+        "token": decision.token if args.key else None,
+    }
+    if args.out:
+        Path(args.out).write_bytes(decision.canonical_bytes())
+    _print(out)
+    return 0 if decision.outcome.value == "ALLOW" else 1
+
+
+def cmd_record_replay(args: argparse.Namespace) -> int:
+    from .manifest import PreflightResult
+    from .effects import EvidenceGrade
+    from .messages import AuthorizationDecision, DecisionRecord
+
+    raw = _read(args.decision)
+    try:
+        data = loads_strict(raw)
+        record = (
+            AuthorizationDecision.model_validate(data).record
+            if isinstance(data, dict) and data.get("v") == "execauth.decision/1"
+            else DecisionRecord.model_validate(data)
+        )
+    except (CanonicalizationError, pydantic.ValidationError) as exc:
+        raise UsageError(f"{args.decision}: not a decision or decision record: {str(exc).splitlines()[0]}") from None
+    court = _court(args)
+    if court.policy_ref != record.policy:
+        raise UsageError(f"policy differs from the one that decided: record has {record.policy.digest}, "
+                         f"file is {court.policy_ref.digest}")
+    pre = record.preflight
+    replayed = PreflightResult(ok=bool(pre["ok"]), grade=EvidenceGrade(pre["grade"]), detail=str(pre["detail"])) if pre else None
+    ev = court.evaluate(record.request, now=record.decided_at, approved=record.approved, hold_id=None,
+                        preflight_result=replayed, state_snapshot=record.state_snapshot or {})
+    same_stages = [dict(s) for s in ev.stages][:-1] == [s.model_dump(mode="json") for s in record.stages][:-1]
+    shadow = ev.shadow_outcome.value if ev.shadow_outcome else None
+    recorded_shadow = record.shadow_outcome.value if record.shadow_outcome else None
+    match = (ev.outcome.value == record.outcome.value and list(ev.reason_codes) == list(record.reason_codes)
+             and same_stages and shadow == recorded_shadow)
+    _print({"match": match, "recorded": {"outcome": record.outcome.value, "reason_codes": list(record.reason_codes)},
+            "replayed": {"outcome": ev.outcome.value, "reason_codes": list(ev.reason_codes)},
+            "stages_match": same_stages})
+    return 0 if match else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -172,6 +278,31 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--key", required=True, help="private key file")
     ac.add_argument("--out", help="write the checkpoint here too")
     ac.set_defaults(fn=cmd_audit_checkpoint)
+
+    pol = sub.add_parser("policy", help="policy files").add_subparsers(dest="sub", required=True)
+    pc = pol.add_parser("check", help="validate a policy file and print its digest")
+    pc.add_argument("file")
+    pc.add_argument("--manifests", help="tool manifests file: also check the policy names known tools")
+    pc.set_defaults(fn=cmd_policy_check)
+
+    dec = sub.add_parser("decide", help="decide a proposal; prints the decision and why (exit 0 only on ALLOW)")
+    dec.add_argument("--policy", required=True)
+    dec.add_argument("--manifests", help="tool manifests (JSON or YAML list)")
+    dec.add_argument("--request", required=True, help="AuthorizationRequest JSON, or '-'")
+    dec.add_argument("--now", type=int, default=None, help="decide as of this Unix time")
+    dec.add_argument("--state", help="JSON object of counters (budget/rate keys -> used) to decide against")
+    dec.add_argument("--key", help="private key file: also issue a token on ALLOW")
+    dec.add_argument("--issuer", default="execauth-local")
+    dec.add_argument("--audience", default="execauth-guard")
+    dec.add_argument("--out", help="write the full signed AuthorizationDecision JSON here")
+    dec.set_defaults(fn=cmd_decide)
+
+    rec = sub.add_parser("record", help="decision records").add_subparsers(dest="sub", required=True)
+    rr = rec.add_parser("replay", help="re-run a recorded decision; exit 0 if it comes out the same")
+    rr.add_argument("decision", help="an AuthorizationDecision (decide --out) or DecisionRecord JSON file")
+    rr.add_argument("--policy", required=True)
+    rr.add_argument("--manifests")
+    rr.set_defaults(fn=cmd_record_replay)
 
     demo = sub.add_parser("demo", help="run the quickstart on the SQLite default")
     demo.add_argument("--dir", default=".execauth-demo", help="data folder (default .execauth-demo)")

@@ -55,15 +55,23 @@ def new_id() -> str:
 class Capability:
     """Permission to make exactly one verified call. Only the guard creates one."""
 
-    __slots__ = ("_used", "request", "token_id", "audit_seq")
+    __slots__ = ("_used", "audit_seq", "decision", "request", "token_id")
 
-    def __init__(self, key: object, request: AuthorizationRequest, token_id: str, audit_seq: int) -> None:
+    def __init__(
+        self,
+        key: object,
+        request: AuthorizationRequest,
+        token_id: str,
+        audit_seq: int,
+        decision: AuthorizationDecision | None = None,
+    ) -> None:
         if key is not _CAPABILITY_KEY:
             raise TypeError("a Capability is created by the guard after verification, never directly")
         self._used = False
         self.request = request
         self.token_id = token_id
         self.audit_seq = audit_seq
+        self.decision = decision
 
     def _spend(self) -> None:
         if self._used:
@@ -221,21 +229,27 @@ class Guard:
         """
         pd = None
         try:
+            if not isinstance(request, AuthorizationRequest):
+                raise _Denial("DENY", (R.REQUEST_INVALID.value,), "the proposal is not an AuthorizationRequest")
             pd = request.content_digest()
             decision = self._decide(request, approval, pd)
+        except _Denial as d:
+            raise self._deny(request, pd, d) from None
+        except StoreUnavailable as exc:
+            raise self._deny(request, pd, _Denial("DENY", (R.STORE_UNAVAILABLE.value,), str(exc))) from None
+        except Exception as exc:  # noqa: BLE001 - fail closed on anything
+            raise self._deny(request, pd, _guard_error(exc)) from None
+        try:
             self.audit_log.append(
                 self._event(
                     "decision", request, pd, outcome=decision.outcome.value,
                     codes=decision.reason_codes, decision=decision,
                 )
             )
-            return decision
-        except _Denial as d:
-            raise self._deny(request, pd, d) from None
-        except StoreUnavailable as exc:
+        except Exception as exc:  # noqa: BLE001 - an unrecorded decision issues no token
+            self._release(decision)
             raise self._deny(request, pd, _Denial("DENY", (R.AUDIT_UNAVAILABLE.value,), str(exc))) from None
-        except Exception as exc:  # noqa: BLE001 - fail closed on anything
-            raise self._deny(request, pd, _guard_error(exc)) from None
+        return decision
 
     def approve(
         self, pending: PendingApproval, *, approver: str, ttl: int = 900
@@ -280,7 +294,7 @@ class Guard:
             claims = self.verifier.verify(token, request=request, now=now, proposal_digest=pd)
             # Keep the id until the token can no longer pass the exp check.
             keep_until = claims.exp + self.verifier.clock_skew
-            if not self.replay_store.consume(claims.jti, expires_at=keep_until, now=now):
+            if self.replay_store.consume(claims.jti, expires_at=keep_until, now=now) is not True:
                 raise _Denial("DENY", (R.TOKEN_REPLAYED.value,), "this token was already used")
             entry = self.audit_log.append(
                 self._event(
@@ -289,15 +303,19 @@ class Guard:
                     record_digest=claims.record_digest,
                 )
             )
-            return Capability(_CAPABILITY_KEY, request, claims.jti, entry.seq)
-        except _Denial as d:
-            raise self._deny(request, pd, d) from None
-        except TokenError as exc:
-            raise self._deny(request, pd, _Denial("DENY", (exc.reason_code,), exc.message)) from None
-        except StoreUnavailable as exc:
-            raise self._deny(request, pd, _Denial("DENY", (R.STORE_UNAVAILABLE.value,), str(exc))) from None
+            return Capability(_CAPABILITY_KEY, request, claims.jti, entry.seq, decision)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything
-            raise self._deny(request, pd, _guard_error(exc)) from None
+            if isinstance(exc, _Denial):
+                denial = exc
+            elif isinstance(exc, TokenError):
+                denial = _Denial("DENY", (exc.reason_code,), exc.message)
+            elif isinstance(exc, StoreUnavailable):
+                denial = _Denial("DENY", (R.STORE_UNAVAILABLE.value,), str(exc))
+            else:
+                denial = _guard_error(exc)
+            # An ALLOW that will not run gives back the budget it debited.
+            self._release(decision)
+            raise self._deny(request, pd, denial) from None
 
     def _event(
         self,
@@ -360,6 +378,18 @@ class Guard:
                 log.exception("execauth: could not build the pending approval")
         return ExecutionDenied(**kwargs)
 
+    def _release(self, decision: AuthorizationDecision | None) -> None:
+        """Refund state an ALLOW debited, when the call will not (successfully) run."""
+        if decision is None or decision.outcome is not Outcome.ALLOW or decision.record.token_id is None:
+            return
+        release = getattr(self.authority.decision_point, "release", None) if self.authority else None
+        if release is None:
+            return
+        try:
+            release(decision.record.token_id)
+        except Exception as exc:  # noqa: BLE001 - failing to refund over-counts; never executes
+            log.error("execauth: could not release hold %s: %s", decision.record.token_id, exc)
+
     def _record_result(self, cap: Capability, status: str, error: BaseException | None) -> None:
         try:
             detail: dict[str, Any] = {"status": status, "execution_seq": cap.audit_seq}
@@ -379,6 +409,7 @@ class Guard:
             result = call()
         except BaseException as exc:
             self._record_result(cap, "error", exc)
+            self._release(cap.decision)
             raise
         self._record_result(cap, "ok", None)
         return result
@@ -391,6 +422,7 @@ class Guard:
                 result = await result
         except BaseException as exc:
             self._record_result(cap, "error", exc)
+            self._release(cap.decision)
             raise
         self._record_result(cap, "ok", None)
         return result  # type: ignore[return-value]

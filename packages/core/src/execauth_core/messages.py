@@ -96,6 +96,15 @@ class Scope(_Wire):
     limits: dict[str, str] = Field(default_factory=dict)
 
 
+class StageResult(_Wire):
+    """One stage of the Court's pipeline: its result, codes and human-readable notes."""
+
+    stage: Literal["contract", "ceilings", "counterfactuals", "invariants", "preflight", "emit"]
+    result: Literal["pass", "DENY", "REQUIRE_APPROVAL", "REQUIRE_EVIDENCE", "DEFER"]
+    reason_codes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
 class DecisionRecord(_Wire):
     """Everything needed to replay a decision: inputs, outcome and why."""
 
@@ -111,7 +120,16 @@ class DecisionRecord(_Wire):
     decided_at: UnixTime
     token_id: str | None = Field(default=None, description="jti of the token, ALLOW only.")
     token_exp: UnixTime | None = None
-    shadow: bool = Field(default=False, description="Shadow (dry-run) decision.")
+    shadow: bool = Field(default=False, description="Shadow (dry-run) decision: recorded, not enforced.")
+    shadow_outcome: Outcome | None = Field(default=None, description="In shadow mode, the unenforced outcome.")
+    approved: bool = Field(default=False, description="A valid approval of this exact proposal was presented.")
+    stages: tuple[StageResult, ...] = Field(default=(), description="The pipeline, stage by stage.")
+    state_snapshot: dict[str, int] | None = Field(
+        default=None, description="Counters the decision read (budgets, rates), for replay."
+    )
+    preflight: dict[str, Any] | None = Field(
+        default=None, description="The preflight's result (ok, grade, detail), for replay."
+    )
 
 
 class AuthorizationDecision(_Wire):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .canonical import digest
 from .errors import ConfigurationError
@@ -29,6 +29,16 @@ class Evaluation:
     effects: tuple[str, ...] = ()
     limits: Mapping[str, str] = field(default_factory=dict)
     state_digest: str | None = None
+    stages: tuple[Mapping[str, Any], ...] = ()
+    """Per-stage results (the Court's pipeline), recorded in the DecisionRecord."""
+    state_snapshot: Mapping[str, int] | None = None
+    """The counters the decision read, so it can be replayed."""
+    hold_id: str | None = None
+    """Set when state was debited: release it if the call does not run."""
+    shadow_outcome: Outcome | None = None
+    """In shadow mode: the outcome that was recorded but not enforced."""
+    preflight: Mapping[str, Any] | None = None
+    """What the preflight returned (``ok``, ``grade``, ``detail``), for replay."""
 
 
 class DecisionPoint(Protocol):
@@ -39,13 +49,21 @@ class DecisionPoint(Protocol):
         """Id, epoch and digest of the policy in force."""
         ...
 
-    def evaluate(self, request: AuthorizationRequest, *, now: int, approved: bool) -> Evaluation:
+    def evaluate(
+        self, request: AuthorizationRequest, *, now: int, approved: bool, hold_id: str | None = None
+    ) -> Evaluation:
         """Decide ``request`` at time ``now``.
 
         Args:
             approved: True when a valid human approval bound to this exact
                 proposal was presented (the caller has verified it).
+            hold_id: on ALLOW, debit any state (budgets, rates) under this id,
+                so that :meth:`release` can give it back. ``None``: don't debit.
         """
+        ...
+
+    def release(self, hold_id: str) -> None:
+        """Undo what an ALLOW under ``hold_id`` debited (the call did not run)."""
         ...
 
 
@@ -90,7 +108,12 @@ class AllowListPolicy:
     def policy_ref(self) -> PolicyRef:
         return self._ref
 
-    def evaluate(self, request: AuthorizationRequest, *, now: int, approved: bool) -> Evaluation:
+    def release(self, hold_id: str) -> None:
+        """Nothing to release: the allow-list keeps no state."""
+
+    def evaluate(
+        self, request: AuthorizationRequest, *, now: int, approved: bool, hold_id: str | None = None
+    ) -> Evaluation:
         if not self.allow:
             return Evaluation(
                 Outcome.DENY, (R.POLICY_EMPTY.value,), ("The policy allows no tools: default deny.",)

@@ -30,6 +30,59 @@ class ReasonCode(str, Enum):
     APPROVAL_INVALID = "APPROVAL_INVALID"
     """The approval is expired, not yet valid, or its signature does not verify."""
 
+    SHADOW_MODE = "SHADOW_MODE"
+    """Shadow (dry-run) policy: the decision was recorded, not enforced."""
+
+    # --- Court: contract pinning --------------------------------------------
+    UNKNOWN_TOOL = "UNKNOWN_TOOL"
+    """The tool has no registered manifest."""
+    MANIFEST_PIN_MISMATCH = "MANIFEST_PIN_MISMATCH"
+    """The proposal pins a manifest digest other than the registered one."""
+    MANIFEST_PIN_MISSING = "MANIFEST_PIN_MISSING"
+    """The policy requires a pinned manifest digest and the proposal has none."""
+    ARGS_SCHEMA_VIOLATION = "ARGS_SCHEMA_VIOLATION"
+    """The arguments do not match the manifest's JSON Schema."""
+    AMOUNT_NOT_DECIMAL_STRING = "AMOUNT_NOT_DECIMAL_STRING"
+    """A money amount arrived as a number; money travels as decimal strings."""
+    AMOUNT_INVALID = "AMOUNT_INVALID"
+    """A money amount is negative, malformed, too long or too precise for its currency."""
+    CURRENCY_NOT_ALLOWED = "CURRENCY_NOT_ALLOWED"
+    """The currency is not declared, or the principal has no ceiling in it."""
+
+    # --- Court: ceilings ----------------------------------------------------
+    PRINCIPAL_UNKNOWN = "PRINCIPAL_UNKNOWN"
+    """The principal is not in the policy."""
+    AGENT_NOT_ALLOWED = "AGENT_NOT_ALLOWED"
+    """This agent may not act for this principal."""
+    EFFECT_NOT_ALLOWED = "EFFECT_NOT_ALLOWED"
+    """An effect of the tool is not in the principal's allowed effects."""
+    RISK_TIER_EXCEEDED = "RISK_TIER_EXCEEDED"
+    """The tool's risk tier is above the principal's maximum."""
+    AMOUNT_CEILING_EXCEEDED = "AMOUNT_CEILING_EXCEEDED"
+    """The amount is above the principal's per-call ceiling."""
+    OUTSIDE_TIME_WINDOW = "OUTSIDE_TIME_WINDOW"
+    """Now is outside the principal's allowed time windows (DEFER)."""
+
+    # --- Court: counterfactuals ---------------------------------------------
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
+    """After this call the budget for the window would be overspent."""
+    RATE_LIMITED = "RATE_LIMITED"
+    """After this call the rate limit for the window would be exceeded (DEFER)."""
+
+    # --- Court: invariants --------------------------------------------------
+    KILL_SWITCH = "KILL_SWITCH"
+    """The policy's kill switch is on: nothing runs."""
+    EFFECT_FORBIDDEN = "EFFECT_FORBIDDEN"
+    """An effect of the tool is forbidden policy-wide."""
+
+    # --- Court: preflight ---------------------------------------------------
+    PREFLIGHT_FAILED = "PREFLIGHT_FAILED"
+    """The tool's preflight simulation failed or crashed."""
+    PREFLIGHT_MISSING = "PREFLIGHT_MISSING"
+    """The effects need a preflight and the tool has none (REQUIRE_EVIDENCE)."""
+    EVIDENCE_INSUFFICIENT = "EVIDENCE_INSUFFICIENT"
+    """The preflight's evidence grade is below what the effects need (REQUIRE_EVIDENCE)."""
+
     # --- tokens -----------------------------------------------------------
     NO_TOKEN = "NO_TOKEN"
     """No authority token was presented."""
