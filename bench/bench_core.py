@@ -49,6 +49,55 @@ def guarded(guard: Guard) -> Callable[[int], object]:
     return call
 
 
+BENCH_POLICY = {
+    "id": "bench", "epoch": 1,
+    "invariants": {"approval_at_or_above_tier": "E4", "forbidden_effects": ["permission.change", "code.deploy"]},
+    "principals": [{
+        "id": "user-1", "agents": ["bench", "billing-bot"],
+        "allow_tools": ["search", "refund"], "allow_effects": ["data.read", "payment.refund"],
+        "max_risk_tier": "E3", "amount_ceilings": {"USD": "500.00", "EUR": "400.00"},
+        "budgets": [{"currency": "USD", "limit": "1000000.00", "window": 86400},
+                    {"currency": "USD", "limit": "9000000.00", "window": 604800}],
+        "rate_limits": [{"tool": "*", "limit": 1000000, "window": 60}, {"tool": "refund", "limit": 1000000, "window": 3600}],
+        "time_windows": [{"start": "00:00", "end": "24:00"}],
+        "require_approval_above": {"USD": "450.00"}, "require_evidence_effects": [],
+    }],
+}
+BENCH_TOOLS = [
+    {"name": "search", "version": "1", "effects": ["data.read"],
+     "args_schema": {"type": "object", "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
+                     "required": ["query"], "additionalProperties": False}},
+    {"name": "refund", "version": "1", "effects": ["payment.refund"], "amount_arg": "amount",
+     "currency_arg": "currency",
+     "args_schema": {"type": "object", "properties": {"order": {"type": "string"}, "amount": {"type": "string"},
+                                                      "currency": {"type": "string"}},
+                     "required": ["order", "amount", "currency"]}},
+]
+
+
+def court_figures(n: int) -> list[tuple[str, tuple[float, float], float | None]]:
+    from execauth_core import Authority, Court, EvidenceGrade, LocalSigner, PreflightResult, ToolRegistry, parse_policy
+
+    registry = ToolRegistry()
+    registry.register(BENCH_TOOLS[0])
+    registry.register(BENCH_TOOLS[1], preflight=lambda a: PreflightResult(True, EvidenceGrade.SIMULATED))
+    policy = parse_policy(BENCH_POLICY)
+    court = Court(policy, registry)
+    guard = Guard.local(court)
+    now = int(time.time())
+    req = guard.proposal("refund", {"order": "A-1", "amount": "12.50", "currency": "USD"},
+                         principal="user-1", agent="bench")
+    assert court.evaluate(req, now=now, approved=False).outcome.value == "ALLOW"
+    authority = Authority(court, LocalSigner.generate(), issuer="i", audience="a")
+    print(f"bench policy: {policy.rule_count()} rules")
+    return [
+        ("Court.evaluate (decide, no debit)", measure(lambda i: court.evaluate(req, now=now, approved=False), n), 100.0),
+        ("Court.evaluate + debit", measure(lambda i: court.evaluate(req, now=now, approved=False, hold_id=f"h{i}"), n), None),
+        ("Authority.decide (signed + token)", measure(lambda i: authority.decide(req, now=now, token_id=f"bench-token-{i:010d}"), n), None),
+        ("guard.run with the Court", measure(lambda i: guard.run(req, lambda: None), n), None),
+    ]
+
+
 def import_time(runs: int = 7) -> float:
     best = []
     for _ in range(runs):
@@ -74,12 +123,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         sql = measure(guarded(Guard.local(policy, data_dir=d)), args.n)
     rows.append(("guarded call, SQLite stores", sql, 600.0))
+    court_rows = court_figures(args.n)
     print(f"execauth-core guard latency, n={args.n} (microseconds; overhead = guarded - bare)")
     print(f"{'case':32} {'p50':>9} {'p99':>9} {'p50 overhead':>13}  target")
     for name, (p50, p99), target in rows:
         over = p50 - bare[0]
         verdict = "" if target is None else f"<= {target:.0f} us: {'MET' if over <= target else 'MISSED'}"
         print(f"{name:32} {p50:9.1f} {p99:9.1f} {over:13.1f}  {verdict}")
+    print(f"\n{'Court (typical policy, memory state)':38} {'p50':>9} {'p99':>9}  target")
+    for name, (p50, p99), target in court_rows:
+        verdict = "" if target is None else f"<= {target:.0f} us: {'MET' if p50 <= target else 'MISSED'}"
+        print(f"{name:38} {p50:9.1f} {p99:9.1f}  {verdict}")
     ms = import_time()
     print(f"import execauth_core: {ms:.0f} ms (target <= 150 ms: {'MET' if ms <= 150 else 'MISSED'})")
 
