@@ -98,6 +98,20 @@ def court_figures(n: int) -> list[tuple[str, tuple[float, float], float | None]]
     ]
 
 
+def enforcement_only(guard: Guard, n: int) -> tuple[float, float]:
+    """guard.execute: verify the token, consume its id, record, call. Decisions are made
+    beforehand (as an authority service would), outside the timed region."""
+    reqs = [guard.proposal("search", {"query": f"q{i}", "limit": 10}, principal="user-1", agent="bench")
+            for i in range(n)]
+    tokens = [guard.authorize(r).token for r in reqs]
+    out = []
+    for req, token in zip(reqs, tokens):
+        t = time.perf_counter_ns()
+        guard.execute(req, token, lambda: tool(**req.args))
+        out.append((time.perf_counter_ns() - t) / 1000)
+    return percentiles(out)
+
+
 def import_time(runs: int = 7) -> float:
     best = []
     for _ in range(runs):
@@ -119,10 +133,13 @@ def main() -> None:
     bare = measure(lambda i: tool(f"q{i}", 10), args.n)
     rows.append(("bare tool call", bare, None))
     mem = measure(guarded(Guard.local(policy)), args.n)
-    rows.append(("guarded call, memory stores", mem, 200.0))
+    rows.append(("enforce (execute), memory", enforcement_only(Guard.local(policy), args.n), 200.0))
+    rows.append(("decide+enforce (run), memory", mem, 200.0))
+    with tempfile.TemporaryDirectory() as d:
+        rows.append(("enforce (execute), SQLite", enforcement_only(Guard.local(policy, data_dir=d), args.n), 600.0))
     with tempfile.TemporaryDirectory() as d:
         sql = measure(guarded(Guard.local(policy, data_dir=d)), args.n)
-    rows.append(("guarded call, SQLite stores", sql, 600.0))
+    rows.append(("decide+enforce (run), SQLite", sql, 600.0))
     court_rows = court_figures(args.n)
     print(f"execauth-core guard latency, n={args.n} (microseconds; overhead = guarded - bare)")
     print(f"{'case':32} {'p50':>9} {'p99':>9} {'p50 overhead':>13}  target")

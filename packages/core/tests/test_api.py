@@ -49,3 +49,12 @@ def test_wire_models_are_frozen_and_versioned() -> None:
         pass
     else:
         raise AssertionError("unknown fields must be rejected")
+
+
+def test_model_copy_digests_the_new_content() -> None:
+    """Never cache canonical bytes on a model: model_copy would carry a stale digest."""
+    req = execauth_core.AuthorizationRequest(tool="t", args={"a": 1}, principal="p")
+    before = req.content_digest()
+    changed = req.model_copy(update={"tool": "x"})
+    assert changed.content_digest() != before
+    assert changed.content_digest() == execauth_core.AuthorizationRequest(tool="x", args={"a": 1}, principal="p").content_digest()

@@ -7,6 +7,7 @@ denial is recorded with ``executed: false`` in a hash-linked audit log.
 """
 
 import logging as _logging
+from typing import TYPE_CHECKING
 
 from ._version import __version__
 from .audit import AuditEntry, Checkpoint, verify_chain
@@ -14,8 +15,6 @@ from .authority import Authority
 from .binding import bind_arguments
 from .canonical import canonicalize, digest, loads_strict
 from .clock import Clock, FixedClock, SystemClock
-from .court import Court
-from .effects import EFFECTS, EffectSpec, EvidenceGrade, RiskTier
 from .errors import (
     ApprovalRequired,
     AuditIntegrityError,
@@ -30,7 +29,6 @@ from .errors import (
     denial_message,
 )
 from .guard import Capability, Guard
-from .manifest import PreflightResult, ToolManifest, ToolRegistry, load_registry
 from .keys import KeySet, KeyStatus, LocalSigner, Signer, TrustedKey, jwk_thumbprint
 from .messages import (
     ApprovalGrant,
@@ -44,9 +42,43 @@ from .messages import (
     TokenClaims,
 )
 from .policy import AllowListPolicy, DecisionPoint, Evaluation
-from .policyfile import PolicyDocument, load_policy, parse_policy
 from .reasons import ReasonCode
 from .tokens import TokenVerifier, issue_token
+
+if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
+    from .court import Court
+    from .effects import EFFECTS, EffectSpec, EvidenceGrade, RiskTier
+    from .manifest import PreflightResult, ToolManifest, ToolRegistry, load_registry
+    from .policyfile import PolicyDocument, load_policy, parse_policy
+
+# The Court (manifests, policy files, effect taxonomy) loads on first use: code that
+# only guards with an allow-list, or only verifies tokens, never pays for it.
+_LAZY = {
+    "Court": "court",
+    "EFFECTS": "effects",
+    "EffectSpec": "effects",
+    "EvidenceGrade": "effects",
+    "RiskTier": "effects",
+    "PreflightResult": "manifest",
+    "ToolManifest": "manifest",
+    "ToolRegistry": "manifest",
+    "load_registry": "manifest",
+    "PolicyDocument": "policyfile",
+    "load_policy": "policyfile",
+    "parse_policy": "policyfile",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'execauth_core' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 # A library does not print: the host application decides where "execauth" logs go.
 _logging.getLogger("execauth").addHandler(_logging.NullHandler())
