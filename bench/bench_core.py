@@ -50,28 +50,55 @@ def guarded(guard: Guard) -> Callable[[int], object]:
 
 
 BENCH_POLICY = {
-    "id": "bench", "epoch": 1,
+    "id": "bench",
+    "epoch": 1,
     "invariants": {"approval_at_or_above_tier": "E4", "forbidden_effects": ["permission.change", "code.deploy"]},
-    "principals": [{
-        "id": "user-1", "agents": ["bench", "billing-bot"],
-        "allow_tools": ["search", "refund"], "allow_effects": ["data.read", "payment.refund"],
-        "max_risk_tier": "E3", "amount_ceilings": {"USD": "500.00", "EUR": "400.00"},
-        "budgets": [{"currency": "USD", "limit": "1000000.00", "window": 86400},
-                    {"currency": "USD", "limit": "9000000.00", "window": 604800}],
-        "rate_limits": [{"tool": "*", "limit": 1000000, "window": 60}, {"tool": "refund", "limit": 1000000, "window": 3600}],
-        "time_windows": [{"start": "00:00", "end": "24:00"}],
-        "require_approval_above": {"USD": "450.00"}, "require_evidence_effects": [],
-    }],
+    "principals": [
+        {
+            "id": "user-1",
+            "agents": ["bench", "billing-bot"],
+            "allow_tools": ["search", "refund"],
+            "allow_effects": ["data.read", "payment.refund"],
+            "max_risk_tier": "E3",
+            "amount_ceilings": {"USD": "500.00", "EUR": "400.00"},
+            "budgets": [
+                {"currency": "USD", "limit": "1000000.00", "window": 86400},
+                {"currency": "USD", "limit": "9000000.00", "window": 604800},
+            ],
+            "rate_limits": [
+                {"tool": "*", "limit": 1000000, "window": 60},
+                {"tool": "refund", "limit": 1000000, "window": 3600},
+            ],
+            "time_windows": [{"start": "00:00", "end": "24:00"}],
+            "require_approval_above": {"USD": "450.00"},
+            "require_evidence_effects": [],
+        }
+    ],
 }
 BENCH_TOOLS = [
-    {"name": "search", "version": "1", "effects": ["data.read"],
-     "args_schema": {"type": "object", "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
-                     "required": ["query"], "additionalProperties": False}},
-    {"name": "refund", "version": "1", "effects": ["payment.refund"], "amount_arg": "amount",
-     "currency_arg": "currency",
-     "args_schema": {"type": "object", "properties": {"order": {"type": "string"}, "amount": {"type": "string"},
-                                                      "currency": {"type": "string"}},
-                     "required": ["order", "amount", "currency"]}},
+    {
+        "name": "search",
+        "version": "1",
+        "effects": ["data.read"],
+        "args_schema": {
+            "type": "object",
+            "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
+            "required": ["query"],
+            "additionalProperties": False,
+        },
+    },
+    {
+        "name": "refund",
+        "version": "1",
+        "effects": ["payment.refund"],
+        "amount_arg": "amount",
+        "currency_arg": "currency",
+        "args_schema": {
+            "type": "object",
+            "properties": {"order": {"type": "string"}, "amount": {"type": "string"}, "currency": {"type": "string"}},
+            "required": ["order", "amount", "currency"],
+        },
+    },
 ]
 
 
@@ -85,15 +112,28 @@ def court_figures(n: int) -> list[tuple[str, tuple[float, float], float | None]]
     court = Court(policy, registry)
     guard = Guard.local(court)
     now = int(time.time())
-    req = guard.proposal("refund", {"order": "A-1", "amount": "12.50", "currency": "USD"},
-                         principal="user-1", agent="bench")
+    req = guard.proposal(
+        "refund", {"order": "A-1", "amount": "12.50", "currency": "USD"}, principal="user-1", agent="bench"
+    )
     assert court.evaluate(req, now=now, approved=False).outcome.value == "ALLOW"
     authority = Authority(court, LocalSigner.generate(), issuer="i", audience="a")
     print(f"bench policy: {policy.rule_count()} rules")
     return [
-        ("Court.evaluate (decide, no debit)", measure(lambda i: court.evaluate(req, now=now, approved=False), n), 100.0),
-        ("Court.evaluate + debit", measure(lambda i: court.evaluate(req, now=now, approved=False, hold_id=f"h{i}"), n), None),
-        ("Authority.decide (signed + token)", measure(lambda i: authority.decide(req, now=now, token_id=f"bench-token-{i:010d}"), n), None),
+        (
+            "Court.evaluate (decide, no debit)",
+            measure(lambda i: court.evaluate(req, now=now, approved=False), n),
+            100.0,
+        ),
+        (
+            "Court.evaluate + debit",
+            measure(lambda i: court.evaluate(req, now=now, approved=False, hold_id=f"h{i}"), n),
+            None,
+        ),
+        (
+            "Authority.decide (signed + token)",
+            measure(lambda i: authority.decide(req, now=now, token_id=f"bench-token-{i:010d}"), n),
+            None,
+        ),
         ("guard.run with the Court", measure(lambda i: guard.run(req, lambda: None), n), None),
     ]
 
@@ -101,13 +141,14 @@ def court_figures(n: int) -> list[tuple[str, tuple[float, float], float | None]]
 def enforcement_only(guard: Guard, n: int) -> tuple[float, float]:
     """guard.execute: verify the token, consume its id, record, call. Decisions are made
     beforehand (as an authority service would), outside the timed region."""
-    reqs = [guard.proposal("search", {"query": f"q{i}", "limit": 10}, principal="user-1", agent="bench")
-            for i in range(n)]
+    reqs = [
+        guard.proposal("search", {"query": f"q{i}", "limit": 10}, principal="user-1", agent="bench") for i in range(n)
+    ]
     tokens = [guard.authorize(r).token for r in reqs]
     out = []
-    for req, token in zip(reqs, tokens):
+    for req, token in zip(reqs, tokens, strict=True):
         t = time.perf_counter_ns()
-        guard.execute(req, token, lambda: tool(**req.args))
+        guard.execute(req, token, lambda r=req: tool(**r.args))
         out.append((time.perf_counter_ns() - t) / 1000)
     return percentiles(out)
 

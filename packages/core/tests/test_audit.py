@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from execauth_core import AuditIntegrityError, Checkpoint, ExecutionDenied, Guard, KeySet, LocalSigner, verify_chain
 from execauth_core.cli import main as cli
 from execauth_core.stores import MemoryAuditLog, SQLiteAuditLog
@@ -21,7 +21,7 @@ def fill(guard: Guard, n: int = 4) -> None:
     for i in range(n):
         req = guard.proposal("search" if i % 2 == 0 else "forbidden", {"i": i}, principal="alice")
         try:
-            guard.run(req, lambda: tool(**req.args))
+            guard.run(req, lambda r=req: tool(**r.args))
         except ExecutionDenied:
             pass
 
@@ -57,11 +57,21 @@ def test_intact_chain_verifies(db: Path) -> None:
     assert verify(db)[0] == 6
 
 
-@pytest.mark.parametrize("field", ["executed", "outcome", "reason_codes", "proposal_digest", "tool", "time", "policy_digest", "detail"])
+@pytest.mark.parametrize(
+    "field", ["executed", "outcome", "reason_codes", "proposal_digest", "tool", "time", "policy_digest", "detail"]
+)
 def test_edit_of_any_field_is_detected(db: Path, field: str) -> None:
     b = body(db, 3)
-    b[field] = {"executed": True, "outcome": "ALLOW", "reason_codes": ["TOOL_ALLOWED"], "proposal_digest": "sha256:" + "a" * 64,
-                "tool": "search", "time": 1, "policy_digest": None, "detail": {"x": 1}}[field]
+    b[field] = {
+        "executed": True,
+        "outcome": "ALLOW",
+        "reason_codes": ["TOOL_ALLOWED"],
+        "proposal_digest": "sha256:" + "a" * 64,
+        "tool": "search",
+        "time": 1,
+        "policy_digest": None,
+        "detail": {"x": 1},
+    }[field]
     tamper(db, "UPDATE audit_log SET body = ? WHERE seq = 3", json.dumps(b).encode())
     with pytest.raises(AuditIntegrityError) as info:
         verify(db)
@@ -131,7 +141,9 @@ def test_checkpoint_signature_is_checked(db: Path, signer: LocalSigner) -> None:
     with pytest.raises(ConfigurationError, match="does not verify"):
         Checkpoint.from_json(cp, KeySet.of_signer(signer))
     with pytest.raises(ConfigurationError, match="trusted"):
-        Checkpoint.from_json(Checkpoint.sign(SQLiteAuditLog(db), LocalSigner.generate(), now=1).to_json(), KeySet.of_signer(signer))
+        Checkpoint.from_json(
+            Checkpoint.sign(SQLiteAuditLog(db), LocalSigner.generate(), now=1).to_json(), KeySet.of_signer(signer)
+        )
 
 
 def test_cli_audit_verify_prints_first_bad_seq(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -145,7 +157,9 @@ def test_cli_audit_verify_prints_first_bad_seq(db: Path, capsys: pytest.CaptureF
 
 def test_cli_checkpoint_roundtrip(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cp = tmp_path / "cp.json"
-    assert cli(["audit", "checkpoint", "--db", str(db), "--key", str(tmp_path / "authority.key"), "--out", str(cp)]) == 2
+    assert (
+        cli(["audit", "checkpoint", "--db", str(db), "--key", str(tmp_path / "authority.key"), "--out", str(cp)]) == 2
+    )
     # the fixture's guard used an in-memory signer; make a key file for the checkpoint
     capsys.readouterr()
     assert cli(["keys", "generate", "--out", str(tmp_path / "k")]) == 0
@@ -166,5 +180,5 @@ def test_memory_log_is_bounded_and_verifies(make_guard: Callable[..., Guard]) ->
     fill(guard, 10)
     entries = list(guard.audit_log.entries())
     assert len(entries) == 5 and entries[-1].seq == guard.audit_log.head()[0]
-    for a, b in zip(entries, entries[1:]):
+    for a, b in itertools.pairwise(entries):
         assert b.body["prev"] == a.digest

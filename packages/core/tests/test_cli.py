@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from execauth_core import AllowListPolicy, FixedClock, Guard, LocalSigner
 from execauth_core.cli import main as cli
 
@@ -20,21 +19,38 @@ from .conftest import T0
 def material(tmp_path: Path) -> dict[str, str]:
     assert cli(["keys", "generate", "--out", str(tmp_path)]) == 0
     signer = LocalSigner.load(tmp_path / "authority.key")
-    guard = Guard.local(AllowListPolicy(["search"]), signer=signer, clock=FixedClock(T0),
-                        issuer="iss", audience="aud")
+    guard = Guard.local(AllowListPolicy(["search"]), signer=signer, clock=FixedClock(T0), issuer="iss", audience="aud")
     req = guard.proposal("search", {"q": "x"}, principal="alice")
     (tmp_path / "req.json").write_bytes(req.canonical_bytes())
     other = guard.proposal("search", {"q": "y"}, principal="alice")
     (tmp_path / "other.json").write_bytes(other.canonical_bytes())
     token = guard.authorize(req).token
     assert token
-    return {"dir": str(tmp_path), "token": token, "jwks": str(tmp_path / "jwks.json"),
-            "req": str(tmp_path / "req.json"), "other": str(tmp_path / "other.json")}
+    return {
+        "dir": str(tmp_path),
+        "token": token,
+        "jwks": str(tmp_path / "jwks.json"),
+        "req": str(tmp_path / "req.json"),
+        "other": str(tmp_path / "other.json"),
+    }
 
 
 def verify_args(m: dict[str, str], request: str, token: str | None = None, now: int = T0) -> list[str]:
-    return ["token", "verify", token or m["token"], "--jwks", m["jwks"], "--request", request,
-            "--issuer", "iss", "--audience", "aud", "--now", str(now)]
+    return [
+        "token",
+        "verify",
+        token or m["token"],
+        "--jwks",
+        m["jwks"],
+        "--request",
+        request,
+        "--issuer",
+        "iss",
+        "--audience",
+        "aud",
+        "--now",
+        str(now),
+    ]
 
 
 def test_keys_generate_writes_0600_key(material: dict[str, str]) -> None:
@@ -50,10 +66,15 @@ def test_token_verify_valid(material: dict[str, str], capsys: pytest.CaptureFixt
 
 @pytest.mark.parametrize(
     ("which", "token", "now", "code"),
-    [("other", None, T0, "TOKEN_PROPOSAL_MISMATCH"), ("req", None, T0 + 3600, "TOKEN_EXPIRED"), ("req", "a.b.c", T0, "TOKEN_MALFORMED")],
+    [
+        ("other", None, T0, "TOKEN_PROPOSAL_MISMATCH"),
+        ("req", None, T0 + 3600, "TOKEN_EXPIRED"),
+        ("req", "a.b.c", T0, "TOKEN_MALFORMED"),
+    ],
 )
-def test_token_verify_invalid(material: dict[str, str], capsys: pytest.CaptureFixture[str], which: str,
-                              token: str | None, now: int, code: str) -> None:
+def test_token_verify_invalid(
+    material: dict[str, str], capsys: pytest.CaptureFixture[str], which: str, token: str | None, now: int, code: str
+) -> None:
     capsys.readouterr()
     assert cli(verify_args(material, material[which], token, now)) == 1
     out = json.loads(capsys.readouterr().out)
@@ -68,13 +89,19 @@ def test_token_verify_invalid(material: dict[str, str], capsys: pytest.CaptureFi
         lambda m, d: (d / "bad.json").write_text('{"tool": "x", "tool": "y"}') and verify_args(m, str(d / "bad.json")),
         lambda m, d: (d / "bad.json").write_text('{"tool": "x"}') and verify_args(m, str(d / "bad.json")),
         lambda m, d: (d / "j.json").write_text("not json") and verify_args({**m, "jwks": str(d / "j.json")}, m["req"]),
-        lambda m, d: (d / "j.json").write_text('{"keys":[{"kty":"RSA"}]}') and verify_args({**m, "jwks": str(d / "j.json")}, m["req"]),
+        lambda m, d: (
+            (d / "j.json").write_text('{"keys":[{"kty":"RSA"}]}')
+            and verify_args({**m, "jwks": str(d / "j.json")}, m["req"])
+        ),
         lambda m, d: ["audit", "verify", "--db", str(d / "nope.db")],
-        lambda m, d: (d / "garbage.db").write_bytes(b"\0" * 4096) and ["audit", "verify", "--db", str(d / "garbage.db")],
+        lambda m, d: (
+            (d / "garbage.db").write_bytes(b"\0" * 4096) and ["audit", "verify", "--db", str(d / "garbage.db")]
+        ),
     ],
 )
-def test_usage_errors_exit_2_with_one_line(material: dict[str, str], tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str], mutate) -> None:  # type: ignore[no-untyped-def]
+def test_usage_errors_exit_2_with_one_line(
+    material: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str], mutate
+) -> None:  # type: ignore[no-untyped-def]
     capsys.readouterr()
     assert cli(mutate(material, tmp_path)) == 2
     err = capsys.readouterr().err
@@ -88,8 +115,12 @@ def test_bad_arguments_exit_2() -> None:
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "execauth_core.cli", "demo", "--dir", str(tmp_path / "d")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "execauth_core.cli", "demo", "--dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "demo: OK" in proc.stdout and "TOKEN_REPLAYED" in proc.stdout and "TOOL_NOT_ALLOWED" in proc.stdout
     assert proc.stderr == ""

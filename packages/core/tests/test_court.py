@@ -6,7 +6,6 @@ import threading
 from typing import Any
 
 import pytest
-
 from execauth_core import (
     ApprovalRequired,
     ConfigurationError,
@@ -24,8 +23,16 @@ from .conftest import Tool
 from .court_fixtures import MONDAY_10, REFUND, SEARCH, make, policy
 
 
-def run(guard: Guard, tool: str, args: dict[str, Any], *, principal: str = "user-42",
-        agent: str | None = "billing-bot", approval: Any = None, manifest_digest: str | None = None) -> tuple[str, tuple[str, ...], Tool]:
+def run(
+    guard: Guard,
+    tool: str,
+    args: dict[str, Any],
+    *,
+    principal: str = "user-42",
+    agent: str | None = "billing-bot",
+    approval: Any = None,
+    manifest_digest: str | None = None,
+) -> tuple[str, tuple[str, ...], Tool]:
     t = Tool()
     req = guard.proposal(tool, args, principal=principal, agent=agent, manifest_digest=manifest_digest)
     try:
@@ -60,7 +67,13 @@ REFUND_OK = {"order": "A-1", "amount": "150.00", "currency": "USD"}
         ("search_docs", {"q": "x"}, {"principal": "stranger"}, "DENY", ("PRINCIPAL_UNKNOWN",)),
         ("search_docs", {"q": "x"}, {"agent": "rogue-bot"}, "DENY", ("AGENT_NOT_ALLOWED",)),
         ("search_docs", {"q": "x"}, {"agent": None}, "DENY", ("AGENT_NOT_ALLOWED",)),
-        ("refund", REFUND_OK, {"principal": "intern", "agent": None}, "DENY", ("RISK_TIER_EXCEEDED", "CURRENCY_NOT_ALLOWED")),
+        (
+            "refund",
+            REFUND_OK,
+            {"principal": "intern", "agent": None},
+            "DENY",
+            ("RISK_TIER_EXCEEDED", "CURRENCY_NOT_ALLOWED"),
+        ),
         ("refund", {**REFUND_OK, "amount": "600.00"}, {}, "DENY", ("AMOUNT_CEILING_EXCEEDED", "APPROVAL_REQUIRED")),
         ("refund", {**REFUND_OK, "currency": "GBP"}, {}, "DENY", ("CURRENCY_NOT_ALLOWED",)),
         # invariants
@@ -71,7 +84,9 @@ REFUND_OK = {"order": "A-1", "amount": "150.00", "currency": "USD"}
         ("refund", {**REFUND_OK, "currency": "EUR", "amount": "20.00"}, {}, "ALLOW", ("TOOL_ALLOWED",)),
     ],
 )
-def test_stage_outcomes(tool: str, args: dict[str, Any], kw: dict[str, Any], outcome: str, codes: tuple[str, ...]) -> None:
+def test_stage_outcomes(
+    tool: str, args: dict[str, Any], kw: dict[str, Any], outcome: str, codes: tuple[str, ...]
+) -> None:
     guard, _, _ = make()
     got = run(guard, tool, args, **kw)
     assert got[:2] == (outcome, codes)
@@ -187,7 +202,9 @@ def test_approval_flow_binds_to_the_exact_proposal() -> None:
         guard.run(req, lambda: None)
     grant = guard.approve(info.value.pending, approver="alice")
     assert run(guard, "refund", {**args, "amount": "310.00"}, approval=grant)[:2] == (
-        "REQUIRE_APPROVAL", ("APPROVAL_REQUIRED", "APPROVAL_MISMATCH"))
+        "REQUIRE_APPROVAL",
+        ("APPROVAL_REQUIRED", "APPROVAL_MISMATCH"),
+    )
     tool = Tool()
     guard.run(req, lambda: tool(**req.args), approval=grant)
     assert tool.calls == [args]
@@ -201,9 +218,15 @@ def test_approval_does_not_lift_a_denial() -> None:
     req = guard.proposal("refund", args, principal="user-42", agent="billing-bot")
     from execauth_core import PendingApproval
 
-    grant = guard.approve(PendingApproval(proposal_digest=req.content_digest(), request=req,
-                                          reason_codes=("APPROVAL_REQUIRED",), requested_at=MONDAY_10),
-                          approver="alice")
+    grant = guard.approve(
+        PendingApproval(
+            proposal_digest=req.content_digest(),
+            request=req,
+            reason_codes=("APPROVAL_REQUIRED",),
+            requested_at=MONDAY_10,
+        ),
+        approver="alice",
+    )
     assert run(guard, "refund", args, approval=grant)[:2] == ("DENY", ("AMOUNT_CEILING_EXCEEDED",))
 
 
@@ -214,8 +237,9 @@ def test_shadow_mode_records_but_does_not_block() -> None:
     entry = [e for e in guard.audit_log.entries() if e.event == "execution"][-1]
     assert entry.body["reason_codes"][0] == "SHADOW_MODE"
     assert "AMOUNT_CEILING_EXCEEDED" in entry.body["reason_codes"]
-    decision = guard.authorize(guard.proposal("refund", {**REFUND_OK, "amount": "600.00"},
-                                              principal="user-42", agent="billing-bot"))
+    decision = guard.authorize(
+        guard.proposal("refund", {**REFUND_OK, "amount": "600.00"}, principal="user-42", agent="billing-bot")
+    )
     assert decision.record.shadow is True and decision.record.shadow_outcome is not None
     assert decision.record.shadow_outcome.value == "DENY"
 
@@ -314,7 +338,14 @@ def test_decisions_are_deterministic_and_explained() -> None:
     req = a.proposal("refund", REFUND_OK, principal="user-42", agent="billing-bot")
     da, db = a.authorize(req), b.authorize(req)
     assert da.canonical_bytes() == db.canonical_bytes()
-    assert [s.stage for s in da.record.stages] == ["contract", "ceilings", "counterfactuals", "invariants", "preflight", "emit"]
+    assert [s.stage for s in da.record.stages] == [
+        "contract",
+        "ceilings",
+        "counterfactuals",
+        "invariants",
+        "preflight",
+        "emit",
+    ]
     assert any("150.00 USD" in n for s in da.record.stages for n in s.notes)
     assert da.record.state_snapshot == {"budget/user-42/USD/86400": 0, "rate/user-42/*/60": 0}
 
@@ -323,7 +354,10 @@ def test_decisions_are_deterministic_and_explained() -> None:
     ("change", "fragment"),
     [
         ({"principals": [{"id": "u", "allow_tools": ["not_registered"]}]}, "unregistered tools"),
-        ({"principals": [{"id": "u", "rate_limits": [{"tool": "ghost", "limit": 1, "window": 60}]}]}, "unregistered tool"),
+        (
+            {"principals": [{"id": "u", "rate_limits": [{"tool": "ghost", "limit": 1, "window": 60}]}]},
+            "unregistered tool",
+        ),
     ],
 )
 def test_policy_naming_unknown_tools_fails_to_load(change: dict[str, Any], fragment: str) -> None:
@@ -342,7 +376,10 @@ def test_policy_naming_unknown_tools_fails_to_load(change: dict[str, Any], fragm
         ({"principals": [{"id": "u", "allow_effects": ["payment.transfr"]}]}, "unknown effect"),
         ({"principals": [{"id": "u"}, {"id": "u"}]}, "twice"),
         ({"principals": [{"id": "u", "time_windows": [{"start": "18:00", "end": "08:00"}]}]}, "start < end"),
-        ({"principals": [{"id": "u", "budgets": [{"currency": "USD", "limit": "1", "window": 5}]}]}, "greater than or equal"),
+        (
+            {"principals": [{"id": "u", "budgets": [{"currency": "USD", "limit": "1", "window": 5}]}]},
+            "greater than or equal",
+        ),
         ({"epoch": "7"}, "valid integer"),
         ({"kill_switch": "off"}, "valid boolean"),
         ({"mode": "audit"}, "enforce"),

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from execauth_core import (
     AllowListPolicy,
     ApprovalRequired,
@@ -21,7 +20,6 @@ from execauth_core import (
 from execauth_core.guard import _CAPABILITY_KEY
 
 from .conftest import Tool
-
 
 DEEP: Any = 1
 for _ in range(70):
@@ -218,7 +216,9 @@ def test_not_a_request_denies(make_guard: Callable[..., Guard], tool: Tool, bad:
     "args",
     [{"amount": float("nan")}, {"n": 2**60}, {"deep": DEEP}, {"x": object()}],
 )
-def test_unrepresentable_args_are_refused_at_the_boundary(make_guard: Callable[..., Guard], args: dict[str, Any]) -> None:
+def test_unrepresentable_args_are_refused_at_the_boundary(
+    make_guard: Callable[..., Guard], args: dict[str, Any]
+) -> None:
     import pydantic
 
     guard = make_guard()

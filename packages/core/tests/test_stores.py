@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from execauth_core import StoreUnavailable
 from execauth_core.stores import MemoryReplayStore, SQLiteAuditLog, SQLiteReplayStore
 
@@ -81,7 +80,9 @@ for i in range(100):
 
 
 def run_children(script: str, path: str, n: int) -> list[str]:
-    procs = [subprocess.Popen([sys.executable, "-c", script, path], stdout=subprocess.PIPE, text=True) for _ in range(n)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, path], stdout=subprocess.PIPE, text=True) for _ in range(n)
+    ]
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs)
     return outs

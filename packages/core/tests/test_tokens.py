@@ -10,9 +10,6 @@ from typing import Any
 
 import jwt
 import pytest
-from jwcrypto import jwk as jwcrypto_jwk
-from jwcrypto import jws as jwcrypto_jws
-
 from execauth_core import (
     ExecutionDenied,
     FixedClock,
@@ -27,6 +24,8 @@ from execauth_core import (
 )
 from execauth_core._b64 import b64url_decode, b64url_encode
 from execauth_core.tokens import TOKEN_TYPE
+from jwcrypto import jwk as jwcrypto_jwk
+from jwcrypto import jws as jwcrypto_jws
 
 from .conftest import RFC8032_SEED_2, T0, Tool
 
@@ -86,12 +85,19 @@ def test_flipped_signature_bit(setup: tuple[Guard, Any, str], tool: Tool) -> Non
 
 
 CLAIM_TAMPERS: list[tuple[str, Any]] = [
-    ("iss", "evil"), ("aud", "other-guard"), ("sub", "mallory"), ("iat", T0 - 1), ("nbf", T0 - 1),
-    ("exp", T0 + 10_000), ("jti", "another-token-id-0001"),
-    ("proposal_digest", "sha256:" + "0" * 64), ("record_digest", "sha256:" + "1" * 64),
+    ("iss", "evil"),
+    ("aud", "other-guard"),
+    ("sub", "mallory"),
+    ("iat", T0 - 1),
+    ("nbf", T0 - 1),
+    ("exp", T0 + 10_000),
+    ("jti", "another-token-id-0001"),
+    ("proposal_digest", "sha256:" + "0" * 64),
+    ("record_digest", "sha256:" + "1" * 64),
     ("scope", {"tool": "search", "effects": [], "limits": {}}),
     ("policy", {"id": "x", "epoch": 9, "digest": "sha256:" + "2" * 64}),
-    ("phase", "execute"), ("v", "execauth.token/1"),
+    ("phase", "execute"),
+    ("v", "execauth.token/1"),
 ]
 
 
@@ -170,7 +176,7 @@ def test_not_yet_valid_and_issued_in_future(
 
 
 def test_wrong_proposal(setup: tuple[Guard, Any, str], tool: Tool) -> None:
-    guard, request, token = setup
+    guard, _request, token = setup
     other = guard.proposal("transfer", {"amount": "10000.00", "to": "bob"}, principal="alice")
     assert deny_code(guard, other, token, tool) == "TOKEN_PROPOSAL_MISMATCH"
 
@@ -204,7 +210,9 @@ def test_key_outside_validity_window(setup: tuple[Guard, Any, str], tool: Tool, 
     assert deny_code(guard, request, token, tool) == "TOKEN_KEY_INACTIVE"
 
 
-def test_retired_key_still_verifies_inside_window(setup: tuple[Guard, Any, str], tool: Tool, signer: LocalSigner) -> None:
+def test_retired_key_still_verifies_inside_window(
+    setup: tuple[Guard, Any, str], tool: Tool, signer: LocalSigner
+) -> None:
     guard, request, token = setup
     guard.verifier.keys = KeySet([TrustedKey.from_public_key(signer.public_key, status=KeyStatus.RETIRED)])
     guard.execute(request, token, lambda: tool(**request.args))
@@ -268,7 +276,9 @@ def test_header_members_that_carry_keys_are_refused(
         lambda t: t + "=",
         lambda t: "x" * 20_000,
         lambda t: b64url_encode(b"[1,2]") + "." + t.split(".", 1)[1],
-        lambda t: b64url_encode(b'{"alg":"EdDSA","alg":"EdDSA","kid":"x","typ":"execauth+jwt"}') + "." + t.split(".", 1)[1],
+        lambda t: (
+            b64url_encode(b'{"alg":"EdDSA","alg":"EdDSA","kid":"x","typ":"execauth+jwt"}') + "." + t.split(".", 1)[1]
+        ),
     ],
 )
 def test_truncated_and_garbage_tokens(setup: tuple[Guard, Any, str], tool: Tool, mangle: Callable[[str], str]) -> None:
@@ -299,8 +309,13 @@ def test_pyjwt_verifies_our_tokens(setup: tuple[Guard, Any, str], signer: LocalS
 
     _, request, token = setup
     public = Ed25519PublicKey.from_public_bytes(signer.public_key)
-    claims = jwt.decode(token, public, algorithms=["EdDSA"], audience="execauth-guard",
-                        options={"verify_exp": False, "verify_iat": False, "verify_nbf": False})
+    claims = jwt.decode(
+        token,
+        public,
+        algorithms=["EdDSA"],
+        audience="execauth-guard",
+        options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+    )
     assert claims["proposal_digest"] == request.content_digest()
     with pytest.raises(jwt.InvalidSignatureError):
         other = Ed25519PublicKey.from_public_bytes(LocalSigner(RFC8032_SEED_2).public_key)

@@ -1,6 +1,6 @@
 """Render the tables in docs/court.md from the code, so the docs cannot drift.
 
-    python -m execauth_core._docs   # prints both tables
+python -m execauth_core._docs   # prints both tables
 """
 
 from __future__ import annotations
@@ -10,11 +10,15 @@ from .reasons import ReasonCode
 
 
 def effects_table() -> str:
-    rows = ["| effect | tier | reversibility | blast radius | preflight | min. evidence | what it is |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| effect | tier | reversibility | blast radius | preflight | min. evidence | what it is |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for s in EFFECTS.values():
-        rows.append(f"| `{s.name}` | {s.tier.value} | {s.reversibility.value} | {s.blast_radius.value} | "
-                    f"{'required' if s.preflight_required else '-'} | {s.min_evidence.value} | {s.description} |")
+        rows.append(
+            f"| `{s.name}` | {s.tier.value} | {s.reversibility.value} | {s.blast_radius.value} | "
+            f"{'required' if s.preflight_required else '-'} | {s.min_evidence.value} | {s.description} |"
+        )
     return "\n".join(rows)
 
 

@@ -91,7 +91,13 @@ class Checkpoint:
     signature: str
 
     def signed_part(self) -> dict[str, Any]:
-        return {"v": "execauth.checkpoint/1", "seq": self.seq, "digest": self.digest, "time": self.time, "kid": self.kid}
+        return {
+            "v": "execauth.checkpoint/1",
+            "seq": self.seq,
+            "digest": self.digest,
+            "time": self.time,
+            "kid": self.kid,
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {**self.signed_part(), "signature": self.signature}
@@ -117,7 +123,13 @@ class Checkpoint:
             raise ConfigurationError("checkpoint seq/time must be integers")
         if not is_digest(data["digest"]) and data["digest"] != GENESIS:
             raise ConfigurationError("checkpoint digest malformed")
-        cp = cls(seq=data["seq"], digest=data["digest"], time=data["time"], kid=str(data["kid"]), signature=str(data["signature"]))
+        cp = cls(
+            seq=data["seq"],
+            digest=data["digest"],
+            time=data["time"],
+            kid=str(data["kid"]),
+            signature=str(data["signature"]),
+        )
         key = keys.get(cp.kid)
         if key is None or key.status is KeyStatus.REVOKED:
             raise ConfigurationError("checkpoint is not signed by a trusted key")
@@ -160,7 +172,11 @@ def verify_chain(
             raise AuditIntegrityError(seq, "body does not match its digest (edited)")
         if body.get("prev") != prev_digest:
             raise AuditIntegrityError(seq, "link to the previous entry is broken")
-        if body.get("v") != AUDIT_VERSION or body.get("event") not in EVENTS or not isinstance(body.get("executed"), bool):
+        if (
+            body.get("v") != AUDIT_VERSION
+            or body.get("event") not in EVENTS
+            or not isinstance(body.get("executed"), bool)
+        ):
             raise AuditIntegrityError(seq, "not a well-formed audit entry")
         if checkpoint is not None and seq == checkpoint.seq:
             at_checkpoint = entry.digest
@@ -171,7 +187,9 @@ def verify_chain(
         raise AuditIntegrityError(prev_seq + 1, f"log ends before the checkpoint at seq {checkpoint.seq} (truncated)")
     if expected_head is not None and expected_head != (prev_seq, prev_digest):
         if expected_head[0] > prev_seq:
-            raise AuditIntegrityError(prev_seq + 1, f"log ends before its head record at seq {expected_head[0]} (truncated)")
+            raise AuditIntegrityError(
+                prev_seq + 1, f"log ends before its head record at seq {expected_head[0]} (truncated)"
+            )
         raise AuditIntegrityError(expected_head[0], "head record does not match the chain")
     return prev_seq, prev_digest
 

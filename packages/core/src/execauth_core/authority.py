@@ -178,4 +178,3 @@ class Authority:
         unsigned = ApprovalGrant(**fields, signature="")
         sig = self.signer.sign(signing_input("approval", unsigned.signed_part()))
         return ApprovalGrant(**fields, signature=b64url_encode(sig))
-

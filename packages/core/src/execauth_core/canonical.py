@@ -21,6 +21,20 @@ import rfc8785
 
 from .errors import CanonicalizationError
 
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_SAFE_INTEGER",
+    "CanonicalizationError",
+    "canonicalize",
+    "canonicalize_trusted",
+    "digest",
+    "digest_bytes",
+    "is_digest",
+    "loads_strict",
+    "signing_input",
+    "signing_input_bytes",
+]
+
 MAX_SAFE_INTEGER = 2**53 - 1
 MAX_DEPTH = 64
 """Deeper nesting is rejected: nobody's tool arguments are legitimately deeper."""
@@ -45,9 +59,7 @@ def _check(value: Any, depth: int) -> None:
         return
     elif isinstance(value, int):
         if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-            raise CanonicalizationError(
-                f"integer {value} is outside ±(2^53-1); send large numbers as strings"
-            )
+            raise CanonicalizationError(f"integer {value} is outside ±(2^53-1); send large numbers as strings")
     elif isinstance(value, float):
         return  # rfc8785 rejects NaN and the infinities with its own error
     else:
@@ -119,9 +131,7 @@ def _no_constants(name: str) -> Any:
 def _int(text: str) -> int:
     value = int(text)
     if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-        raise CanonicalizationError(
-            f"integer {text} is outside ±(2^53-1); send large numbers as strings"
-        )
+        raise CanonicalizationError(f"integer {text} is outside ±(2^53-1); send large numbers as strings")
     return value
 
 

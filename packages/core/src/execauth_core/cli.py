@@ -153,15 +153,24 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
         Court(policy, load_registry(args.manifests))  # unknown tools fail here
     ref = policy.ref()
-    _print({"ok": True, "id": ref.id, "epoch": ref.epoch, "digest": ref.digest, "mode": policy.mode,
-            "principals": len(policy.principals), "rules": policy.rule_count()})
+    _print(
+        {
+            "ok": True,
+            "id": ref.id,
+            "epoch": ref.epoch,
+            "digest": ref.digest,
+            "mode": policy.mode,
+            "principals": len(policy.principals),
+            "rules": policy.rule_count(),
+        }
+    )
     return 0
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
     from .authority import Authority
-    from .stores.memory import MemoryStateStore
     from .stores.base import window_start
+    from .stores.memory import MemoryStateStore
 
     state = MemoryStateStore()
     now = args.now if args.now is not None else SystemClock().now()
@@ -198,8 +207,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_record_replay(args: argparse.Namespace) -> int:
-    from .manifest import PreflightResult
     from .effects import EvidenceGrade
+    from .manifest import PreflightResult
     from .messages import AuthorizationDecision, DecisionRecord
 
     raw = _read(args.decision)
@@ -214,20 +223,41 @@ def cmd_record_replay(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.decision}: not a decision or decision record: {str(exc).splitlines()[0]}") from None
     court = _court(args)
     if court.policy_ref != record.policy:
-        raise UsageError(f"policy differs from the one that decided: record has {record.policy.digest}, "
-                         f"file is {court.policy_ref.digest}")
+        raise UsageError(
+            f"policy differs from the one that decided: record has {record.policy.digest}, "
+            f"file is {court.policy_ref.digest}"
+        )
     pre = record.preflight
-    replayed = PreflightResult(ok=bool(pre["ok"]), grade=EvidenceGrade(pre["grade"]), detail=str(pre["detail"])) if pre else None
-    ev = court.evaluate(record.request, now=record.decided_at, approved=record.approved, hold_id=None,
-                        preflight_result=replayed, state_snapshot=record.state_snapshot or {})
+    replayed = (
+        PreflightResult(ok=bool(pre["ok"]), grade=EvidenceGrade(pre["grade"]), detail=str(pre["detail"]))
+        if pre
+        else None
+    )
+    ev = court.evaluate(
+        record.request,
+        now=record.decided_at,
+        approved=record.approved,
+        hold_id=None,
+        preflight_result=replayed,
+        state_snapshot=record.state_snapshot or {},
+    )
     same_stages = [dict(s) for s in ev.stages][:-1] == [s.model_dump(mode="json") for s in record.stages][:-1]
     shadow = ev.shadow_outcome.value if ev.shadow_outcome else None
     recorded_shadow = record.shadow_outcome.value if record.shadow_outcome else None
-    match = (ev.outcome.value == record.outcome.value and list(ev.reason_codes) == list(record.reason_codes)
-             and same_stages and shadow == recorded_shadow)
-    _print({"match": match, "recorded": {"outcome": record.outcome.value, "reason_codes": list(record.reason_codes)},
+    match = (
+        ev.outcome.value == record.outcome.value
+        and list(ev.reason_codes) == list(record.reason_codes)
+        and same_stages
+        and shadow == recorded_shadow
+    )
+    _print(
+        {
+            "match": match,
+            "recorded": {"outcome": record.outcome.value, "reason_codes": list(record.reason_codes)},
             "replayed": {"outcome": ev.outcome.value, "reason_codes": list(ev.reason_codes)},
-            "stages_match": same_stages})
+            "stages_match": same_stages,
+        }
+    )
     return 0 if match else 1
 
 

@@ -104,9 +104,7 @@ class Court:
                     )
                 for rl in p.rate_limits:
                     if rl.tool != "*" and rl.tool not in registry:
-                        raise ConfigurationError(
-                            f"policy {policy.id!r}: rate limit on unregistered tool {rl.tool!r}"
-                        )
+                        raise ConfigurationError(f"policy {policy.id!r}: rate limit on unregistered tool {rl.tool!r}")
         self._ref = policy.ref() if policy is not None else _EMPTY_REF
 
     @property
@@ -187,19 +185,30 @@ class Court:
             if policy.invariants.require_manifest_pin:
                 st.find(Outcome.DENY, R.MANIFEST_PIN_MISSING, "The proposal does not pin the tool's manifest digest.")
         elif request.manifest_digest != tool.digest:
-            st.find(Outcome.DENY, R.MANIFEST_PIN_MISMATCH,
-                    f"The proposal pins manifest {request.manifest_digest[:19]}..., the registered one is {tool.digest[:19]}....")
+            st.find(
+                Outcome.DENY,
+                R.MANIFEST_PIN_MISMATCH,
+                f"The proposal pins manifest {request.manifest_digest[:19]}..., "
+                f"the registered one is {tool.digest[:19]}....",
+            )
         errors = sorted(tool.validator.iter_errors(request.args), key=lambda e: (list(e.absolute_path), e.message))
         if errors:
             where = "/".join(str(p) for p in errors[0].absolute_path) or "(arguments)"
-            st.find(Outcome.DENY, R.ARGS_SCHEMA_VIOLATION, f"Arguments do not match the schema at {where}: {errors[0].message[:200]}")
+            st.find(
+                Outcome.DENY,
+                R.ARGS_SCHEMA_VIOLATION,
+                f"Arguments do not match the schema at {where}: {errors[0].message[:200]}",
+            )
         amount = currency = None
         if m.amount_arg is not None:
             raw = request.args.get(m.amount_arg)
             currency = request.args.get(m.currency_arg) if m.currency_arg else m.currency
             if not isinstance(raw, str):
-                st.find(Outcome.DENY, R.AMOUNT_NOT_DECIMAL_STRING,
-                        f"Amount argument {m.amount_arg!r} must be a decimal string (money never travels as a float).")
+                st.find(
+                    Outcome.DENY,
+                    R.AMOUNT_NOT_DECIMAL_STRING,
+                    f"Amount argument {m.amount_arg!r} must be a decimal string (money never travels as a float).",
+                )
             elif not isinstance(currency, str) or currency not in policy.currencies:
                 st.find(Outcome.DENY, R.CURRENCY_NOT_ALLOWED, f"Currency {currency!r} is not declared in the policy.")
             else:
@@ -210,11 +219,21 @@ class Court:
         if st.findings:
             return None
         tier = max((EFFECTS[e].tier for e in m.effects), key=lambda t: t.rank)
-        st.notes.append(f"Tool {m.name!r} v{m.version} pinned at {tool.digest[:19]}...; effects {list(m.effects)}, tier {tier.value}.")
+        st.notes.append(
+            f"Tool {m.name!r} v{m.version} pinned at {tool.digest[:19]}...; "
+            f"effects {list(m.effects)}, tier {tier.value}."
+        )
         return _Call(tool, amount, currency if amount is not None else None, m.effects, tier)
 
-    def _ceilings(self, request: AuthorizationRequest, policy: PolicyDocument, p: PrincipalPolicy,
-                  call: _Call, st: _Stage, now: int) -> None:
+    def _ceilings(
+        self,
+        request: AuthorizationRequest,
+        policy: PolicyDocument,
+        p: PrincipalPolicy,
+        call: _Call,
+        st: _Stage,
+        now: int,
+    ) -> None:
         who = f"principal {p.id!r}"
         if p.agents and request.agent not in p.agents:
             st.find(Outcome.DENY, R.AGENT_NOT_ALLOWED, f"Agent {request.agent!r} may not act for {who}.")
@@ -227,23 +246,46 @@ class Court:
             if missing:
                 st.find(Outcome.DENY, R.EFFECT_NOT_ALLOWED, f"Effects {missing} are not in allow_effects of {who}.")
         if call.tier.rank > p.max_risk_tier.rank:
-            st.find(Outcome.DENY, R.RISK_TIER_EXCEEDED,
-                    f"Tier {call.tier.value} exceeds max_risk_tier {p.max_risk_tier.value} of {who}.")
+            st.find(
+                Outcome.DENY,
+                R.RISK_TIER_EXCEEDED,
+                f"Tier {call.tier.value} exceeds max_risk_tier {p.max_risk_tier.value} of {who}.",
+            )
         if call.amount is not None and call.currency is not None:
             ceiling = p.amount_ceilings.get(call.currency)
             shown = policy.show(call.currency, call.amount)
             if ceiling is None:
-                st.find(Outcome.DENY, R.CURRENCY_NOT_ALLOWED, f"{who} has no amount ceiling in {call.currency}: no spending in it.")
+                st.find(
+                    Outcome.DENY,
+                    R.CURRENCY_NOT_ALLOWED,
+                    f"{who} has no amount ceiling in {call.currency}: no spending in it.",
+                )
             elif call.amount > policy.minor(call.currency, ceiling):
-                st.find(Outcome.DENY, R.AMOUNT_CEILING_EXCEEDED, f"Amount {shown} exceeds the per-call ceiling {ceiling} {call.currency} of {who}.")
+                st.find(
+                    Outcome.DENY,
+                    R.AMOUNT_CEILING_EXCEEDED,
+                    f"Amount {shown} exceeds the per-call ceiling {ceiling} {call.currency} of {who}.",
+                )
             else:
                 st.notes.append(f"Amount {shown} is within the per-call ceiling {ceiling} {call.currency}.")
         if p.time_windows and not any(w.contains(now) for w in p.time_windows):
-            st.find(Outcome.DEFER, R.OUTSIDE_TIME_WINDOW, f"Now is outside the time windows of {who} (UTC); retry inside one.")
+            st.find(
+                Outcome.DEFER,
+                R.OUTSIDE_TIME_WINDOW,
+                f"Now is outside the time windows of {who} (UTC); retry inside one.",
+            )
 
-    def _counterfactuals(self, request: AuthorizationRequest, policy: PolicyDocument, p: PrincipalPolicy,
-                         call: _Call, st: _Stage, now: int, snapshot: dict[str, int],
-                         given: Mapping[str, int] | None) -> list[Debit]:
+    def _counterfactuals(
+        self,
+        request: AuthorizationRequest,
+        policy: PolicyDocument,
+        p: PrincipalPolicy,
+        call: _Call,
+        st: _Stage,
+        now: int,
+        snapshot: dict[str, int],
+        given: Mapping[str, int] | None,
+    ) -> list[Debit]:
         debits: list[Debit] = []
 
         def used(key: str, window: int) -> int:
@@ -259,8 +301,10 @@ class Court:
                 limit = policy.minor(b.currency, b.limit)
                 before = used(key, b.window)
                 after = before + call.amount
-                text = (f"Budget {b.limit} {b.currency} per {b.window}s: {policy.show(b.currency, before)} spent, "
-                        f"{policy.show(b.currency, after)} after this call.")
+                text = (
+                    f"Budget {b.limit} {b.currency} per {b.window}s: {policy.show(b.currency, before)} spent, "
+                    f"{policy.show(b.currency, after)} after this call."
+                )
                 if after > limit:
                     st.find(Outcome.DENY, R.BUDGET_EXCEEDED, text)
                 else:
@@ -271,7 +315,10 @@ class Court:
                 continue
             key = f"rate/{p.id}/{rl.tool}/{rl.window}"
             before = used(key, rl.window)
-            text = f"Rate limit {rl.limit} calls of {rl.tool!r} per {rl.window}s: {before} made, {before + 1} after this call."
+            text = (
+                f"Rate limit {rl.limit} calls of {rl.tool!r} per {rl.window}s: "
+                f"{before} made, {before + 1} after this call."
+            )
             if before + 1 > rl.limit:
                 st.find(Outcome.DEFER, R.RATE_LIMITED, text + " Retry in the next window.")
             else:
@@ -304,22 +351,36 @@ class Court:
             if approved:
                 st.notes.append("A person approved this exact proposal (" + "; ".join(needs) + ").")
                 return True
-            st.find(Outcome.REQUIRE_APPROVAL, R.APPROVAL_REQUIRED,
-                    "A person must approve this exact proposal: " + "; ".join(needs) + ".")
+            st.find(
+                Outcome.REQUIRE_APPROVAL,
+                R.APPROVAL_REQUIRED,
+                "A person must approve this exact proposal: " + "; ".join(needs) + ".",
+            )
         return False
 
-    def _preflight(self, request: AuthorizationRequest, p: PrincipalPolicy, call: _Call, st: _Stage,
-                   replayed: PreflightResult | None) -> PreflightResult | None:
+    def _preflight(
+        self,
+        request: AuthorizationRequest,
+        p: PrincipalPolicy,
+        call: _Call,
+        st: _Stage,
+        replayed: PreflightResult | None,
+    ) -> PreflightResult | None:
         specs = [EFFECTS[e] for e in call.effects]
-        required = any(s.preflight_required for s in specs) or any(e in p.require_evidence_effects for e in call.effects)
+        required = any(s.preflight_required for s in specs) or any(
+            e in p.require_evidence_effects for e in call.effects
+        )
         need = max((s.min_evidence for s in specs), key=lambda g: g.rank)
         if any(e in p.require_evidence_effects for e in call.effects) and need.rank < EvidenceGrade.SIMULATED.rank:
             need = EvidenceGrade.SIMULATED
         fn = call.tool.preflight
         if replayed is None and fn is None:
             if required or need is not EvidenceGrade.NONE:
-                st.find(Outcome.REQUIRE_EVIDENCE, R.PREFLIGHT_MISSING,
-                        f"Effects {list(call.effects)} need a preflight with {need.value} evidence; the tool has none.")
+                st.find(
+                    Outcome.REQUIRE_EVIDENCE,
+                    R.PREFLIGHT_MISSING,
+                    f"Effects {list(call.effects)} need a preflight with {need.value} evidence; the tool has none.",
+                )
             return None
         result = replayed
         if result is None:
@@ -337,13 +398,25 @@ class Court:
         if not result.ok:
             st.find(Outcome.DENY, R.PREFLIGHT_FAILED, f"Preflight failed: {result.detail[:200]}")
         elif result.grade.rank < need.rank:
-            st.find(Outcome.REQUIRE_EVIDENCE, R.EVIDENCE_INSUFFICIENT,
-                    f"Preflight evidence is {result.grade.value}; {need.value} is required.")
+            st.find(
+                Outcome.REQUIRE_EVIDENCE,
+                R.EVIDENCE_INSUFFICIENT,
+                f"Preflight evidence is {result.grade.value}; {need.value} is required.",
+            )
         return result
 
-    def _finish(self, stages: list[_Stage], policy: PolicyDocument | None, snapshot: dict[str, int],
-                debits: list[Debit], hold_id: str | None, now: int, call: _Call | None = None,
-                approval_used: bool = False, preflight: PreflightResult | None = None) -> Evaluation:
+    def _finish(
+        self,
+        stages: list[_Stage],
+        policy: PolicyDocument | None,
+        snapshot: dict[str, int],
+        debits: list[Debit],
+        hold_id: str | None,
+        now: int,
+        call: _Call | None = None,
+        approval_used: bool = False,
+        preflight: PreflightResult | None = None,
+    ) -> Evaluation:
         outcome = _combine([o for st in stages for o, _, _ in st.findings])
         emit = _Stage("emit")
         shadow_outcome: Outcome | None = None
@@ -358,7 +431,9 @@ class Court:
             lost = self.state.debit(hold_id, debits, now=now)
             if lost is not None:
                 # Another replica spent the headroom between our read and our debit.
-                code, res = (R.RATE_LIMITED, Outcome.DEFER) if lost.startswith("rate/") else (R.BUDGET_EXCEEDED, Outcome.DENY)
+                code, res = (
+                    (R.RATE_LIMITED, Outcome.DEFER) if lost.startswith("rate/") else (R.BUDGET_EXCEEDED, Outcome.DENY)
+                )
                 emit.find(res, code, f"Counter {lost!r} was exhausted concurrently; nothing was debited.")
                 outcome = res
             else:
@@ -368,7 +443,9 @@ class Court:
         findings = sorted((f for st in stages for f in st.findings), key=lambda f: _PRECEDENCE.index(f[0]))
         if outcome is Outcome.ALLOW and shadow_outcome is None:
             codes = [R.TOOL_ALLOWED.value] + ([R.APPROVAL_GRANTED.value] if approval_used else [])
-            why = ["Every stage passed."] + [n for st in stages if st.name in ("ceilings", "invariants") for n in st.notes]
+            why = ["Every stage passed."] + [
+                n for st in stages if st.name in ("ceilings", "invariants") for n in st.notes
+            ]
         else:
             codes = [c for _, c, _ in findings]
             why = [w for _, _, w in findings]
@@ -391,6 +468,7 @@ class Court:
             shadow_outcome=shadow_outcome,
             preflight=(
                 {"ok": preflight.ok, "grade": preflight.grade.value, "detail": preflight.detail[:200]}
-                if preflight is not None else None
+                if preflight is not None
+                else None
             ),
         )

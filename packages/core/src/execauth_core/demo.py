@@ -41,7 +41,6 @@ def run_demo(data_dir: str | Path, out: TextIO) -> int:
         executed.append(f"send_refund({order!r}, {amount!r})")
         return f"refunded {amount} on {order}"
 
-    tools = {"search_docs": search_docs, "delete_database": delete_database, "send_refund": send_refund}
     _say(out, f"execauth demo: policy '{policy.policy_ref.id}' {policy.policy_ref.digest}")
     _say(out, f"  data in {Path(data_dir).resolve()}")
 
@@ -82,8 +81,13 @@ def run_demo(data_dir: str | Path, out: TextIO) -> int:
         _say(out, f"    PAUSED  -> {denial_message(exc)}")
         grant = guard.approve(exc.pending, approver="alice@example.com")
         _say(out, f"    alice approves {exc.pending.proposal_digest[:23]}...")
-        changed = guard.proposal("send_refund", {"order": "A-1001", "amount": "2500.00"},
-                                 principal="user-42", agent="support-bot", call_id="call-4")
+        changed = guard.proposal(
+            "send_refund",
+            {"order": "A-1001", "amount": "2500.00"},
+            principal="user-42",
+            agent="support-bot",
+            call_id="call-4",
+        )
         try:
             guard.run(changed, lambda: send_refund(**changed.args), approval=grant)
             ok = False

@@ -84,9 +84,7 @@ class EffectSpec:
     description: str
 
 
-def _e(
-    name: str, tier: str, rev: str, blast: str, preflight: bool, evidence: str, description: str
-) -> EffectSpec:
+def _e(name: str, tier: str, rev: str, blast: str, preflight: bool, evidence: str, description: str) -> EffectSpec:
     return EffectSpec(
         name, RiskTier(tier), Reversibility(rev), BlastRadius(blast), preflight, EvidenceGrade(evidence), description
     )
@@ -105,7 +103,9 @@ EFFECTS: dict[str, EffectSpec] = {
         _e("file.delete", "E3", "irreversible", "single", True, "self_reported", "Delete files."),
         # agent-side
         _e("memory.write", "E1", "reversible", "self", False, "none", "Write to the agent's long-term memory."),
-        _e("network.fetch", "E1", "reversible", "self", False, "none", "Fetch from the network (exfiltration channel)."),
+        _e(
+            "network.fetch", "E1", "reversible", "self", False, "none", "Fetch from the network (exfiltration channel)."
+        ),
         _e("credential.access", "E3", "irreversible", "org", False, "none", "Read secrets, keys or tokens."),
         # money
         _e("payment.transfer", "E4", "irreversible", "single", True, "simulated", "Send money to a counterparty."),
@@ -129,7 +129,7 @@ EFFECTS: dict[str, EffectSpec] = {
     ]
 }
 
-assert len(EFFECTS) == 23  # noqa: S101 - the taxonomy's size is part of its contract
+assert len(EFFECTS) == 23
 
 
 def effect(name: str) -> EffectSpec:

@@ -162,9 +162,7 @@ class Guard:
                     local = LocalSigner.generate()
                     local.save(key_path)
                     signer = local
-            (folder / "jwks.json").write_text(
-                _json_text(KeySet.of_signer(signer).to_jwks()), encoding="utf-8"
-            )
+            (folder / "jwks.json").write_text(_json_text(KeySet.of_signer(signer).to_jwks()), encoding="utf-8")
             db = folder / "execauth.db"
             replay, audit = SQLiteReplayStore(db), SQLiteAuditLog(db)
         keys = KeySet.of_signer(signer)
@@ -210,9 +208,7 @@ class Guard:
 
     # -- decisions -----------------------------------------------------------
 
-    def _decide(
-        self, request: AuthorizationRequest, approval: ApprovalGrant | None, pd: str
-    ) -> AuthorizationDecision:
+    def _decide(self, request: AuthorizationRequest, approval: ApprovalGrant | None, pd: str) -> AuthorizationDecision:
         if self.authority is None:
             raise _Denial(Outcome.DENY.value, (R.NO_TOKEN.value,), "verify-only guard: no token presented")
         return self.authority.decide(
@@ -242,8 +238,12 @@ class Guard:
         try:
             self.audit_log.append(
                 self._event(
-                    "decision", request, pd, outcome=decision.outcome.value,
-                    codes=decision.reason_codes, decision=decision,
+                    "decision",
+                    request,
+                    pd,
+                    outcome=decision.outcome.value,
+                    codes=decision.reason_codes,
+                    decision=decision,
                 )
             )
         except Exception as exc:  # noqa: BLE001 - an unrecorded decision issues no token
@@ -251,9 +251,7 @@ class Guard:
             raise self._deny(request, pd, _Denial("DENY", (R.AUDIT_UNAVAILABLE.value,), str(exc))) from None
         return decision
 
-    def approve(
-        self, pending: PendingApproval, *, approver: str, ttl: int = 900
-    ) -> ApprovalGrant:
+    def approve(self, pending: PendingApproval, *, approver: str, ttl: int = 900) -> ApprovalGrant:
         """Record that ``approver`` approved exactly this pending proposal."""
         if self.authority is None:
             raise RuntimeError("a verify-only guard cannot grant approvals")
@@ -284,8 +282,10 @@ class Guard:
                 decision = self._decide(request, approval, pd)
                 if decision.outcome is not Outcome.ALLOW or decision.token is None:
                     raise _Denial(
-                        decision.outcome.value, decision.reason_codes,
-                        " ".join(decision.explanation), decision,
+                        decision.outcome.value,
+                        decision.reason_codes,
+                        " ".join(decision.explanation),
+                        decision,
                     )
                 token = decision.token
             if not token:
@@ -298,8 +298,14 @@ class Guard:
                 raise _Denial("DENY", (R.TOKEN_REPLAYED.value,), "this token was already used")
             entry = self.audit_log.append(
                 self._event(
-                    "execution", request, pd, outcome="ALLOW", codes=(decision.reason_codes if decision else (R.TOOL_ALLOWED.value,)),
-                    decision=decision, token_id=claims.jti, executed=True,
+                    "execution",
+                    request,
+                    pd,
+                    outcome="ALLOW",
+                    codes=(decision.reason_codes if decision else (R.TOOL_ALLOWED.value,)),
+                    decision=decision,
+                    token_id=claims.jti,
+                    executed=True,
                     record_digest=claims.record_digest,
                 )
             )
@@ -355,8 +361,15 @@ class Guard:
         seq: int | None = None
         try:
             entry = self.audit_log.append(
-                self._event("denial", request, pd, outcome=d.outcome, codes=codes, decision=d.decision,
-                            detail={"message": d.message[:500]})
+                self._event(
+                    "denial",
+                    request,
+                    pd,
+                    outcome=d.outcome,
+                    codes=codes,
+                    decision=d.decision,
+                    detail={"message": d.message[:500]},
+                )
             )
             seq = entry.seq
         except Exception as exc:  # noqa: BLE001 - the denial stands even if unrecorded
@@ -364,8 +377,12 @@ class Guard:
             codes = (*codes, R.AUDIT_UNAVAILABLE.value)
         tool = request.tool if isinstance(request, AuthorizationRequest) else None
         kwargs: dict[str, Any] = dict(
-            outcome=d.outcome, reason_codes=codes, message=d.message, tool=tool,
-            proposal_digest=pd, audit_seq=seq,
+            outcome=d.outcome,
+            reason_codes=codes,
+            message=d.message,
+            tool=tool,
+            proposal_digest=pd,
+            audit_seq=seq,
         )
         if d.outcome == Outcome.REQUIRE_APPROVAL.value and isinstance(request, AuthorizationRequest) and pd:
             try:
@@ -374,7 +391,7 @@ class Guard:
                     proposal_digest=pd, request=request, reason_codes=codes, requested_at=requested_at
                 )
                 return ApprovalRequired(pending=pending, **kwargs)
-            except Exception:  # noqa: BLE001 - still a denial, just without the pending object
+            except Exception:
                 log.exception("execauth: could not build the pending approval")
         return ExecutionDenied(**kwargs)
 
@@ -397,8 +414,13 @@ class Guard:
                 detail["error"] = type(error).__name__
             # Lean on purpose: the execution entry it points to carries the rest.
             self.audit_log.append(
-                {"event": "result", "time": self.clock.now(), "executed": True,
-                 "token_id": cap.token_id, "detail": detail}
+                {
+                    "event": "result",
+                    "time": self.clock.now(),
+                    "executed": True,
+                    "token_id": cap.token_id,
+                    "detail": detail,
+                }
             )
         except Exception as exc:  # noqa: BLE001 - the call already happened; don't mask its result
             log.error("execauth: could not record the result of token %s: %s", cap.token_id, exc)
@@ -425,7 +447,7 @@ class Guard:
             self._release(cap.decision)
             raise
         self._record_result(cap, "ok", None)
-        return result  # type: ignore[return-value]
+        return result
 
     def execute(self, request: AuthorizationRequest, token: str | None, call: Callable[[], T]) -> T:
         """Verify ``token`` for ``request``, consume it, record, then ``call()``."""

@@ -115,8 +115,7 @@ class LocalSigner:
             st = os.stat(name)
             if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
                 raise KeyFileError(
-                    f"{name}: permissions {stat.S_IMODE(st.st_mode):04o} are too open; "
-                    "a private key file must be 0600"
+                    f"{name}: permissions {stat.S_IMODE(st.st_mode):04o} are too open; a private key file must be 0600"
                 )
             raw = Path(name).read_bytes()
         except FileNotFoundError as exc:
@@ -266,9 +265,7 @@ class KeySet:
                 for bound in (nbf, exp):
                     if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool)):
                         raise ValueError("nbf/exp must be integer Unix seconds")
-                keys.append(
-                    TrustedKey(kid=kid, public_key=public, status=status, not_before=nbf, not_after=exp)
-                )
+                keys.append(TrustedKey(kid=kid, public_key=public, status=status, not_before=nbf, not_after=exp))
             except (ValueError, KeyError, TypeError, ConfigurationError) as exc:
                 raise ConfigurationError(f"JWKS key #{i}: {exc}") from exc
         return cls(keys)

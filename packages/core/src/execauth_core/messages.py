@@ -54,20 +54,14 @@ class AuthorizationRequest(_Wire):
 
     v: Literal["execauth.request/1"] = "execauth.request/1"
     tool: Name = Field(description="Name of the tool to run.")
-    args: dict[str, Any] = Field(
-        description="Complete bound arguments, JSON values only (money as decimal strings)."
-    )
+    args: dict[str, Any] = Field(description="Complete bound arguments, JSON values only (money as decimal strings).")
     principal: Name = Field(description="On whose behalf the call is made.")
     agent: Name | None = Field(default=None, description="Which agent proposed the call.")
-    call_id: Name | None = Field(
-        default=None, description="The framework's tool-call id, if it has one."
-    )
+    call_id: Name | None = Field(default=None, description="The framework's tool-call id, if it has one.")
     manifest_digest: Digest | None = Field(
         default=None, description="Digest of the tool manifest the proposer saw (pinned)."
     )
-    context_refs: tuple[Name, ...] = Field(
-        default=(), description="References to context the proposal relied on."
-    )
+    context_refs: tuple[Name, ...] = Field(default=(), description="References to context the proposal relied on.")
 
     @field_validator("args", mode="after")
     @classmethod
@@ -143,9 +137,7 @@ class AuthorizationDecision(_Wire):
     record: DecisionRecord
     record_digest: Digest
     record_kid: str
-    record_signature: str = Field(
-        description="base64url Ed25519 over b'execauth:decision_record/1\\n' + JCS(record)."
-    )
+    record_signature: str = Field(description="base64url Ed25519 over b'execauth:decision_record/1\\n' + JCS(record).")
     token: str | None = Field(default=None, description="Compact JWS, present only on ALLOW.")
 
 

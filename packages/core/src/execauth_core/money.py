@@ -27,7 +27,8 @@ def parse_amount(text: str, exponent: int) -> int:
     whole, frac = m.group(1), m.group(2) or ""
     if len(frac) > exponent:
         raise ValueError(f"{text!r} has more than {exponent} fraction digits")
-    return int(whole) * 10**exponent + int(frac.ljust(exponent, "0") or "0")
+    minor: int = int(whole) * 10**exponent + int(frac.ljust(exponent, "0") or "0")
+    return minor
 
 
 def format_amount(minor: int, exponent: int) -> str:

@@ -115,9 +115,7 @@ class AllowListPolicy:
         self, request: AuthorizationRequest, *, now: int, approved: bool, hold_id: str | None = None
     ) -> Evaluation:
         if not self.allow:
-            return Evaluation(
-                Outcome.DENY, (R.POLICY_EMPTY.value,), ("The policy allows no tools: default deny.",)
-            )
+            return Evaluation(Outcome.DENY, (R.POLICY_EMPTY.value,), ("The policy allows no tools: default deny.",))
         if request.tool not in self.allow:
             return Evaluation(
                 Outcome.DENY,
@@ -136,6 +134,4 @@ class AllowListPolicy:
                 (R.TOOL_ALLOWED.value, R.APPROVAL_GRANTED.value),
                 (f"Tool '{request.tool}' is allowed; a person approved this exact proposal.",),
             )
-        return Evaluation(
-            Outcome.ALLOW, (R.TOOL_ALLOWED.value,), (f"Tool '{request.tool}' is on the allow-list.",)
-        )
+        return Evaluation(Outcome.ALLOW, (R.TOOL_ALLOWED.value,), (f"Tool '{request.tool}' is on the allow-list.",))

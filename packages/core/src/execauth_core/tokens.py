@@ -133,9 +133,7 @@ class TokenVerifier:
             raise _fail(R.TOKEN_KEY_REVOKED, "the signing key is revoked")
         if not key.valid_at(now):
             raise _fail(R.TOKEN_KEY_INACTIVE, "the signing key is outside its validity window")
-        if len(signature) != 64 or not key.verify(
-            (parts[0] + "." + parts[1]).encode("ascii"), signature
-        ):
+        if len(signature) != 64 or not key.verify((parts[0] + "." + parts[1]).encode("ascii"), signature):
             raise _fail(R.TOKEN_SIGNATURE_INVALID, "signature does not verify")
         try:
             loads_strict(payload_raw)
