@@ -339,3 +339,14 @@ def test_decisions_are_deterministic(make_guard: Callable[..., Guard]) -> None:
     a, b = make_guard(id_factory=lambda: "fixed-token-id-0001"), make_guard(id_factory=lambda: "fixed-token-id-0001")
     req = a.proposal("search", {"q": "x", "n": 1.5}, principal="alice")
     assert a.authorize(req).canonical_bytes() == b.authorize(req).canonical_bytes()
+
+
+def test_tokens_issued_under_an_old_policy_are_refused(make_guard: Callable[..., Guard], tool: Tool) -> None:
+    guard = make_guard()
+    req = guard.proposal("search", {}, principal="alice")
+    token = guard.authorize(req).token
+    assert guard.authority is not None
+    guard.authority.decision_point = AllowListPolicy(["search"], epoch=2)  # e.g. the kill switch went on
+    with pytest.raises(ExecutionDenied) as info:
+        guard.execute(req, token, lambda: tool())
+    assert info.value.reason_codes == ("TOKEN_POLICY_STALE",) and tool.calls == []

@@ -292,6 +292,10 @@ class Guard:
                 raise _Denial("DENY", (R.NO_TOKEN.value,), "no authority token was presented")
             now = self.clock.now()
             claims = self.verifier.verify(token, request=request, now=now, proposal_digest=pd)
+            if self.authority is not None and claims.policy != self.authority.decision_point.policy_ref:
+                # A policy change (a kill switch, a lowered ceiling) also stops tokens
+                # issued under the old policy and not yet used.
+                raise _Denial("DENY", (R.TOKEN_POLICY_STALE.value,), "token was issued under a policy no longer in force")
             # Keep the id until the token can no longer pass the exp check.
             keep_until = claims.exp + self.verifier.clock_skew
             if self.replay_store.consume(claims.jti, expires_at=keep_until, now=now) is not True:

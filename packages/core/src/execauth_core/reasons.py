@@ -118,6 +118,8 @@ class ReasonCode(str, Enum):
     """The token is bound to a different proposal than the one being executed."""
     TOKEN_SCOPE_MISMATCH = "TOKEN_SCOPE_MISMATCH"
     """The token's scope (tool) does not cover the call being executed."""
+    TOKEN_POLICY_STALE = "TOKEN_POLICY_STALE"
+    """The token was issued under a policy (id, epoch, digest) that is no longer in force."""
     TOKEN_REPLAYED = "TOKEN_REPLAYED"
     """The token's id was already consumed: a token authorizes one execution."""
 
