@@ -219,11 +219,37 @@ def test_not_a_request_denies(make_guard: Callable[..., Guard], tool: Tool, bad:
 def test_unrepresentable_args_are_refused_at_the_boundary(
     make_guard: Callable[..., Guard], args: dict[str, Any]
 ) -> None:
-    import pydantic
-
     guard = make_guard()
-    with pytest.raises(pydantic.ValidationError):
+    with pytest.raises(ExecutionDenied) as info:
         guard.proposal("search", args, principal="alice")
+    assert info.value.reason_codes == ("REQUEST_INVALID",)
+    entry = last(guard)
+    assert (entry.event, entry.executed, entry.body["tool"]) == ("denial", False, "search")
+
+
+@pytest.mark.parametrize("fields", [{"tool": ""}, {"tool": 5}, {"principal": ""}, {"manifest_digest": "md5:x"}])
+def test_malformed_proposal_fields_are_recorded_denials(
+    make_guard: Callable[..., Guard], fields: dict[str, Any]
+) -> None:
+    guard = make_guard()
+    kwargs: dict[str, Any] = {"tool": "search", "args": {}, "principal": "alice", **fields}
+    with pytest.raises(ExecutionDenied) as info:
+        guard.proposal(kwargs.pop("tool"), kwargs.pop("args"), **kwargs)
+    assert info.value.reason_codes == ("REQUEST_INVALID",) and last(guard).executed is False
+
+
+def test_unregistered_reason_codes_from_a_decision_point_deny(clock: FixedClock, tool: Tool) -> None:
+    from execauth_core import Evaluation, Outcome
+
+    class Sloppy(AllowListPolicy):
+        def evaluate(self, request: Any, *, now: int, approved: bool, **kw: Any) -> Any:
+            return Evaluation(Outcome.ALLOW, ("LOOKS_FINE_TO_ME",), ("trust me",))
+
+    guard = Guard.local(Sloppy(["search"]), clock=clock)
+    req = guard.proposal("search", {}, principal="alice")
+    with pytest.raises(ExecutionDenied) as info:
+        guard.run(req, lambda: tool())
+    assert info.value.reason_codes == ("GUARD_ERROR",) and tool.calls == []
 
 
 def test_tool_exception_propagates_and_is_recorded(make_guard: Callable[..., Guard]) -> None:

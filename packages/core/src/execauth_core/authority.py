@@ -25,6 +25,7 @@ from .messages import (
     TokenClaims,
 )
 from .policy import DecisionPoint
+from .reasons import REGISTRY
 from .reasons import ReasonCode as R
 from .tokens import issue_token
 
@@ -105,6 +106,10 @@ class Authority:
         ev = self.decision_point.evaluate(request, now=now, approved=approved, hold_id=token_id)
         outcome = Outcome(ev.outcome)
         reasons = tuple(ev.reason_codes)
+        unknown = [c for c in reasons if c not in REGISTRY]
+        if unknown or not reasons:
+            # A decision point must speak the registry's language; anything else is a bug.
+            raise ConfigurationError(f"decision point returned unregistered reason codes {unknown or '(none)'}")
         explanation = tuple(ev.explanation)
         if approval_problem is not None and outcome is not Outcome.ALLOW:
             reasons = (*reasons, approval_problem)

@@ -47,7 +47,8 @@ class AuthorizationError(ExecAuthError):
     """An authorization failure with a stable reason code."""
 
     def __init__(self, reason_code: ReasonCode | str, message: str = "") -> None:
-        self.reason_code = ReasonCode(reason_code).value
+        # Never raise while reporting a failure: an unregistered code is kept as text.
+        self.reason_code = reason_code.value if isinstance(reason_code, ReasonCode) else str(reason_code)
         self.message = message or self.reason_code
         super().__init__(f"{self.reason_code}: {self.message}")
 

@@ -193,18 +193,24 @@ class Guard:
         """Build an :class:`AuthorizationRequest`.
 
         Raises:
-            pydantic.ValidationError: the fields are malformed (the adapter
-                should treat this as a denial; :meth:`run` never sees it).
+            ExecutionDenied: ``REQUEST_INVALID`` when the fields are malformed (arguments
+                that are not JSON, NaN, integers beyond 2^53, nesting too deep, an empty
+                tool name...). The denial is recorded like any other.
         """
-        return AuthorizationRequest(
-            tool=tool,
-            args=args,
-            principal=principal,
-            agent=agent,
-            call_id=call_id,
-            manifest_digest=manifest_digest,
-            context_refs=tuple(context_refs),
-        )
+        try:
+            return AuthorizationRequest(
+                tool=tool,
+                args=args,
+                principal=principal,
+                agent=agent,
+                call_id=call_id,
+                manifest_digest=manifest_digest,
+                context_refs=tuple(context_refs),
+            )
+        except Exception as exc:  # noqa: BLE001 - any malformed proposal is a recorded denial
+            message = _first_line(exc)
+            denial = _Denial("DENY", (R.REQUEST_INVALID.value,), f"malformed proposal: {message}")
+            raise self._deny(_Unbuilt(tool, principal, agent, call_id), None, denial) from None
 
     # -- decisions -----------------------------------------------------------
 
@@ -295,7 +301,9 @@ class Guard:
             if self.authority is not None and claims.policy != self.authority.decision_point.policy_ref:
                 # A policy change (a kill switch, a lowered ceiling) also stops tokens
                 # issued under the old policy and not yet used.
-                raise _Denial("DENY", (R.TOKEN_POLICY_STALE.value,), "token was issued under a policy no longer in force")
+                raise _Denial(
+                    "DENY", (R.TOKEN_POLICY_STALE.value,), "token was issued under a policy no longer in force"
+                )
             # Keep the id until the token can no longer pass the exp check.
             keep_until = claims.exp + self.verifier.clock_skew
             if self.replay_store.consume(claims.jti, expires_at=keep_until, now=now) is not True:
@@ -341,15 +349,15 @@ class Guard:
         record_digest: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        is_request = isinstance(request, AuthorizationRequest)
+        known = isinstance(request, (AuthorizationRequest, _Unbuilt))
         return {
             "event": kind,
             "time": self.clock.now(),
             "executed": executed,
-            "tool": request.tool if is_request else None,
-            "principal": request.principal if is_request else None,
-            "agent": request.agent if is_request else None,
-            "call_id": request.call_id if is_request else None,
+            "tool": request.tool if known else None,
+            "principal": request.principal if known else None,
+            "agent": request.agent if known else None,
+            "call_id": request.call_id if known else None,
             "proposal_digest": pd,
             "outcome": outcome,
             "reason_codes": list(codes),
@@ -379,7 +387,7 @@ class Guard:
         except Exception as exc:  # noqa: BLE001 - the denial stands even if unrecorded
             log.error("execauth: could not record a denial: %s", exc)
             codes = (*codes, R.AUDIT_UNAVAILABLE.value)
-        tool = request.tool if isinstance(request, AuthorizationRequest) else None
+        tool = request.tool if isinstance(request, (AuthorizationRequest, _Unbuilt)) else None
         kwargs: dict[str, Any] = dict(
             outcome=d.outcome,
             reason_codes=codes,
@@ -486,6 +494,21 @@ class Guard:
         """Async :meth:`run`. ``call`` may return an awaitable or a plain value."""
         cap = self._admit(request, None, decide=True, approval=approval)
         return await self._ainvoke(cap, call)
+
+
+class _Unbuilt:
+    """What is known of a proposal that could not be built, for its denial record."""
+
+    def __init__(self, tool: object, principal: object, agent: object, call_id: object) -> None:
+        self.tool = tool if isinstance(tool, str) else repr(tool)[:200]
+        self.principal = principal if isinstance(principal, str) else None
+        self.agent = agent if isinstance(agent, str) else None
+        self.call_id = call_id if isinstance(call_id, str) else None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
 
 
 def _guard_error(exc: Exception) -> _Denial:
