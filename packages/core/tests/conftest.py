@@ -4,6 +4,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from execauth_core import AllowListPolicy, FixedClock, Guard, LocalSigner
 
 # RFC 8032 section 7.1, TEST 1 secret key: deterministic keys for tests.

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from execauth_core import AuditIntegrityError, Checkpoint, ExecutionDenied, Guard, KeySet, LocalSigner, verify_chain
 from execauth_core.cli import main as cli
 from execauth_core.stores import MemoryAuditLog, SQLiteAuditLog

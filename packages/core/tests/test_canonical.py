@@ -6,6 +6,7 @@ import hashlib
 import struct
 
 import pytest
+
 from execauth_core import CanonicalizationError, canonicalize, digest, loads_strict
 from execauth_core.canonical import MAX_DEPTH, signing_input
 

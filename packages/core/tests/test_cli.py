@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from execauth_core import AllowListPolicy, FixedClock, Guard, LocalSigner
 from execauth_core.cli import main as cli
 

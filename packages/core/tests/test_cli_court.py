@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from execauth_core.cli import main as cli
 
 from .court_fixtures import EMAIL, MONDAY_10, POLICY, REFUND, SEARCH, TRANSFER

@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 import pytest
+
 from execauth_core import (
     ApprovalRequired,
     ConfigurationError,

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from execauth_core import ExecutionDenied
-from execauth_core.money import parse_amount
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+
+from execauth_core import ExecutionDenied
+from execauth_core.money import parse_amount
 
 from .court_fixtures import MONDAY_10, make
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from execauth_core._docs import effects_table, reasons_table
 from execauth_core.effects import EFFECTS
 

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from execauth_core import StoreUnavailable
 from execauth_core.stores import MemoryReplayStore, SQLiteAuditLog, SQLiteReplayStore
 

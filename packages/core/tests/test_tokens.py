@@ -10,6 +10,9 @@ from typing import Any
 
 import jwt
 import pytest
+from jwcrypto import jwk as jwcrypto_jwk
+from jwcrypto import jws as jwcrypto_jws
+
 from execauth_core import (
     ExecutionDenied,
     FixedClock,
@@ -24,8 +27,6 @@ from execauth_core import (
 )
 from execauth_core._b64 import b64url_decode, b64url_encode
 from execauth_core.tokens import TOKEN_TYPE
-from jwcrypto import jwk as jwcrypto_jwk
-from jwcrypto import jws as jwcrypto_jws
 
 from .conftest import RFC8032_SEED_2, T0, Tool
 

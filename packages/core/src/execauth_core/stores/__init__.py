@@ -2,7 +2,7 @@
 
 from .base import AuditLog, Debit, ReplayStore, StateStore, window_start
 from .memory import MemoryAuditLog, MemoryReplayStore, MemoryStateStore
-from .sqlite import SQLiteAuditLog, SQLiteReplayStore
+from .sqlite import SQLiteAuditLog, SQLiteReplayStore, SQLiteStateStore
 
 __all__ = [
     "AuditLog",
@@ -13,6 +13,7 @@ __all__ = [
     "ReplayStore",
     "SQLiteAuditLog",
     "SQLiteReplayStore",
+    "SQLiteStateStore",
     "StateStore",
     "window_start",
 ]

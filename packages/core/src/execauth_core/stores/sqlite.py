@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ..audit import GENESIS, AuditEntry, canonical_body, body_digest, make_body
-from ..canonical import CanonicalizationError, loads_strict
+from ..audit import GENESIS, AuditEntry, body_digest, canonical_body, make_body
+from ..canonical import CanonicalizationError, canonicalize_trusted, loads_strict
 from ..errors import AuditIntegrityError, StoreUnavailable
+from .base import Debit, window_start
 
 _PURGE_EVERY = 1024
 _PURGE_SECONDS = 30
@@ -24,9 +25,7 @@ _PURGE_SECONDS = 30
 
 def _connect(path: str | os.PathLike[str], timeout: float) -> sqlite3.Connection:
     try:
-        conn = sqlite3.connect(
-            os.fspath(path), timeout=timeout, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(os.fspath(path), timeout=timeout, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL: a commit survives a process crash; only an OS crash or
         # power loss can lose the last transactions.
@@ -51,9 +50,7 @@ class SQLiteReplayStore:
                 "CREATE TABLE IF NOT EXISTS consumed_tokens "
                 "(jti TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) WITHOUT ROWID"
             )
-            self._conn.execute(
-                "CREATE INDEX IF NOT EXISTS consumed_tokens_exp ON consumed_tokens(expires_at)"
-            )
+            self._conn.execute("CREATE INDEX IF NOT EXISTS consumed_tokens_exp ON consumed_tokens(expires_at)")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot initialise replay store: {exc}") from exc
 
@@ -96,9 +93,7 @@ class SQLiteAuditLog:
                 "CREATE TABLE IF NOT EXISTS audit_head "
                 "(id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, digest TEXT NOT NULL)"
             )
-            self._conn.execute(
-                "INSERT OR IGNORE INTO audit_head (id, seq, digest) VALUES (1, 0, ?)", (GENESIS,)
-            )
+            self._conn.execute("INSERT OR IGNORE INTO audit_head (id, seq, digest) VALUES (1, 0, ?)", (GENESIS,))
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot initialise audit log: {exc}") from exc
 
@@ -107,9 +102,7 @@ class SQLiteAuditLog:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    seq, prev = self._conn.execute(
-                        "SELECT seq, digest FROM audit_head WHERE id = 1"
-                    ).fetchone()
+                    seq, prev = self._conn.execute("SELECT seq, digest FROM audit_head WHERE id = 1").fetchone()
                     body = make_body(event, seq=seq + 1, prev=prev)
                     raw = canonical_body(body)
                     entry = AuditEntry(seq=seq + 1, digest=body_digest(raw), body=body)
@@ -156,6 +149,106 @@ class SQLiteAuditLog:
 
     def __iter__(self) -> Iterator[AuditEntry]:
         return self.entries()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class SQLiteStateStore:
+    """Budgets and rate counters in SQLite: one ``BEGIN IMMEDIATE`` transaction per
+    check-and-debit, so processes sharing the file never overspend a limit."""
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+        self.path = os.fspath(path)
+        self._conn = _connect(path, timeout)
+        self._lock = threading.Lock()
+        self._next_purge = 0
+        try:
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS state_counters (key TEXT NOT NULL, window_start INTEGER NOT NULL, "
+                "used INTEGER NOT NULL, ends_at INTEGER NOT NULL, PRIMARY KEY (key, window_start)) WITHOUT ROWID"
+            )
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS state_holds "
+                "(hold_id TEXT PRIMARY KEY, items BLOB NOT NULL, ends_at INTEGER NOT NULL) WITHOUT ROWID"
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot initialise state store: {exc}") from exc
+
+    def debit(self, hold_id: str, debits: Sequence[Debit], *, now: int) -> str | None:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = self._debit(hold_id, debits, now)
+                    self._conn.execute("COMMIT" if result is None else "ROLLBACK")
+                    return result
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"state store: {exc}") from exc
+
+    def _debit(self, hold_id: str, debits: Sequence[Debit], now: int) -> str | None:
+        if now >= self._next_purge:
+            # Windows that ended can never be charged or refunded again.
+            self._conn.execute("DELETE FROM state_counters WHERE ends_at <= ?", (now,))
+            self._conn.execute("DELETE FROM state_holds WHERE ends_at <= ?", (now,))
+            self._next_purge = now + 60
+        if self._conn.execute("SELECT 1 FROM state_holds WHERE hold_id = ?", (hold_id,)).fetchone():
+            return None  # a retry of a debit that already happened
+        planned = []
+        for d in debits:
+            start = window_start(now, d.window)
+            row = self._conn.execute(
+                "SELECT used FROM state_counters WHERE key = ? AND window_start = ?", (d.key, start)
+            ).fetchone()
+            if (row[0] if row else 0) + d.amount > d.limit:
+                return d.key
+            planned.append((d.key, start, d.amount, start + d.window))
+        for key, start, amount, ends in planned:
+            self._conn.execute(
+                "INSERT INTO state_counters (key, window_start, used, ends_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key, window_start) DO UPDATE SET used = used + excluded.used",
+                (key, start, amount, ends),
+            )
+        items = canonicalize_trusted([[k, s, a] for k, s, a, _ in planned])
+        ends_at = max([e for *_, e in planned], default=now + 1)
+        self._conn.execute(
+            "INSERT INTO state_holds (hold_id, items, ends_at) VALUES (?, ?, ?)", (hold_id, items, ends_at)
+        )
+        return None
+
+    def refund(self, hold_id: str) -> None:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    row = self._conn.execute("SELECT items FROM state_holds WHERE hold_id = ?", (hold_id,)).fetchone()
+                    if row is not None:
+                        for key, start, amount in loads_strict(bytes(row[0])):
+                            self._conn.execute(
+                                "UPDATE state_counters SET used = MAX(0, used - ?) WHERE key = ? AND window_start = ?",
+                                (amount, key, start),
+                            )
+                        self._conn.execute("DELETE FROM state_holds WHERE hold_id = ?", (hold_id,))
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"state store: {exc}") from exc
+
+    def usage(self, key: str, window: int, *, now: int) -> int:
+        with self._lock:
+            try:
+                row = self._conn.execute(
+                    "SELECT used FROM state_counters WHERE key = ? AND window_start = ?",
+                    (key, window_start(now, window)),
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"state store: {exc}") from exc
+        return int(row[0]) if row else 0
 
     def close(self) -> None:
         self._conn.close()
