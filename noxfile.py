@@ -6,6 +6,8 @@ The test matrix itself lives in tox.ini (one place); `tests` calls tox.
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import nox
 
@@ -26,7 +28,11 @@ def tests(session: nox.Session) -> None:
     """Every test environment in tox.ini."""
     session.install("tox>=4.20")
     strict = ["--skip-missing-interpreters=false"] if os.environ.get("CI") == "true" else []
-    session.run("tox", "run", *strict, *session.posargs)
+    results = Path("results")
+    shutil.rmtree(results, ignore_errors=True)  # no stale results from an earlier run
+    session.run("tox", "run", *strict, *session.posargs, env={"EXECAUTH_RESULTS_DIR": str(results.resolve())})
+    # The cross-adapter check: every conformance run agrees with the vectors and each other.
+    session.run("python", "conformance/tools/compare_results.py", str(results))
 
 
 @nox.session
@@ -37,7 +43,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("mypy>=1.11", "./packages/core[test]")
+    session.install("mypy>=1.11", "types-PyYAML", "types-jsonschema", "./packages/core[test]", "./conformance")
     session.run("mypy")
 
 
