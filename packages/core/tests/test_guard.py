@@ -377,3 +377,13 @@ def test_tokens_issued_under_an_old_policy_are_refused(make_guard: Callable[...,
     with pytest.raises(ExecutionDenied) as info:
         guard.execute(req, token, lambda: tool())
     assert info.value.reason_codes == ("TOKEN_POLICY_STALE",) and tool.calls == []
+
+
+def test_deny_records_an_outside_denial(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard()
+    req = guard.proposal("transfer", {"amount": "5.00"}, principal="alice")
+    exc = guard.deny(req, ["APPROVAL_REJECTED"], "rejected by carol", outcome="REQUIRE_APPROVAL")
+    assert isinstance(exc, ExecutionDenied) and exc.reason_codes == ("APPROVAL_REJECTED",)
+    entry = last(guard)
+    assert (entry.event, entry.executed, entry.body["proposal_digest"]) == ("denial", False, req.content_digest())
+    assert entry.seq == exc.audit_seq

@@ -265,6 +265,27 @@ class Guard:
             pending, approver=approver, now=self.clock.now(), grant_id=self.id_factory(), ttl=ttl
         )
 
+    def deny(
+        self,
+        request: AuthorizationRequest,
+        reason_codes: Iterable[str],
+        message: str,
+        *,
+        outcome: str = "DENY",
+    ) -> ExecutionDenied:
+        """Record a denial decided outside the guard (a person rejected an approval,
+        an adapter refused a malformed call) and return the exception to raise or render.
+
+        Never raises: the denial is returned even if it could not be recorded
+        (then ``AUDIT_UNAVAILABLE`` is among its reason codes).
+        """
+        pd: str | None = None
+        try:
+            pd = request.content_digest() if isinstance(request, AuthorizationRequest) else None
+        except Exception:  # noqa: BLE001 - a denial needs no digest to stand
+            pd = None
+        return self._deny(request, pd, _Denial(outcome, tuple(reason_codes) or (R.GUARD_ERROR.value,), message))
+
     # -- enforcement ---------------------------------------------------------
 
     def _admit(

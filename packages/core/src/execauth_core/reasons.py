@@ -27,6 +27,8 @@ class ReasonCode(str, Enum):
     """A valid approval for this exact proposal was presented."""
     APPROVAL_MISMATCH = "APPROVAL_MISMATCH"
     """The approval presented was granted for a different proposal."""
+    APPROVAL_REJECTED = "APPROVAL_REJECTED"
+    """A person looked at the proposal and said no."""
     APPROVAL_INVALID = "APPROVAL_INVALID"
     """The approval is expired, not yet valid, or its signature does not verify."""
 
