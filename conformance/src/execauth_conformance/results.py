@@ -26,7 +26,10 @@ def write_all() -> list[Path]:
         return written
     folder = results_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    for name, results in sorted(RESULTS.items()):
+    # One tox env per framework version range: the tag keeps their files apart.
+    tag = os.environ.get("EXECAUTH_RESULTS_TAG", "")
+    for harness, results in sorted(RESULTS.items()):
+        name = f"{harness}-{tag}" if tag else harness
         path = folder / f"{name}.json"
         doc = {"harness": name, "results": dict(sorted(results.items()))}
         path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")

@@ -1,0 +1,53 @@
+"""execauth-langgraph: gate every LangGraph / LangChain tool call with execauth.
+
+``guarded_tool_node(tools, guard, principal=...)`` is a ``ToolNode`` whose every call
+is decided, token-verified, consumed once and audited before it runs;
+``ExecAuthMiddleware`` does the same for ``langchain.agents.create_agent``;
+``guarded_node`` gates custom graph nodes with side effects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langgraph.prebuilt import ToolNode
+
+from ._version import __version__
+from .node import guarded_node
+from .wrapper import APPROVAL_REQUEST, ExecAuthToolWrapper
+
+
+def guarded_tool_node(tools: Sequence[Any], guard: Any, **kwargs: Any) -> ToolNode:
+    """A ``ToolNode`` gated by execauth (sync and async paths).
+
+    Keyword arguments go to :class:`ExecAuthToolWrapper` (``principal``, ``agent``,
+    ``token_provider``, ``approvals``), except ``name``/``handle_tool_errors`` and other
+    ``ToolNode`` options, given as ``tool_node_options={...}``.
+    """
+    options = kwargs.pop("tool_node_options", {})
+    wrapper = ExecAuthToolWrapper(guard, **kwargs)
+    return ToolNode(list(tools), wrap_tool_call=wrapper, awrap_tool_call=wrapper.acall, **options)
+
+
+def __getattr__(name: str) -> Any:
+    # The middleware needs `langchain` (the `agents` extra); the ToolNode path does not.
+    if name == "ExecAuthMiddleware":
+        try:
+            from .middleware import ExecAuthMiddleware
+        except ImportError as exc:
+            raise ImportError(
+                "ExecAuthMiddleware needs langchain's create_agent: pip install 'execauth-langgraph[agents]'"
+            ) from exc
+        return ExecAuthMiddleware
+    raise AttributeError(f"module 'execauth_langgraph' has no attribute {name!r}")
+
+
+__all__ = [
+    "APPROVAL_REQUEST",
+    "ExecAuthMiddleware",
+    "ExecAuthToolWrapper",
+    "__version__",
+    "guarded_node",
+    "guarded_tool_node",
+]

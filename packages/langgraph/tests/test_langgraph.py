@@ -1,0 +1,333 @@
+"""execauth-langgraph through real LangGraph graphs driven by a scripted model."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langgraph.graph import START, StateGraph
+from langgraph.types import Command
+from typing_extensions import TypedDict
+
+from execauth_core import (
+    AllowListPolicy,
+    ExecutionDenied,
+    FixedClock,
+    Guard,
+    LocalSigner,
+    StoreUnavailable,
+)
+from execauth_langgraph import APPROVAL_REQUEST, guarded_node
+
+from .harness import build_graph, make_tool, scripted, tool_call
+
+T0 = 1_767_607_200
+
+
+class Spy:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, **kw: Any) -> str:
+        self.calls.append(kw)
+        return f"done:{sorted(kw.items())}"
+
+
+def make_guard(allow: tuple[str, ...] = ("search", "transfer"), approval: tuple[str, ...] = ()) -> Guard:
+    return Guard.local(
+        AllowListPolicy(allow, require_approval=approval), clock=FixedClock(T0), signer=LocalSigner(bytes(range(32)))
+    )
+
+
+def tool_messages(out: dict[str, Any]) -> list[ToolMessage]:
+    return [m for m in out["messages"] if isinstance(m, ToolMessage)]
+
+
+def run(graph: Any, thread: str = "t1", payload: Any = None) -> dict[str, Any]:
+    return graph.invoke(payload or {"messages": [HumanMessage("go")]}, {"configurable": {"thread_id": thread}})
+
+
+def audit(guard: Guard) -> list[tuple[str, bool, list[str]]]:
+    return [(e.event, e.executed, e.body.get("reason_codes", [])) for e in guard.audit_log.entries()]
+
+
+def test_allowed_call_runs_and_the_model_sees_the_result() -> None:
+    guard, spy = make_guard(), Spy()
+    model = scripted(AIMessage("", tool_calls=[tool_call("search", {"q": "refunds"}, "c1")]), AIMessage("ok"))
+    out = run(build_graph(model, [make_tool("search", spy, ["q"])], guard, principal="alice"))
+    assert spy.calls == [{"q": "refunds"}]
+    msg = tool_messages(out)[0]
+    assert msg.status == "success" and "refunds" in str(msg.content)
+    assert [e[0] for e in audit(guard)] == ["execution", "result"]
+
+
+def test_denied_call_never_runs_and_the_model_sees_the_reason() -> None:
+    guard, spy = make_guard(), Spy()
+    model = scripted(AIMessage("", tool_calls=[tool_call("drop_table", {"name": "users"}, "c1")]), AIMessage("ok"))
+    out = run(build_graph(model, [make_tool("drop_table", spy, ["name"])], guard, principal="alice"))
+    assert spy.calls == []
+    msg = tool_messages(out)[0]
+    assert msg.status == "error" and "TOOL_NOT_ALLOWED" in str(msg.content)
+    assert audit(guard) == [("denial", False, ["TOOL_NOT_ALLOWED"])]
+
+
+def test_replayed_token_is_denied() -> None:
+    guard, spy = make_guard(), Spy()
+    tokens: list[str] = []
+
+    def provider(request: Any) -> str | None:
+        if not tokens:
+            tokens.append(guard.authorize(request).token or "")
+        return tokens[0]  # the same token, twice
+
+    model = scripted(
+        AIMessage("", tool_calls=[tool_call("search", {"q": "a"}, "c1")]),
+        AIMessage("", tool_calls=[tool_call("search", {"q": "a"}, "c1")]),
+        AIMessage("ok"),
+    )
+    out = run(build_graph(model, [make_tool("search", spy, ["q"])], guard, principal="alice", token_provider=provider))
+    assert len(spy.calls) == 1
+    second = tool_messages(out)[1]
+    assert second.status == "error" and "TOKEN_REPLAYED" in str(second.content)
+
+
+def test_parallel_tool_calls_each_get_their_own_decision() -> None:
+    guard, spy = make_guard(), Spy()
+    calls = [
+        tool_call("search", {"q": "a"}, "c1"),
+        tool_call("drop_table", {"name": "x"}, "c2"),
+        tool_call("search", {"q": "b"}, "c3"),
+    ]
+    model = scripted(AIMessage("", tool_calls=calls), AIMessage("ok"))
+    out = run(
+        build_graph(
+            model, [make_tool("search", spy, ["q"]), make_tool("drop_table", spy, ["name"])], guard, principal="alice"
+        )
+    )
+    assert sorted(c["q"] for c in spy.calls) == ["a", "b"]
+    by_id = {m.tool_call_id: m for m in tool_messages(out)}
+    assert by_id["c2"].status == "error" and by_id["c1"].status == by_id["c3"].status == "success"
+    executions = [e for e in guard.audit_log.entries() if e.event == "execution"]
+    assert len({e.body["token_id"] for e in executions}) == 2  # one token per call
+    assert {e.body["call_id"] for e in executions} == {"c1", "c3"}
+
+
+def test_async_graph_is_gated_too() -> None:
+    guard, spy = make_guard(), Spy()
+    model = scripted(
+        AIMessage("", tool_calls=[tool_call("search", {"q": "a"}, "c1"), tool_call("drop_table", {"name": "x"}, "c2")]),
+        AIMessage("ok"),
+    )
+    graph = build_graph(
+        model, [make_tool("search", spy, ["q"]), make_tool("drop_table", spy, ["name"])], guard, principal="alice"
+    )
+    out = asyncio.run(graph.ainvoke({"messages": [HumanMessage("go")]}, {"configurable": {"thread_id": "a"}}))
+    assert spy.calls == [{"q": "a"}]
+    assert {m.tool_call_id: m.status for m in tool_messages(out)} == {"c1": "success", "c2": "error"}
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("sabotage", ["replay_store", "decision_point", "principal"])
+def test_errors_inside_the_guard_deny_without_crashing_the_graph(sabotage: str) -> None:
+    guard, spy = make_guard(), Spy()
+    principal: Any = "alice"
+    if sabotage == "replay_store":
+
+        class Down:
+            def consume(self, *a: Any, **k: Any) -> bool:
+                raise StoreUnavailable("down")
+
+        guard.replay_store = Down()
+    elif sabotage == "decision_point":
+
+        class Broken(AllowListPolicy):
+            def evaluate(self, *a: Any, **k: Any) -> Any:
+                raise Boom("bug")
+
+        assert guard.authority is not None
+        guard.authority.decision_point = Broken(["search"])
+    else:
+
+        def principal(request: Any) -> str:
+            raise Boom("cannot read the user from the runtime")
+
+    model = scripted(AIMessage("", tool_calls=[tool_call("search", {"q": "a"}, "c1")]), AIMessage("ok"))
+    out = run(build_graph(model, [make_tool("search", spy, ["q"])], guard, principal=principal))
+    assert spy.calls == []
+    msg = tool_messages(out)[0]
+    assert msg.status == "error" and "execauth denied" in str(msg.content)
+
+
+def approval_graph(guard: Guard, spy: Spy, args: dict[str, Any]) -> Any:
+    model = scripted(AIMessage("", tool_calls=[tool_call("transfer", args, "c1")]), AIMessage("ok"))
+    return build_graph(model, [make_tool("transfer", spy, list(args))], guard, principal="alice")
+
+
+def interrupted(out: dict[str, Any]) -> dict[str, Any]:
+    (intr,) = out["__interrupt__"]
+    assert intr.value["type"] == APPROVAL_REQUEST
+    return dict(intr.value)
+
+
+def test_approval_interrupt_then_approve_runs_exactly_the_shown_proposal() -> None:
+    guard, spy = make_guard(approval=("transfer",)), Spy()
+    graph = approval_graph(guard, spy, {"amount": "25.00", "to": "bob"})
+    shown = interrupted(run(graph))
+    assert spy.calls == [] and shown["proposal"]["args"] == {"amount": "25.00", "to": "bob"}
+    out = run(
+        graph,
+        payload=Command(resume={"approved": True, "approver": "carol", "proposal_digest": shown["proposal_digest"]}),
+    )
+    assert spy.calls == [{"amount": "25.00", "to": "bob"}]
+    assert tool_messages(out)[-1].status == "success"
+    # recorded once for the pause (not again on resume), then the approved execution
+    assert [e[:2] for e in audit(guard)] == [("denial", False), ("execution", True), ("result", True)]
+    assert audit(guard)[1][2] == ["TOOL_ALLOWED", "APPROVAL_GRANTED"]
+
+
+def test_approval_rejected_is_recorded_and_nothing_runs() -> None:
+    guard, spy = make_guard(approval=("transfer",)), Spy()
+    graph = approval_graph(guard, spy, {"amount": "25.00", "to": "bob"})
+    shown = interrupted(run(graph))
+    out = run(
+        graph,
+        payload=Command(resume={"approved": False, "approver": "carol", "proposal_digest": shown["proposal_digest"]}),
+    )
+    assert spy.calls == []
+    assert "APPROVAL_REJECTED" in str(tool_messages(out)[-1].content)
+    assert audit(guard)[-1] == ("denial", False, ["APPROVAL_REJECTED"])
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"approved": True, "approver": "carol", "proposal_digest": "sha256:" + "0" * 64},  # another proposal
+        {"approved": True, "approver": "carol"},  # no digest at all
+        "yes",  # not an object
+        {"approved": True, "proposal_digest": None},
+    ],
+)
+def test_an_approval_that_does_not_name_this_proposal_does_not_apply(answer: Any) -> None:
+    guard, spy = make_guard(approval=("transfer",)), Spy()
+    graph = approval_graph(guard, spy, {"amount": "25.00", "to": "bob"})
+    interrupted(run(graph))
+    out = run(graph, payload=Command(resume=answer))
+    assert spy.calls == []
+    assert tool_messages(out)[-1].status == "error"
+    assert audit(guard)[-1][:2] == ("denial", False)
+
+
+def test_approval_for_one_proposal_does_not_carry_to_changed_arguments() -> None:
+    """The LangGraph pitfall: the resume value is matched by interrupt position. A run
+    that regenerates different arguments meets the old answer: it must not apply."""
+    guard, spy = make_guard(approval=("transfer",)), Spy()
+    graph = approval_graph(guard, spy, {"amount": "25.00", "to": "bob"})
+    shown = interrupted(run(graph))
+    # A fresh graph on the same guard whose model now asks for 2500.00 receives the
+    # answer given for the 25.00 proposal.
+    graph2 = approval_graph(guard, spy, {"amount": "2500.00", "to": "bob"})
+    interrupted(run(graph2, thread="t2"))
+    out = run(
+        graph2,
+        thread="t2",
+        payload=Command(resume={"approved": True, "approver": "carol", "proposal_digest": shown["proposal_digest"]}),
+    )
+    assert spy.calls == []
+    assert "APPROVAL_MISMATCH" in str(tool_messages(out)[-1].content)
+
+
+def test_create_agent_middleware() -> None:
+    from langchain.agents import create_agent
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from execauth_langgraph import ExecAuthMiddleware
+
+    guard, spy = make_guard(), Spy()
+    model = scripted(
+        AIMessage("", tool_calls=[tool_call("search", {"q": "a"}, "c1"), tool_call("drop_table", {"name": "x"}, "c2")]),
+        AIMessage("ok"),
+    )
+    agent = create_agent(
+        model,
+        [make_tool("search", spy, ["q"]), make_tool("drop_table", spy, ["name"])],
+        middleware=[ExecAuthMiddleware(guard, principal="alice", agent="helper")],
+        checkpointer=InMemorySaver(),
+    )
+    out = agent.invoke({"messages": [HumanMessage("go")]}, {"configurable": {"thread_id": "m"}})
+    assert spy.calls == [{"q": "a"}]
+    assert {m.tool_call_id: m.status for m in tool_messages(out)} == {"c1": "success", "c2": "error"}
+    assert {e.body["agent"] for e in guard.audit_log.entries() if e.event != "result"} == {"helper"}
+
+
+class PayState(TypedDict):
+    to: str
+    amount: str
+    paid: bool
+
+
+def test_guarded_node_runs_only_when_allowed() -> None:
+    paid: list[str] = []
+
+    def pay_graph(guard: Guard) -> Any:
+        @guarded_node(guard, tool="transfer", args=lambda s: {"to": s["to"], "amount": s["amount"]}, principal="alice")
+        def pay(state: PayState) -> dict[str, Any]:
+            paid.append(state["amount"])
+            return {"paid": True}
+
+        g = StateGraph(PayState)
+        g.add_node("pay", pay)
+        g.add_edge(START, "pay")
+        return g.compile()
+
+    out = pay_graph(make_guard()).invoke({"to": "bob", "amount": "5.00", "paid": False})
+    assert out["paid"] is True and paid == ["5.00"]
+    with pytest.raises(ExecutionDenied) as info:
+        pay_graph(make_guard(allow=("search",))).invoke({"to": "bob", "amount": "9.00", "paid": False})
+    assert info.value.reason_codes == ("TOOL_NOT_ALLOWED",) and paid == ["5.00"]
+
+
+def test_the_tool_receives_exactly_the_authorized_arguments() -> None:
+    guard, spy = make_guard(), Spy()
+    args = {"q": "x", "filters": {"lang": ["en", "de"]}}
+    model = scripted(AIMessage("", tool_calls=[tool_call("search", args, "c1")]), AIMessage("ok"))
+    run(build_graph(model, [make_tool("search", spy, list(args))], guard, principal="alice"))
+    assert spy.calls == [args]
+    execution = next(e for e in guard.audit_log.entries() if e.event == "execution")
+    from execauth_core import AuthorizationRequest
+
+    expected = AuthorizationRequest(tool="search", args=args, principal="alice", call_id="c1").content_digest()
+    assert execution.body["proposal_digest"] == expected
+
+
+def test_resume_does_not_run_finished_sibling_calls_twice() -> None:
+    """LangGraph re-runs the whole ToolNode on resume. A call that already ran in the
+    interrupted run must not run again (nor be decided and recorded again)."""
+    guard, spy = make_guard(approval=("transfer",)), Spy()
+    calls = [
+        tool_call("search", {"q": "a"}, "c1"),
+        tool_call("drop_table", {"name": "x"}, "c2"),
+        tool_call("transfer", {"amount": "5.00", "to": "bob"}, "c3"),
+    ]
+    model = scripted(AIMessage("", tool_calls=calls), AIMessage("ok"))
+    tools = [
+        make_tool("search", spy, ["q"]),
+        make_tool("drop_table", spy, ["name"]),
+        make_tool("transfer", spy, ["amount", "to"]),
+    ]
+    graph = build_graph(model, tools, guard, principal="alice")
+    shown = interrupted(run(graph))
+    out = run(
+        graph,
+        payload=Command(resume={"approved": True, "approver": "carol", "proposal_digest": shown["proposal_digest"]}),
+    )
+    assert spy.calls == [{"q": "a"}, {"amount": "5.00", "to": "bob"}]  # search ran once, not twice
+    assert {m.tool_call_id: m.status for m in tool_messages(out)} == {"c1": "success", "c2": "error", "c3": "success"}
+    events = [(e.event, e.body.get("call_id")) for e in guard.audit_log.entries() if e.event != "result"]
+    assert sorted(events, key=str) == sorted(
+        [("execution", "c1"), ("denial", "c2"), ("denial", "c3"), ("execution", "c3")], key=str
+    )
