@@ -50,5 +50,6 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Latency figures (p50/p99); targets are printed next to the measurements."""
-    session.install("./packages/core")
+    session.install("./packages/core", "./packages/langgraph")
     session.run("python", "bench/bench_core.py", *session.posargs)
+    session.run("python", "bench/bench_langgraph.py")

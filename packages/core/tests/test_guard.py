@@ -387,3 +387,10 @@ def test_deny_records_an_outside_denial(make_guard: Callable[..., Guard]) -> Non
     entry = last(guard)
     assert (entry.event, entry.executed, entry.body["proposal_digest"]) == ("denial", False, req.content_digest())
     assert entry.seq == exc.audit_seq
+
+
+def test_deny_without_a_proposal_names_the_tool(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard()
+    exc = guard.deny(None, ["GUARD_ERROR"], "principal resolver failed", tool="transfer")
+    assert exc.tool == "transfer" and exc.proposal_digest is None
+    assert (last(guard).event, last(guard).executed, last(guard).body["tool"]) == ("denial", False, "transfer")

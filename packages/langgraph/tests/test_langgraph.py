@@ -331,3 +331,110 @@ def test_resume_does_not_run_finished_sibling_calls_twice() -> None:
     assert sorted(events, key=str) == sorted(
         [("execution", "c1"), ("denial", "c2"), ("denial", "c3"), ("execution", "c3")], key=str
     )
+
+
+def test_a_failing_tool_is_a_tool_error_not_a_denial() -> None:
+    def broken(**kw: Any) -> str:
+        raise ValueError("upstream 500")
+
+    # ToolNode turning tool errors into messages: the model sees the tool's error.
+    guard = make_guard()
+    model = scripted(AIMessage("", tool_calls=[tool_call("search", {"q": "a"}, "c1")]), AIMessage("ok"))
+    graph = build_graph(
+        model,
+        [make_tool("search", broken, ["q"])],
+        guard,
+        principal="alice",
+        tool_node_options={"handle_tool_errors": True},
+    )
+    msg = tool_messages(run(graph))[0]
+    assert msg.status == "error" and "execauth denied" not in str(msg.content) and "upstream 500" in str(msg.content)
+    assert [e.event for e in guard.audit_log.entries()] == ["execution", "result"]
+
+    # ToolNode's default re-raises: the tool's own exception reaches the caller, unchanged.
+    guard = make_guard()
+    model = scripted(AIMessage("", tool_calls=[tool_call("search", {"q": "a"}, "c1")]), AIMessage("ok"))
+    graph = build_graph(model, [make_tool("search", broken, ["q"])], guard, principal="alice")
+    with pytest.raises(ValueError, match="upstream 500"):
+        run(graph)
+    result = list(guard.audit_log.entries())[-1]
+    assert result.event == "result" and result.body["detail"] == {
+        "status": "error",
+        "execution_seq": 1,
+        "error": "ValueError",
+    }
+
+
+def test_schema_defaults_are_part_of_the_proposal() -> None:
+    from langchain_core.tools import tool as lc_tool
+
+    guard = make_guard()
+    ran: list[Any] = []
+
+    @lc_tool
+    def search(q: str, limit: int = 1000) -> str:
+        """Search."""
+        ran.append((q, limit))
+        return "ok"
+
+    model = scripted(AIMessage("", tool_calls=[tool_call("search", {"q": "a"}, "c1")]), AIMessage("ok"))
+    run(build_graph(model, [search], guard, principal="alice"))
+    assert ran == [("a", 1000)]
+    execution = next(e for e in guard.audit_log.entries() if e.event == "execution")
+    from execauth_core import AuthorizationRequest
+
+    expected = AuthorizationRequest(tool="search", args={"q": "a", "limit": 1000}, principal="alice", call_id="c1")
+    assert execution.body["proposal_digest"] == expected.content_digest()
+
+
+@pytest.mark.parametrize("where", ["token_provider", "principal"])
+def test_adapter_errors_are_recorded_denials(where: str) -> None:
+    guard, spy = make_guard(), Spy()
+
+    def explode(_: Any) -> str:
+        raise Boom("resolver down")
+
+    kwargs: dict[str, Any] = {"principal": "alice"}
+    kwargs[where] = explode
+    model = scripted(AIMessage("", tool_calls=[tool_call("search", {"q": "a"}, "c1")]), AIMessage("ok"))
+    out = run(build_graph(model, [make_tool("search", spy, ["q"])], guard, **kwargs))
+    assert spy.calls == []
+    code = "NO_TOKEN" if where == "token_provider" else "GUARD_ERROR"
+    assert code in str(tool_messages(out)[0].content)
+    last = list(guard.audit_log.entries())[-1]
+    assert (last.event, last.executed, last.body["reason_codes"], last.body["tool"]) == (
+        "denial",
+        False,
+        [code],
+        "search",
+    )
+
+
+def test_guarded_node_that_cannot_describe_itself_does_not_run() -> None:
+    guard = make_guard()
+    ran: list[bool] = []
+
+    @guarded_node(guard, tool="transfer", args=lambda s: {"amount": s["missing"]}, principal="alice")
+    def pay(state: PayState) -> dict[str, Any]:
+        ran.append(True)
+        return {"paid": True}
+
+    g = StateGraph(PayState)
+    g.add_node("pay", pay)
+    g.add_edge(START, "pay")
+    with pytest.raises(ExecutionDenied) as info:
+        g.compile().invoke({"to": "bob", "amount": "1.00", "paid": False})
+    assert ran == [] and info.value.reason_codes == ("GUARD_ERROR",)
+    assert list(guard.audit_log.entries())[-1].body["tool"] == "transfer"
+
+
+def test_rejections_are_recorded_against_the_proposal() -> None:
+    guard, spy = make_guard(approval=("transfer",)), Spy()
+    graph = approval_graph(guard, spy, {"amount": "25.00", "to": "bob"})
+    shown = interrupted(run(graph))
+    run(
+        graph,
+        payload=Command(resume={"approved": False, "approver": "carol", "proposal_digest": shown["proposal_digest"]}),
+    )
+    last = list(guard.audit_log.entries())[-1]
+    assert last.body["proposal_digest"] == shown["proposal_digest"] and last.body["tool"] == "transfer"

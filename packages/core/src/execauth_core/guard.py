@@ -267,24 +267,34 @@ class Guard:
 
     def deny(
         self,
-        request: AuthorizationRequest,
+        request: AuthorizationRequest | None,
         reason_codes: Iterable[str],
         message: str,
         *,
         outcome: str = "DENY",
+        tool: str | None = None,
     ) -> ExecutionDenied:
         """Record a denial decided outside the guard (a person rejected an approval,
-        an adapter refused a malformed call) and return the exception to raise or render.
+        an adapter failed before it could build the proposal) and return the
+        exception to raise or render.
+
+        Args:
+            request: the proposal, or ``None`` if it could not be built (then
+                ``tool`` names what was attempted).
 
         Never raises: the denial is returned even if it could not be recorded
         (then ``AUDIT_UNAVAILABLE`` is among its reason codes).
         """
         pd: str | None = None
+        subject: Any = request
         try:
-            pd = request.content_digest() if isinstance(request, AuthorizationRequest) else None
+            if isinstance(request, AuthorizationRequest):
+                pd = request.content_digest()
+            else:
+                subject = _Unbuilt(tool, None, None, None)
         except Exception:  # noqa: BLE001 - a denial needs no digest to stand
             pd = None
-        return self._deny(request, pd, _Denial(outcome, tuple(reason_codes) or (R.GUARD_ERROR.value,), message))
+        return self._deny(subject, pd, _Denial(outcome, tuple(reason_codes) or (R.GUARD_ERROR.value,), message))
 
     # -- enforcement ---------------------------------------------------------
 

@@ -24,15 +24,23 @@ def guarded_node(
 
     ``args(state)`` extracts the proposal's arguments from the node's input state
     (what the node is about to do, e.g. ``{"to": state["recipient"], "amount": ...}``).
-    On anything but ALLOW the node raises :class:`~execauth_core.ExecutionDenied` and
-    does not run (the graph stops there, like any node error; catch it with a
-    fallback edge if the graph should continue). Sync and async nodes.
+    Only what ``args(state)`` returns is proposed and decided: make it cover every
+    input that shapes the side effect. On anything but ALLOW (including an error in
+    ``args`` or ``principal``, recorded as GUARD_ERROR) the node raises
+    :class:`~execauth_core.ExecutionDenied` and does not run (the graph stops there,
+    like any node error). Sync and async nodes.
     """
 
     def decorate(fn: F) -> F:
         def propose(state: Any) -> Any:
-            who = principal(state) if callable(principal) else principal
-            return guard.proposal(tool, dict(args(state)), principal=who, agent=agent)
+            try:
+                who = principal(state) if callable(principal) else principal
+                proposed = dict(args(state))
+            except Exception as exc:  # noqa: BLE001 - a node we cannot describe does not run
+                raise guard.deny(
+                    None, ["GUARD_ERROR"], f"cannot build the proposal ({type(exc).__name__})", tool=tool
+                ) from None
+            return guard.proposal(tool, proposed, principal=who, agent=agent)
 
         if inspect.iscoroutinefunction(fn):
 

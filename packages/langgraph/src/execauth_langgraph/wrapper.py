@@ -9,12 +9,14 @@ the model the reason code; REQUIRE_APPROVAL pauses the graph with LangGraph's
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pydantic
 from langchain_core.messages import ToolMessage
 from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt.tool_node import ToolCallRequest
@@ -40,6 +42,20 @@ TokenProvider = Callable[[AuthorizationRequest], str | None]
 
 APPROVAL_REQUEST = "execauth.approval_request"
 _DONE_LIMIT = 10_000
+
+
+def _with_defaults(request: ToolCallRequest, args: dict[str, Any]) -> dict[str, Any]:
+    """The complete arguments the tool will run with: the model's, plus the tool's
+    schema defaults, so a default can never slip past a rule. Injected arguments
+    (state, runtime) are not in ``tool_call_schema`` and stay out of the proposal."""
+    schema = getattr(request.tool, "tool_call_schema", None) if request.tool is not None else None
+    if not (isinstance(schema, type) and issubclass(schema, pydantic.BaseModel)):
+        return args
+    try:
+        full = schema.model_validate(args).model_dump(mode="json")
+    except (pydantic.ValidationError, TypeError, ValueError):
+        return args  # propose what the model sent: the policy or the tool refuses it
+    return {**args, **full} if isinstance(full, dict) else args
 
 
 def _resolve(value: Resolver, request: ToolCallRequest) -> str | None:
@@ -83,7 +99,7 @@ class ExecAuthToolWrapper:
         self.approvals = approvals
         # proposal digest -> the pending approval already recorded, so that the
         # re-run of this wrapper on resume does not record the same denial twice.
-        self._pending: dict[str, Any] = {}
+        self._pending: dict[tuple[str, ...], Any] = {}
         # On resume LangGraph re-runs the whole ToolNode, calls that already finished
         # included. Finished calls of a node run are remembered (bounded, in process) and
         # answered from here, so a side effect does not happen twice.
@@ -93,7 +109,15 @@ class ExecAuthToolWrapper:
 
     def __call__(self, request: ToolCallRequest, execute: Execute) -> ToolResult:
         call = dict(request.tool_call)
+        proposal: AuthorizationRequest | None = None
         key = None
+        ran = False
+
+        def run_tool(authorized: ToolCallRequest) -> ToolResult:
+            nonlocal ran
+            ran = True
+            return execute(authorized)
+
         try:
             proposal, authorized = self._propose(request, call)
             key = self._key(request, proposal)
@@ -101,28 +125,39 @@ class ExecAuthToolWrapper:
                 return self._done[key]  # resumed node: this call already ran (or was denied)
             result: ToolResult
             if self.token_provider is not None:
-                result = self.guard.execute(proposal, self.token_provider(proposal), lambda: execute(authorized))
+                token = self._token(proposal)
+                if inspect.isawaitable(token):
+                    raise TypeError("an async token_provider needs the async graph path (ainvoke)")
+                result = self.guard.execute(proposal, token, lambda: run_tool(authorized))
             else:
-                grant = self._resumed_grant(proposal)
+                grant = self._resumed_grant(request, proposal)
                 if grant is None:
                     try:
-                        result = self.guard.run(proposal, lambda: execute(authorized))
-                        return self._remember(key, result)
+                        return self._remember(key, self.guard.run(proposal, lambda: run_tool(authorized)))
                     except ApprovalRequired as exc:
-                        grant = self._ask(exc.pending, exc)
-                result = self.guard.run(proposal, lambda: execute(authorized), approval=grant)
+                        grant = self._ask(request, exc.pending, exc)
+                result = self.guard.run(proposal, lambda: run_tool(authorized), approval=grant)
             return self._remember(key, result)
         except GraphBubbleUp:
             raise  # interrupts must reach LangGraph
         except ExecutionDenied as exc:
             return self._remember(key, _deny(call, denial_message(exc)))
         except Exception as exc:
-            log.exception("execauth: error in the LangGraph wrapper; the tool did not run")
-            return _deny(call, f"execauth denied '{call.get('name')}' (DENY): GUARD_ERROR: {type(exc).__name__}")
+            if ran:
+                raise  # the tool itself failed after it was authorized: ToolNode's error handling applies
+            return _deny(call, denial_message(self._failed(proposal, call, exc)))
 
     async def acall(self, request: ToolCallRequest, execute: AExecute) -> ToolResult:
         call = dict(request.tool_call)
+        proposal: AuthorizationRequest | None = None
         key = None
+        ran = False
+
+        def run_tool(authorized: ToolCallRequest) -> Awaitable[ToolResult]:
+            nonlocal ran
+            ran = True
+            return execute(authorized)
+
         try:
             proposal, authorized = self._propose(request, call)
             key = self._key(request, proposal)
@@ -130,29 +165,32 @@ class ExecAuthToolWrapper:
                 return self._done[key]
             result: ToolResult
             if self.token_provider is not None:
-                result = await self.guard.aexecute(proposal, self.token_provider(proposal), lambda: execute(authorized))
+                token = self._token(proposal)
+                if inspect.isawaitable(token):
+                    token = await token
+                result = await self.guard.aexecute(proposal, token, lambda: run_tool(authorized))
             else:
-                grant = self._resumed_grant(proposal)
+                grant = self._resumed_grant(request, proposal)
                 if grant is None:
                     try:
-                        result = await self.guard.arun(proposal, lambda: execute(authorized))
-                        return self._remember(key, result)
+                        return self._remember(key, await self.guard.arun(proposal, lambda: run_tool(authorized)))
                     except ApprovalRequired as exc:
-                        grant = self._ask(exc.pending, exc)
-                result = await self.guard.arun(proposal, lambda: execute(authorized), approval=grant)
+                        grant = self._ask(request, exc.pending, exc)
+                result = await self.guard.arun(proposal, lambda: run_tool(authorized), approval=grant)
             return self._remember(key, result)
         except GraphBubbleUp:
             raise
         except ExecutionDenied as exc:
             return self._remember(key, _deny(call, denial_message(exc)))
         except Exception as exc:
-            log.exception("execauth: error in the LangGraph wrapper; the tool did not run")
-            return _deny(call, f"execauth denied '{call.get('name')}' (DENY): GUARD_ERROR: {type(exc).__name__}")
+            if ran:
+                raise
+            return _deny(call, denial_message(self._failed(proposal, call, exc)))
 
     # -- internals ------------------------------------------------------------
 
     @staticmethod
-    def _key(request: ToolCallRequest, proposal: AuthorizationRequest) -> tuple[str, str, str] | None:
+    def _key(request: ToolCallRequest, proposal: AuthorizationRequest | None) -> tuple[str, str, str] | None:
         """Identity of one tool call inside one node run. LangGraph keeps the task's
         checkpoint namespace across an interrupt and its resume, and changes it on the
         next step, so a re-run of the same node finds the same key."""
@@ -162,7 +200,23 @@ class ExecAuthToolWrapper:
         ns, thread = configurable.get("checkpoint_ns"), configurable.get("thread_id")
         if not ns or thread is None:
             return None
-        return (str(thread), str(ns), proposal.content_digest())
+        return (str(thread), str(ns), proposal.content_digest() if proposal is not None else "")
+
+    def _token(self, proposal: AuthorizationRequest) -> Any:
+        """Ask the token provider; a provider that fails means "no token" (NO_TOKEN, recorded)."""
+        assert self.token_provider is not None
+        try:
+            return self.token_provider(proposal)
+        except Exception:
+            log.exception("execauth: token provider failed; denying with NO_TOKEN")
+            return None
+
+    def _failed(self, proposal: AuthorizationRequest | None, call: dict[str, Any], exc: Exception) -> ExecutionDenied:
+        """An error in the adapter itself: record it as a denial (the tool did not run)."""
+        log.error("execauth: error in the LangGraph wrapper; the tool did not run: %r", exc)
+        return self.guard.deny(
+            proposal, ["GUARD_ERROR"], f"adapter error ({type(exc).__name__}); denied", tool=str(call.get("name"))
+        )
 
     def _remember(self, key: tuple[str, str, str] | None, result: ToolResult) -> ToolResult:
         if key is not None:
@@ -175,6 +229,8 @@ class ExecAuthToolWrapper:
         args = call.get("args")
         if not isinstance(args, dict):
             args = {"__invalid_args__": repr(args)[:200]}  # the decision point will refuse it
+        else:
+            args = _with_defaults(request, args)
         proposal = self.guard.proposal(
             str(call.get("name")),
             args,
@@ -188,22 +244,28 @@ class ExecAuthToolWrapper:
         authorized_call: Any = {**call, "args": authorized_args}
         return proposal, request.override(tool_call=authorized_call)
 
-    def _resumed_grant(self, proposal: AuthorizationRequest) -> ApprovalGrant | None:
+    def _resumed_grant(self, request: ToolCallRequest, proposal: AuthorizationRequest) -> ApprovalGrant | None:
         """On resume LangGraph re-runs this wrapper from the start. If this exact
         proposal is already waiting for a person, go straight back to the interrupt
         instead of deciding (and recording) the same REQUIRE_APPROVAL again."""
         if not self.approvals:
             return None
-        pending = self._pending.get(proposal.content_digest())
-        return None if pending is None else self._ask(pending, None)
+        pending = self._pending.get(self._pending_key(request, proposal.content_digest()))
+        return None if pending is None else self._ask(request, pending, None)
 
-    def _ask(self, pending: PendingApproval, exc: ApprovalRequired | None) -> ApprovalGrant:
+    def _pending_key(self, request: ToolCallRequest, digest: str) -> tuple[str, ...]:
+        # Scoped to this node run: an identical proposal in another thread is decided afresh.
+        key = self._key(request, None)
+        return (*key[:2], digest) if key is not None else ("", "", digest)
+
+    def _ask(self, request: ToolCallRequest, pending: PendingApproval, exc: ApprovalRequired | None) -> ApprovalGrant:
         """Pause for a person; returns a grant bound to the proposal digest, or raises
         the (recorded) denial."""
         if not self.approvals:
             assert exc is not None
             raise exc
-        self._pending[pending.proposal_digest] = pending
+        slot = self._pending_key(request, pending.proposal_digest)
+        self._pending[slot] = pending
         # What the person approves is rendered from the canonical proposal, never
         # from model text; the answer must name the digest it approves.
         answer = interrupt(
@@ -215,22 +277,22 @@ class ExecAuthToolWrapper:
                 "resume_with": {"approved": True, "approver": "<who>", "proposal_digest": pending.proposal_digest},
             }
         )
-        self._pending.pop(pending.proposal_digest, None)
-        request = pending.request
+        self._pending.pop(slot, None)
+        proposal = pending.request
         if not isinstance(answer, dict):
             raise self.guard.deny(
-                request, ["APPROVAL_INVALID"], "the approval answer is not an object", outcome="REQUIRE_APPROVAL"
+                proposal, ["APPROVAL_INVALID"], "the approval answer is not an object", outcome="REQUIRE_APPROVAL"
             )
         if answer.get("approved") is not True:
             raise self.guard.deny(
-                request,
+                proposal,
                 ["APPROVAL_REJECTED"],
                 f"rejected by {answer.get('approver') or 'the approver'}",
                 outcome="REQUIRE_APPROVAL",
             )
         if answer.get("proposal_digest") != pending.proposal_digest:
             raise self.guard.deny(
-                request,
+                proposal,
                 ["APPROVAL_MISMATCH"],
                 "the approval names another proposal (the arguments changed after it was shown)",
                 outcome="REQUIRE_APPROVAL",
@@ -238,6 +300,6 @@ class ExecAuthToolWrapper:
         approver = answer.get("approver")
         if not isinstance(approver, str) or not approver:
             raise self.guard.deny(
-                request, ["APPROVAL_INVALID"], "the approval names no approver", outcome="REQUIRE_APPROVAL"
+                proposal, ["APPROVAL_INVALID"], "the approval names no approver", outcome="REQUIRE_APPROVAL"
             )
         return self.guard.approve(pending, approver=approver)
