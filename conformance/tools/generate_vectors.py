@@ -285,6 +285,13 @@ def token_vectors() -> dict[str, Any]:
         (32, "lifetime beyond max TTL", with_claims(exp=NOW + 10_000), {}, "TOKEN_TTL_EXCEEDED"),
         (33, "bound to another proposal", token, {"request": other_req}, "TOKEN_PROPOSAL_MISMATCH"),
         (
+            35,
+            "retired key without a retirement time verifies nothing",
+            token,
+            {"keys": "retired-unbounded"},
+            "TOKEN_KEY_INACTIVE",
+        ),
+        (
             34,
             "scope names another tool",
             with_claims(scope={"tool": "search", "effects": [], "limits": {}}),
@@ -315,8 +322,9 @@ def token_vectors() -> dict[str, Any]:
     return document(
         "tokens",
         {
-            "keys": "trusted: RFC 8032 TEST 1 key active; none: empty key set; revoked/retired: that key with that "
-            "status; expired-window: that key with not_after = now - 1",
+            "keys": "trusted: RFC 8032 TEST 1 key active; none: empty key set; revoked: that key revoked; "
+            "retired: retired at now (not_after = now); retired-unbounded: retired, no not_after; "
+            "expired-window: that key with not_after = now - 1",
         },
         tests,
     )
@@ -328,7 +336,8 @@ def keyset(name: str, now: int) -> KeySet:
         "trusted": lambda: KeySet([TrustedKey.from_public_key(pub)]),
         "none": lambda: KeySet(),
         "revoked": lambda: KeySet([TrustedKey.from_public_key(pub, status=KeyStatus.REVOKED)]),
-        "retired": lambda: KeySet([TrustedKey.from_public_key(pub, status=KeyStatus.RETIRED)]),
+        "retired": lambda: KeySet([TrustedKey.from_public_key(pub, status=KeyStatus.RETIRED, not_after=now)]),
+        "retired-unbounded": lambda: KeySet([TrustedKey.from_public_key(pub, status=KeyStatus.RETIRED)]),
         "expired-window": lambda: KeySet([TrustedKey.from_public_key(pub, not_after=now - 1)]),
     }[name]()
 

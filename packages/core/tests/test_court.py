@@ -256,19 +256,12 @@ def test_empty_or_missing_policy_denies_all() -> None:
         assert run(guard, "search_docs", {"q": "x"})[:2] == ("DENY", ("POLICY_EMPTY",))
 
 
-def test_denied_and_failed_calls_do_not_consume_budget() -> None:
+def test_calls_that_never_start_consume_nothing_but_started_ones_stay_charged() -> None:
     guard, court, _ = make()
     key = "budget/user-42/USD/86400"
-    run(guard, "refund", {**REFUND_OK, "amount": "600.00"})
+    run(guard, "refund", {**REFUND_OK, "amount": "600.00"})  # denied by the Court
     assert court.state.usage(key, 86400, now=MONDAY_10) == 0
     req = guard.proposal("refund", REFUND_OK, principal="user-42", agent="billing-bot")
-
-    def failing() -> None:
-        raise ConnectionError("payment provider down")
-
-    with pytest.raises(ConnectionError):
-        guard.run(req, failing)
-    assert court.state.usage(key, 86400, now=MONDAY_10) == 0
 
     class DeadAudit:
         def append(self, event: Any) -> Any:
@@ -282,10 +275,22 @@ def test_denied_and_failed_calls_do_not_consume_budget() -> None:
         def head(self) -> Any:
             return (0, "")
 
+    live = guard.audit_log
     guard.audit_log = DeadAudit()
-    with pytest.raises(ExecutionDenied):
+    with pytest.raises(ExecutionDenied):  # allowed, but could not be recorded: never started
         guard.run(req, lambda: None)
     assert court.state.usage(key, 86400, now=MONDAY_10) == 0
+
+    # A tool that started and then failed may have moved the money: it stays charged,
+    # or a tool that pays and then raises could overspend any budget.
+    guard.audit_log = live
+
+    def pays_then_fails() -> None:
+        raise ConnectionError("timeout after the payment went out")
+
+    with pytest.raises(ConnectionError):
+        guard.run(req, pays_then_fails)
+    assert court.state.usage(key, 86400, now=MONDAY_10) == 15000
 
 
 def test_state_store_outage_denies() -> None:
@@ -412,3 +417,95 @@ def test_bad_manifests_are_rejected(manifest: dict[str, Any], fragment: str) -> 
 def test_tool_registered_twice() -> None:
     with pytest.raises(ConfigurationError, match="twice"):
         ToolRegistry([SEARCH, SEARCH])
+
+
+def test_one_approval_authorizes_one_execution() -> None:
+    guard, _, _ = make()
+    args = {**REFUND_OK, "amount": "300.00"}
+    req = guard.proposal("refund", args, principal="user-42", agent="billing-bot")
+    with pytest.raises(ApprovalRequired) as info:
+        guard.run(req, lambda: None)
+    grant = guard.approve(info.value.pending, approver="alice")
+    tool = Tool()
+    guard.run(req, lambda: tool(**req.args), approval=grant)
+    with pytest.raises(ExecutionDenied) as again:
+        guard.run(req, lambda: tool(**req.args), approval=grant)
+    assert again.value.reason_codes == ("APPROVAL_USED",) and len(tool.calls) == 1
+
+
+def test_a_forged_pending_approval_is_refused() -> None:
+    from execauth_core import PendingApproval
+
+    guard, _, _ = make()
+    benign = guard.proposal("refund", {**REFUND_OK, "amount": "250.00"}, principal="user-42", agent="billing-bot")
+    evil = guard.proposal("refund", {**REFUND_OK, "amount": "499.00"}, principal="user-42", agent="billing-bot")
+    forged = PendingApproval(
+        proposal_digest=evil.content_digest(),
+        request=benign,
+        reason_codes=("APPROVAL_REQUIRED",),
+        requested_at=MONDAY_10,
+    )
+    with pytest.raises(ConfigurationError, match="does not match"):
+        guard.approve(forged, approver="alice")
+
+
+def test_preflight_cannot_change_what_runs() -> None:
+    def meddling(args: Any) -> PreflightResult:
+        args["order"] = "ATTACKER-ORDER"
+        return PreflightResult(ok=True, grade=EvidenceGrade.SIMULATED)
+
+    guard, _, _ = make(preflights={"refund": meddling})
+    req = guard.proposal("refund", REFUND_OK, principal="user-42", agent="billing-bot")
+    tool = Tool()
+    guard.run(req, lambda: tool(**req.args))
+    assert tool.calls == [REFUND_OK]
+
+
+def test_a_watchdog_baseexception_in_preflight_is_a_failed_preflight() -> None:
+    class WatchdogTimeout(BaseException):
+        pass
+
+    def slow(args: Any) -> PreflightResult:
+        raise WatchdogTimeout()
+
+    guard, _, _ = make(preflights={"refund": slow})
+    assert run(guard, "refund", REFUND_OK)[:2] == ("DENY", ("PREFLIGHT_FAILED",))
+
+
+def test_keyboard_interrupt_inside_the_guard_records_refunds_and_propagates() -> None:
+    guard, court, _ = make()
+
+    class Interrupting:
+        def consume(self, *a: Any, **k: Any) -> bool:
+            raise KeyboardInterrupt
+
+    guard.replay_store = Interrupting()
+    tool = Tool()
+    req = guard.proposal("refund", REFUND_OK, principal="user-42", agent="billing-bot")
+    with pytest.raises(KeyboardInterrupt):
+        guard.run(req, lambda: tool())
+    assert tool.calls == []
+    assert court.state.usage("budget/user-42/USD/86400", 86400, now=MONDAY_10) == 0
+    last = list(guard.audit_log.entries())[-1]
+    assert (last.event, last.executed, last.body["reason_codes"]) == ("denial", False, ["GUARD_ERROR"])
+
+
+def test_shadow_mode_does_not_run_forbidden_effects() -> None:
+    guard, _, _ = make(policy(mode="shadow", invariants={"forbidden_effects": ["data.delete"]}))
+    assert run(guard, "drop_table", {"table": "users"})[:2] == ("DENY", ("EFFECT_FORBIDDEN",))
+
+
+def test_manifest_with_both_currency_sources_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="not both"):
+        ToolRegistry([{**REFUND, "currency": "USD"}])
+
+
+def test_amount_with_a_trailing_newline_is_invalid() -> None:
+    guard, _, _ = make()
+    assert run(guard, "refund", {**REFUND_OK, "amount": "100.00\n"})[:2] == ("DENY", ("AMOUNT_INVALID",))
+
+
+def test_court_policy_cannot_be_swapped_in_place() -> None:
+    _, court, _ = make()
+    with pytest.raises(AttributeError):
+        court.policy = None  # type: ignore[misc]

@@ -394,3 +394,27 @@ def test_deny_without_a_proposal_names_the_tool(make_guard: Callable[..., Guard]
     exc = guard.deny(None, ["GUARD_ERROR"], "principal resolver failed", tool="transfer")
     assert exc.tool == "transfer" and exc.proposal_digest is None
     assert (last(guard).event, last(guard).executed, last(guard).body["tool"]) == ("denial", False, "transfer")
+
+
+def test_hostile_values_still_produce_a_recorded_bounded_denial(make_guard: Callable[..., Guard]) -> None:
+    class Hostile:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr for you")
+
+    guard = make_guard()
+    for tool_name in (Hostile(), "x\ud800", "y" * 5_000_000):
+        with pytest.raises(ExecutionDenied) as info:
+            guard.proposal(tool_name, {}, principal="p" * 5_000_000)  # type: ignore[arg-type]
+        assert info.value.reason_codes == ("REQUEST_INVALID",) and info.value.audit_seq is not None
+        body = last(guard).body
+        assert len(body["tool"]) <= 200 and len(body["principal"] or "") <= 200
+    assert guard.deny(None, None, "m", tool="t").reason_codes == ("GUARD_ERROR",)  # type: ignore[arg-type]
+
+
+def test_args_are_a_private_copy(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard()
+    inner = {"to": "bob"}
+    req = guard.proposal("transfer", {"payee": inner}, principal="alice")
+    digest_before = req.content_digest()
+    inner["to"] = "mallory"
+    assert req.args == {"payee": {"to": "bob"}} and req.content_digest() == digest_before

@@ -215,9 +215,33 @@ def test_retired_key_still_verifies_inside_window(
     setup: tuple[Guard, Any, str], tool: Tool, signer: LocalSigner
 ) -> None:
     guard, request, token = setup
-    guard.verifier.keys = KeySet([TrustedKey.from_public_key(signer.public_key, status=KeyStatus.RETIRED)])
+    guard.verifier.keys = KeySet(
+        [TrustedKey.from_public_key(signer.public_key, status=KeyStatus.RETIRED, not_after=T0)]
+    )
     guard.execute(request, token, lambda: tool(**request.args))
     assert len(tool.calls) == 1
+
+
+def test_retired_key_never_verifies_what_it_signs_after_retiring(
+    setup: tuple[Guard, Any, str], tool: Tool, signer: LocalSigner
+) -> None:
+    guard, request, token = setup
+    guard.verifier.keys = KeySet(
+        [TrustedKey.from_public_key(signer.public_key, status=KeyStatus.RETIRED, not_after=T0 - 1)]
+    )
+    assert deny_code(guard, request, token, tool) == "TOKEN_KEY_INACTIVE"
+    guard.verifier.keys = KeySet([TrustedKey.from_public_key(signer.public_key, status=KeyStatus.RETIRED)])
+    assert deny_code(guard, request, token, tool) == "TOKEN_KEY_INACTIVE"  # no retirement time: nothing new
+
+
+def test_retiring_needs_a_time(signer: LocalSigner) -> None:
+    from execauth_core import ConfigurationError
+
+    keys = KeySet.of_signer(signer)
+    with pytest.raises(ConfigurationError, match="at"):
+        keys.set_status(signer.kid, KeyStatus.RETIRED)
+    keys.set_status(signer.kid, KeyStatus.RETIRED, at=T0)
+    assert keys.get(signer.kid).not_after == T0  # type: ignore[union-attr]
 
 
 def test_missing_keyset(setup: tuple[Guard, Any, str], tool: Tool) -> None:

@@ -36,7 +36,24 @@ def reasons_table() -> str:
     return "\n".join(rows)
 
 
+def refresh(text: str) -> str:
+    """Replace the generated blocks of a markdown page with the current tables."""
+    for name, table in (("effects table", effects_table()), ("reason codes", reasons_table())):
+        start = text.index(f"<!-- generated: {name}")
+        body = text.index("\n", start) + 1
+        end = text.index("<!-- end generated -->", body)
+        text = text[:body] + table + "\n" + text[end:]
+    return text
+
+
 if __name__ == "__main__":  # pragma: no cover
-    print(effects_table())
-    print()
-    print(reasons_table())
+    import sys
+    from pathlib import Path
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--write":
+        page = Path(sys.argv[2])
+        page.write_text(refresh(page.read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        print(effects_table())
+        print()
+        print(reasons_table())

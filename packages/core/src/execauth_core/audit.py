@@ -3,9 +3,12 @@
 Each entry's body holds its sequence number and the digest of the previous
 entry; its own digest is ``sha256(JCS(body))`` over *every* field, so no field
 (decision, reason codes, proposal digest, policy...) can be edited unnoticed.
-Deleting or reordering entries breaks the sequence or the links; cutting off
-the tail is caught by the store's head record and by signed checkpoints that
-the operator keeps elsewhere.
+Deleting or reordering entries breaks the sequence or the links. Cutting off the
+tail is caught by the store's head record only if the head was left alone: an
+attacker who can write the database can fix the head too. What a signed checkpoint
+(kept outside the database) covers is protected against truncation; entries after
+the newest checkpoint are not. Take checkpoints regularly (``execauth audit
+checkpoint``) and verify against the latest one.
 """
 
 from __future__ import annotations

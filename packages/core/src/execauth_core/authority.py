@@ -169,7 +169,14 @@ class Authority:
     def grant_approval(
         self, pending: PendingApproval, *, approver: str, now: int, grant_id: str, ttl: int = 900
     ) -> ApprovalGrant:
-        """Sign a person's approval of exactly the pending proposal."""
+        """Sign a person's approval of exactly the pending proposal.
+
+        Raises:
+            ConfigurationError: the pending approval's digest is not the digest of its
+                request (what the person was shown is not what would be approved).
+        """
+        if pending.request.content_digest() != pending.proposal_digest:
+            raise ConfigurationError("pending approval digest does not match its proposal; refusing to sign")
         if not 1 <= ttl <= MAX_APPROVAL_TTL:
             raise ConfigurationError(f"approval ttl must be within 1..{MAX_APPROVAL_TTL} seconds")
         fields: dict[str, Any] = {

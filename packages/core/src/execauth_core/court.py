@@ -13,6 +13,7 @@ unknown principal stops the pipeline: there is nothing to check ceilings against
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,7 +93,7 @@ class Court:
     ) -> None:
         from .errors import ConfigurationError
 
-        self.policy = policy
+        self._policy = policy
         self.registry = registry
         self.state: StateStore = state if state is not None else MemoryStateStore()
         if policy is not None:
@@ -106,6 +107,12 @@ class Court:
                     if rl.tool != "*" and rl.tool not in registry:
                         raise ConfigurationError(f"policy {policy.id!r}: rate limit on unregistered tool {rl.tool!r}")
         self._ref = policy.ref() if policy is not None else _EMPTY_REF
+
+    @property
+    def policy(self) -> PolicyDocument | None:
+        """The policy in force. Read-only: a new policy means a new Court (and a new
+        policy reference, which makes tokens issued under the old one stale)."""
+        return self._policy
 
     @property
     def policy_ref(self) -> PolicyRef:
@@ -385,10 +392,17 @@ class Court:
         result = replayed
         if result is None:
             try:
-                result = fn(dict(request.args)) if fn is not None else None
+                # A deep copy: a preflight must not be able to change what will run.
+                result = fn(json.loads(request.canonical_bytes())["args"]) if fn is not None else None
             except StoreUnavailable:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a crashing preflight is a failed preflight
+            except (KeyboardInterrupt, SystemExit, GeneratorExit):
+                raise  # the host is stopping; the guard records the denial and lets it go
+            except BaseException as exc:
+                import asyncio
+
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
                 st.find(Outcome.DENY, R.PREFLIGHT_FAILED, f"Preflight raised {type(exc).__name__}.")
                 return PreflightResult(ok=False, grade=EvidenceGrade.NONE, detail=f"raised {type(exc).__name__}")
         if not isinstance(result, PreflightResult) or not isinstance(result.grade, EvidenceGrade):
@@ -421,8 +435,9 @@ class Court:
         emit = _Stage("emit")
         shadow_outcome: Outcome | None = None
         if policy is not None and policy.mode == "shadow" and outcome is not Outcome.ALLOW:
-            if any(c == R.KILL_SWITCH.value for st in stages for _, c, _ in st.findings):
-                emit.notes.append("Shadow mode does not override the kill switch.")
+            hard = {R.KILL_SWITCH.value, R.EFFECT_FORBIDDEN.value}
+            if any(c in hard for st in stages for _, c, _ in st.findings):
+                emit.notes.append("Shadow mode does not override the kill switch or forbidden effects.")
             else:
                 shadow_outcome = outcome
                 emit.notes.append(f"SHADOW MODE: would have been {outcome.value}; the call is not blocked.")

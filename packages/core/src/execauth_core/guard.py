@@ -294,7 +294,11 @@ class Guard:
                 subject = _Unbuilt(tool, None, None, None)
         except Exception:  # noqa: BLE001 - a denial needs no digest to stand
             pd = None
-        return self._deny(subject, pd, _Denial(outcome, tuple(reason_codes) or (R.GUARD_ERROR.value,), message))
+        try:
+            codes = tuple(str(c) for c in reason_codes) or (R.GUARD_ERROR.value,)
+        except Exception:  # noqa: BLE001 - documented never to raise
+            codes = (R.GUARD_ERROR.value,)
+        return self._deny(subject, pd, _Denial(str(outcome), codes, _printable(message, 500)))
 
     # -- enforcement ---------------------------------------------------------
 
@@ -339,6 +343,13 @@ class Guard:
             keep_until = claims.exp + self.verifier.clock_skew
             if self.replay_store.consume(claims.jti, expires_at=keep_until, now=now) is not True:
                 raise _Denial("DENY", (R.TOKEN_REPLAYED.value,), "this token was already used")
+            if decision is not None and decision.record.approval_id is not None and approval is not None:
+                # One person's approval authorizes one execution, not a stream of them.
+                spent = self.replay_store.consume(
+                    f"approval:{decision.record.approval_id}", expires_at=approval.expires_at, now=now
+                )
+                if spent is not True:
+                    raise _Denial("DENY", (R.APPROVAL_USED.value,), "this approval was already used")
             entry = self.audit_log.append(
                 self._event(
                     "execution",
@@ -353,7 +364,14 @@ class Guard:
                 )
             )
             return Capability(_CAPABILITY_KEY, request, claims.jti, entry.seq, decision)
-        except Exception as exc:  # noqa: BLE001 - fail closed on anything
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # KeyboardInterrupt, SystemExit, cancellation, a watchdog's BaseException:
+                # the tool does not run, the debit is given back, the denial is recorded
+                # where possible, and the interruption goes on to the host.
+                self._release(decision)
+                self._deny(request, pd, _Denial("DENY", (R.GUARD_ERROR.value,), f"interrupted ({type(exc).__name__})"))
+                raise
             if isinstance(exc, _Denial):
                 denial = exc
             elif isinstance(exc, TokenError):
@@ -411,7 +429,7 @@ class Guard:
                     outcome=d.outcome,
                     codes=codes,
                     decision=d.decision,
-                    detail={"message": d.message[:500]},
+                    detail={"message": _printable(d.message, 500)},
                 )
             )
             seq = entry.seq
@@ -473,8 +491,9 @@ class Guard:
         try:
             result = call()
         except BaseException as exc:
+            # The tool started: its side effect may have happened, so what it was
+            # charged stays charged (a refund here would let a failing tool overspend).
             self._record_result(cap, "error", exc)
-            self._release(cap.decision)
             raise
         self._record_result(cap, "ok", None)
         return result
@@ -486,8 +505,9 @@ class Guard:
             if inspect.isawaitable(result):
                 result = await result
         except BaseException as exc:
+            # The tool started: its side effect may have happened, so what it was
+            # charged stays charged (a refund here would let a failing tool overspend).
             self._record_result(cap, "error", exc)
-            self._release(cap.decision)
             raise
         self._record_result(cap, "ok", None)
         return result
@@ -531,10 +551,19 @@ class _Unbuilt:
     """What is known of a proposal that could not be built, for its denial record."""
 
     def __init__(self, tool: object, principal: object, agent: object, call_id: object) -> None:
-        self.tool = tool if isinstance(tool, str) else repr(tool)[:200]
-        self.principal = principal if isinstance(principal, str) else None
-        self.agent = agent if isinstance(agent, str) else None
-        self.call_id = call_id if isinstance(call_id, str) else None
+        self.tool = _printable(tool)
+        self.principal = _printable(principal) if principal is not None else None
+        self.agent = _printable(agent) if agent is not None else None
+        self.call_id = _printable(call_id) if call_id is not None else None
+
+
+def _printable(value: object, limit: int = 200) -> str:
+    """A bounded, valid-UTF-8 rendering of anything, for denial records. Never raises."""
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except Exception:  # noqa: BLE001 - a hostile __repr__ must not block the denial
+        text = f"<unprintable {type(value).__name__}>"
+    return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _first_line(exc: Exception) -> str:

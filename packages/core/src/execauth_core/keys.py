@@ -212,14 +212,23 @@ class KeySet:
     def get(self, kid: str) -> TrustedKey | None:
         return self._keys.get(kid)
 
-    def set_status(self, kid: str, status: KeyStatus) -> None:
-        """Retire or revoke a key (revocation is final)."""
+    def set_status(self, kid: str, status: KeyStatus, *, at: int | None = None) -> None:
+        """Retire or revoke a key (revocation is final).
+
+        Retiring needs the time it stops signing (``at``, or the key's existing
+        ``not_after``): tokens it signed before then still verify, later ones never do.
+        """
         key = self._keys.get(kid)
         if key is None:
             raise ConfigurationError(f"no key {kid!r} in key set")
         if key.status is KeyStatus.REVOKED and status is not KeyStatus.REVOKED:
             raise ConfigurationError(f"key {kid!r} is revoked; revocation cannot be undone")
-        self._keys[kid] = replace(key, status=status)
+        not_after = key.not_after
+        if status is KeyStatus.RETIRED:
+            if at is None and not_after is None:
+                raise ConfigurationError("retiring a key needs `at`: the time it stopped signing")
+            not_after = min(x for x in (at, not_after) if x is not None)
+        self._keys[kid] = replace(key, status=status, not_after=not_after)
 
     def __iter__(self) -> Iterator[TrustedKey]:
         return iter(self._keys.values())

@@ -107,6 +107,8 @@ class ToolRegistry:
                 raise ConfigurationError(f"tool {manifest.name!r}: {role} {arg!r} is not in args_schema.properties")
         if manifest.amount_arg and not (manifest.currency_arg or manifest.currency):
             raise ConfigurationError(f"tool {manifest.name!r}: an amount needs currency_arg or currency")
+        if manifest.currency_arg and manifest.currency:
+            raise ConfigurationError(f"tool {manifest.name!r}: give currency_arg or a fixed currency, not both")
         if preflight is not None and not callable(preflight):
             raise ConfigurationError(f"tool {manifest.name!r}: preflight must be callable")
         digest = manifest.content_digest()

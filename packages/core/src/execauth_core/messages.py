@@ -7,6 +7,7 @@ every field, including ``v``, is covered.
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -68,9 +69,26 @@ class AuthorizationRequest(_Wire):
     def _args_are_canonical_json(cls, value: dict[str, Any]) -> dict[str, Any]:
         # Canonicalize once at the boundary: a proposal that cannot be digested
         # can never be bound to a token, so it is refused here.
-        size = len(canonicalize(value))
-        if size > MAX_ARGS_BYTES:
-            raise ValueError(f"arguments are {size} bytes canonical; limit {MAX_ARGS_BYTES}")
+        raw = canonicalize(value)
+        if len(raw) > MAX_ARGS_BYTES:
+            raise ValueError(f"arguments are {len(raw)} bytes canonical; limit {MAX_ARGS_BYTES}")
+        # Keep a private copy decoded from the canonical bytes: no caller-held nested
+        # list or dict can change the arguments after the proposal is digested.
+        copy: dict[str, Any] = json.loads(raw)
+        return copy
+
+    @field_validator("tool", "principal", "agent", "call_id", mode="after")
+    @classmethod
+    def _utf8(cls, value: str | None) -> str | None:
+        if value is not None:
+            value.encode("utf-8")  # a lone surrogate raises: it could never be signed or logged
+        return value
+
+    @field_validator("context_refs", mode="after")
+    @classmethod
+    def _utf8_refs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for ref in value:
+            ref.encode("utf-8")
         return value
 
 

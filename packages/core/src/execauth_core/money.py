@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-_AMOUNT = re.compile(r"^(0|[1-9][0-9]{0,17})(?:\.([0-9]{1,9}))?$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_AMOUNT = re.compile(r"(0|[1-9][0-9]{0,17})(?:\.([0-9]{1,9}))?")
+_CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 def parse_amount(text: str, exponent: int) -> int:
@@ -21,7 +21,7 @@ def parse_amount(text: str, exponent: int) -> int:
     """
     if not isinstance(text, str):
         raise ValueError("an amount must be a decimal string, not a number")
-    m = _AMOUNT.match(text)
+    m = _AMOUNT.fullmatch(text)
     if m is None:
         raise ValueError(f"{text[:40]!r} is not a plain non-negative decimal amount")
     whole, frac = m.group(1), m.group(2) or ""
@@ -40,4 +40,4 @@ def format_amount(minor: int, exponent: int) -> str:
 
 
 def is_currency(code: object) -> bool:
-    return isinstance(code, str) and bool(_CURRENCY.match(code))
+    return isinstance(code, str) and bool(_CURRENCY.fullmatch(code))

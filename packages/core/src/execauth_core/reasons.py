@@ -29,6 +29,8 @@ class ReasonCode(str, Enum):
     """The approval presented was granted for a different proposal."""
     APPROVAL_REJECTED = "APPROVAL_REJECTED"
     """A person looked at the proposal and said no."""
+    APPROVAL_USED = "APPROVAL_USED"
+    """The approval was already used: one approval authorizes one execution."""
     APPROVAL_INVALID = "APPROVAL_INVALID"
     """The approval is expired, not yet valid, or its signature does not verify."""
 

@@ -131,8 +131,10 @@ class TokenVerifier:
             raise _fail(R.TOKEN_KID_UNKNOWN, "kid is not in the trusted key set")
         if key.status is KeyStatus.REVOKED:
             raise _fail(R.TOKEN_KEY_REVOKED, "the signing key is revoked")
-        if not key.valid_at(now):
+        if key.status is KeyStatus.ACTIVE and not key.valid_at(now):
             raise _fail(R.TOKEN_KEY_INACTIVE, "the signing key is outside its validity window")
+        if key.status is KeyStatus.RETIRED and key.not_before is not None and now < key.not_before:
+            raise _fail(R.TOKEN_KEY_INACTIVE, "the signing key is not valid yet")
         if len(signature) != 64 or not key.verify((parts[0] + "." + parts[1]).encode("ascii"), signature):
             raise _fail(R.TOKEN_SIGNATURE_INVALID, "signature does not verify")
         try:
@@ -140,8 +142,10 @@ class TokenVerifier:
             claims = TokenClaims.model_validate_json(payload_raw, strict=True)
         except (CanonicalizationError, pydantic.ValidationError) as exc:
             raise _fail(R.TOKEN_CLAIMS_INVALID, f"claims invalid: {exc}") from exc
-        if key.status is KeyStatus.RETIRED and not key.valid_at(claims.iat):
-            raise _fail(R.TOKEN_KEY_INACTIVE, "retired key signed outside its window")
+        if key.status is KeyStatus.RETIRED and (key.not_after is None or not key.valid_at(claims.iat)):
+            # A retired key verifies only what it signed before it retired; without a
+            # retirement time there is no "before", so nothing verifies.
+            raise _fail(R.TOKEN_KEY_INACTIVE, "retired key: token not signed inside its window")
         if claims.iss != self.issuer:
             raise _fail(R.TOKEN_ISSUER_MISMATCH, "issuer is not trusted")
         if claims.aud != self.audience:

@@ -104,6 +104,10 @@ class MemoryStateStore:
         with self._lock:
             self._expire(now)
             if hold_id in self._holds:
+                wanted = [(d.key, window_start(now, d.window), d.amount) for d in debits]
+                if self._holds[hold_id][1] != wanted:
+                    # Only a retry of the same debit is idempotent; a reused id is a bug.
+                    raise StoreUnavailable(f"hold id {hold_id!r} reused for different debits")
                 return None
             planned = []
             for d in debits:

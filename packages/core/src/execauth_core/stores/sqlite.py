@@ -21,6 +21,7 @@ from .base import Debit, window_start
 
 _PURGE_EVERY = 1024
 _PURGE_SECONDS = 30
+_REPLICA_CLOCK_MARGIN = 300  # = tokens.MAX_CLOCK_SKEW
 
 
 def _connect(path: str | os.PathLike[str], timeout: float) -> sqlite3.Connection:
@@ -66,7 +67,10 @@ class SQLiteReplayStore:
                 # Purge by count and by time, so the table stays bounded by
                 # (live tokens + one purge interval) under any traffic pattern.
                 if self._count % _PURGE_EVERY == 0 or now >= self._next_purge:
-                    self._conn.execute("DELETE FROM consumed_tokens WHERE expires_at < ?", (now,))
+                    # The margin keeps ids a replica with a slower clock still needs.
+                    self._conn.execute(
+                        "DELETE FROM consumed_tokens WHERE expires_at < ?", (now - _REPLICA_CLOCK_MARGIN,)
+                    )
                     self._next_purge = now + _PURGE_SECONDS
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"replay store: {exc}") from exc
@@ -195,7 +199,12 @@ class SQLiteStateStore:
             self._conn.execute("DELETE FROM state_counters WHERE ends_at <= ?", (now,))
             self._conn.execute("DELETE FROM state_holds WHERE ends_at <= ?", (now,))
             self._next_purge = now + 60
-        if self._conn.execute("SELECT 1 FROM state_holds WHERE hold_id = ?", (hold_id,)).fetchone():
+        held = self._conn.execute("SELECT items FROM state_holds WHERE hold_id = ?", (hold_id,)).fetchone()
+        if held is not None:
+            wanted = [[d.key, window_start(now, d.window), d.amount] for d in debits]
+            if loads_strict(bytes(held[0])) != wanted:
+                # Only a retry of the same debit is idempotent; a reused id is a bug.
+                raise StoreUnavailable(f"hold id {hold_id!r} reused for different debits")
             return None  # a retry of a debit that already happened
         planned = []
         for d in debits:
