@@ -127,3 +127,30 @@ def test_record_replay_detects_a_forged_outcome(
     capsys.readouterr()
     assert cli(["record", "replay", str(out), "--policy", files["policy"], "--manifests", files["tools"]]) == 1
     assert json.loads(capsys.readouterr().out)["match"] is False
+
+
+def test_record_replay_checks_the_signature_with_jwks(
+    files: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(["keys", "generate", "--out", str(tmp_path / "k")]) == 0
+    out = tmp_path / "decision.json"
+    cli(decide(files, "deny", "--out", str(out), "--key", str(tmp_path / "k" / "authority.key")))
+    replay = [
+        "record",
+        "replay",
+        str(out),
+        "--policy",
+        files["policy"],
+        "--manifests",
+        files["tools"],
+        "--jwks",
+        str(tmp_path / "k" / "jwks.json"),
+    ]
+    capsys.readouterr()
+    assert cli(replay) == 0
+    assert json.loads(capsys.readouterr().out)["signature_valid"] is True
+    data = json.loads(out.read_text())
+    data["record"]["explanation"] = ["edited after signing"]
+    out.write_text(json.dumps(data))
+    assert cli(replay) == 1
+    assert json.loads(capsys.readouterr().out)["signature_valid"] is False

@@ -212,15 +212,21 @@ def cmd_record_replay(args: argparse.Namespace) -> int:
     from .messages import AuthorizationDecision, DecisionRecord
 
     raw = _read(args.decision)
+    decision = None
     try:
         data = loads_strict(raw)
-        record = (
-            AuthorizationDecision.model_validate(data).record
-            if isinstance(data, dict) and data.get("v") == "execauth.decision/1"
-            else DecisionRecord.model_validate(data)
-        )
+        if isinstance(data, dict) and data.get("v") == "execauth.decision/1":
+            decision = AuthorizationDecision.model_validate(data)
+            record = decision.record
+        else:
+            record = DecisionRecord.model_validate(data)
     except (CanonicalizationError, pydantic.ValidationError) as exc:
         raise UsageError(f"{args.decision}: not a decision or decision record: {str(exc).splitlines()[0]}") from None
+    signature = None
+    if args.jwks:
+        if decision is None:
+            raise UsageError("--jwks checks the signature of a full decision (decide --out), not a bare record")
+        signature = _record_signature_ok(decision, KeySet.load(args.jwks))
     court = _court(args)
     if court.policy_ref != record.policy:
         raise UsageError(
@@ -256,9 +262,27 @@ def cmd_record_replay(args: argparse.Namespace) -> int:
             "recorded": {"outcome": record.outcome.value, "reason_codes": list(record.reason_codes)},
             "replayed": {"outcome": ev.outcome.value, "reason_codes": list(ev.reason_codes)},
             "stages_match": same_stages,
+            "signature_valid": signature,
         }
     )
-    return 0 if match else 1
+    return 0 if match and signature is not False else 1
+
+
+def _record_signature_ok(decision: Any, keys: KeySet) -> bool:
+    """Is the decision's record signed by a trusted, unrevoked key, and is its digest right?"""
+    from ._b64 import b64url_decode
+    from .canonical import digest_bytes, signing_input_bytes
+    from .keys import KeyStatus
+
+    key = keys.get(decision.record_kid)
+    if key is None or key.status is KeyStatus.REVOKED:
+        return False
+    try:
+        sig = b64url_decode(decision.record_signature)
+    except ValueError:
+        return False
+    raw = decision.record.canonical_bytes()
+    return digest_bytes(raw) == decision.record_digest and key.verify(signing_input_bytes("decision_record", raw), sig)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -332,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("decision", help="an AuthorizationDecision (decide --out) or DecisionRecord JSON file")
     rr.add_argument("--policy", required=True)
     rr.add_argument("--manifests")
+    rr.add_argument("--jwks", help="trusted keys: also check the decision record's signature")
     rr.set_defaults(fn=cmd_record_replay)
 
     demo = sub.add_parser("demo", help="run the quickstart on the SQLite default")
