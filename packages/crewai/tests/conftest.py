@@ -8,19 +8,19 @@ os.environ["CREWAI_DISABLE_TELEMETRY"] = "true"
 os.environ["OTEL_SDK_DISABLED"] = "true"
 os.environ["CREWAI_TRACING_ENABLED"] = "false"
 
-import pytest  # noqa: E402
+import pytest
 
 pytest.importorskip("crewai")
 
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Callable, Iterator
 
-from crewai.hooks import get_after_tool_call_hooks, get_before_tool_call_hooks  # noqa: E402
-from crewai.hooks.dispatch import InterceptionPoint, get_scoped_hooks  # noqa: E402
-from crewai.tools import BaseTool  # noqa: E402
+from crewai.hooks import get_after_tool_call_hooks, get_before_tool_call_hooks
+from crewai.hooks.dispatch import InterceptionPoint, get_scoped_hooks
+from crewai.tools import BaseTool
 
-from execauth_core import AllowListPolicy, FixedClock, Guard, LocalSigner  # noqa: E402
+from execauth_core import AllowListPolicy, FixedClock, Guard, LocalSigner
 
-from .helpers import RFC8032_SEED_1, T0, Ledger, make_tools  # noqa: E402
+from .helpers import RFC8032_SEED_1, T0, Ledger, make_tools
 
 
 @pytest.fixture

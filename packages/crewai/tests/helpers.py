@@ -63,7 +63,6 @@ def make_tools(ledger: Ledger) -> dict[str, BaseTool]:
     return {t.name: t for t in (Search(), Transfer(), DropTable(), Flaky())}
 
 
-
 def crew_for(tools: list[BaseTool], script: list[Any], *, native: bool = True, role: str = "researcher") -> Crew:
     """A one-agent, one-task crew whose model is ``script``."""
     llm = ScriptedLLM(model="scripted", script=script, native=native)

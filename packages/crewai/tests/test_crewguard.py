@@ -59,7 +59,9 @@ def test_allowed_call_runs_once_with_its_bound_arguments(native, ledger, tools, 
 def test_denied_call_never_runs_and_the_model_sees_the_reason_code(native, ledger, tools, make_guard):
     guard = make_guard(["search"])
     cg = CrewGuard(guard, principal="user-42")
-    crew = crew_for([cg.tool(tools["drop_table"])], one_call("drop_table", {"table": "users"}, native=native), native=native)
+    crew = crew_for(
+        [cg.tool(tools["drop_table"])], one_call("drop_table", {"table": "users"}, native=native), native=native
+    )
 
     cg.kickoff(crew)
 
@@ -139,7 +141,9 @@ def test_parallel_native_calls_are_each_decided_once(ledger, tools, make_guard):
     results = tool_results(llm_of(crew))
     assert sorted(results[i] for i in (0, 2)) == ["results for a", "results for c"]
     assert "TOOL_NOT_ALLOWED" in results[1]
-    decided = sorted((e.body["call_id"], e.event) for e in guard.audit_log.entries() if e.event in ("denial", "execution"))
+    decided = sorted(
+        (e.body["call_id"], e.event) for e in guard.audit_log.entries() if e.event in ("denial", "execution")
+    )
     assert decided == [("call_a", "execution"), ("call_b", "denial"), ("call_c", "execution")]
 
 
@@ -430,9 +434,7 @@ def test_approval_through_crewai_human_input(ledger, tools, make_guard, monkeypa
     """REQUIRE_APPROVAL asks at the console through CrewAI's request_human_input."""
     prompts: list[str] = []
     monkeypatch.setattr("sys.stdin", io.StringIO("approve\n"))
-    monkeypatch.setattr(
-        "crewai.hooks.tool_hooks.PRINTER.print", lambda content="", **kw: prompts.append(str(content))
-    )
+    monkeypatch.setattr("crewai.hooks.tool_hooks.PRINTER.print", lambda content="", **kw: prompts.append(str(content)))
     guard = make_guard(["search", "transfer"], require_approval=["transfer"])
     cg = CrewGuard(guard, principal="user-42", approver=console_approver("alice"))
     crew = crew_for([cg.tool(tools["transfer"])], one_call("transfer", {"amount": "50.00", "to": "bob"}, native=True))
@@ -580,3 +582,17 @@ def test_plain_functions_can_be_guarded(ledger, make_guard):
     assert ledger.calls == [("lookup", {"city": "Oslo"})]
     assert tool_results(llm_of(crew)) == ["Oslo: sunny"]
 
+
+def test_the_quickstart_runs_offline(capsys):
+    """examples/crewai_quickstart.py: one call allowed, one denied, one approved and resumed."""
+    import runpy
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[3] / "examples" / "crewai_quickstart.py"
+    runpy.run_path(str(example), run_name="__main__")
+
+    out = capsys.readouterr().out
+    assert "3 articles about 'refund policy'" in out
+    assert "TOOL_NOT_ALLOWED" in out and "APPROVAL_REQUIRED" in out
+    assert "Resumed after approval: refunded 25.00 on A-1" in out
+    assert "denial    executed=False delete_account" in out

@@ -303,14 +303,14 @@ class CrewGuard:
             block = self._admit(context)
         except ExecutionDenied as exc:
             block = _text(exc)
-        except Exception as exc:  # noqa: BLE001 - CrewAI would swallow it and run the tool
+        except Exception as exc:
             log.exception("execauth: the admission hook failed; blocking the call")
             block = _text(self._refuse(context, f"the admission hook failed ({type(exc).__name__})"))
         if block is None:
             return None
         try:
             self._admissions.note(context.tool_input, CallNote(block_message=block))
-        except Exception:  # noqa: BLE001 - the block stands without the nicer message
+        except Exception:
             log.exception("execauth: could not note a blocked call")
         raise HookAborted(block, source=HOOK_SOURCE)
 
@@ -318,7 +318,9 @@ class CrewGuard:
         tool = _guarded_tool_of(context)
         if tool is None:
             return _text(
-                self._refuse(context, f"tool {context.tool_name!r} is not guarded by execauth (wrap it: CrewGuard.tool)")
+                self._refuse(
+                    context, f"tool {context.tool_name!r} is not guarded by execauth (wrap it: CrewGuard.tool)"
+                )
             )
         if tool.owner is not self:
             if tool.owner is None:
@@ -354,7 +356,7 @@ class CrewGuard:
             result = context.tool_result
             if note.block_message is not None and isinstance(result, str) and result.startswith(CREWAI_BLOCKED_PREFIX):
                 return note.block_message
-        except Exception:  # noqa: BLE001 - cosmetic; never disturb the agent loop
+        except Exception:
             log.exception("execauth: after-tool-call hook failed")
         return None
 
@@ -402,7 +404,9 @@ class CrewGuard:
             bound = tool._bind(args, kwargs)
         except Exception as exc:  # noqa: BLE001 - the call cannot be proposed as made
             raw = {**kwargs, "*args": list(args)} if args else dict(kwargs)
-            raise self._refuse(None, f"the arguments do not fit the tool ({_first_line(exc)})", tool.name, raw) from None
+            raise self._refuse(
+                None, f"the arguments do not fit the tool ({_first_line(exc)})", tool.name, raw
+            ) from None
         try:
             key = digest(bound)
         except Exception:  # noqa: BLE001 - not JSON: the proposal is refused as REQUEST_INVALID
@@ -412,7 +416,9 @@ class CrewGuard:
             raise self._refuse(None, BYPASSED, tool.name, bound)
         return admission.request, admission.context
 
-    def _authorize(self, request: AuthorizationRequest, context: ToolCallHookContext | None, call: Callable[[], T]) -> T:
+    def _authorize(
+        self, request: AuthorizationRequest, context: ToolCallHookContext | None, call: Callable[[], T]
+    ) -> T:
         if self._token_provider is not None:
             return self.guard.execute(request, self._token_for(request), call)
         grant = self._take_grant(request)
@@ -448,7 +454,7 @@ class CrewGuard:
     def _token_for(self, request: AuthorizationRequest) -> str | None:
         try:
             return self._token_provider(request) if self._token_provider is not None else None
-        except Exception:  # noqa: BLE001 - no token, so the guard denies (NO_TOKEN)
+        except Exception:
             log.exception("execauth: token_provider failed")
             return None
 
@@ -466,7 +472,7 @@ class CrewGuard:
                 name = self._approver(pending, context)
                 if name:
                     grant = self.guard.approve(pending, approver=name)
-            except Exception:  # noqa: BLE001 - an approver that fails has not approved
+            except Exception:
                 log.exception("execauth: the approver failed; treating it as a refusal")
                 grant = None
         if grant is None:
@@ -605,4 +611,3 @@ def _bounded_put(store: OrderedDict[str, Any], key: str, value: Any, limit: int)
     store.move_to_end(key)
     while len(store) > limit:
         store.popitem(last=False)
-
