@@ -16,6 +16,7 @@ from crewai.hooks import (
     unregister_before_tool_call_hook,
 )
 from crewai.hooks.dispatch import InterceptionPoint, get_scoped_hooks, register_scoped
+from crewai.tools import BaseTool
 from crewai.tools.tool_failure import ToolExecutionFailedError, ToolFailure, ToolFailurePolicy
 
 import execauth_crewai
@@ -596,3 +597,38 @@ def test_the_quickstart_runs_offline(capsys):
     assert "TOOL_NOT_ALLOWED" in out and "APPROVAL_REQUIRED" in out
     assert "Resumed after approval: refunded 25.00 on A-1" in out
     assert "denial    executed=False delete_account" in out
+
+
+@pytest.mark.asyncio
+async def test_guarded_arun_decides_through_guard_arun(ledger, make_guard):
+    """BaseTool.arun (not used by CrewAI 1.15.30's loops, public all the same)."""
+    from crewai.hooks.tool_hooks import ToolCallHookContext, run_before_tool_call_hooks
+
+    class AsyncSearch(BaseTool):
+        name: str = "search"
+        description: str = "Search, asynchronously."
+
+        def _run(self, q: str) -> str:
+            raise AssertionError("the async path must be used")
+
+        async def _arun(self, q: str) -> str:
+            ledger.calls.append(("search", {"q": q}))
+            return f"async results for {q}"
+
+    guard = make_guard(["search"])
+    cg = CrewGuard(guard, principal="user-42")
+    guarded = cg.tool(AsyncSearch())
+
+    refused = await guarded.arun(q="x")  # no hook admitted it
+    with cg.guarding():
+        context = ToolCallHookContext(tool_name="search", tool_input={"q": "x"}, tool=guarded.to_structured_tool())
+        assert run_before_tool_call_hooks(context) is False  # CrewAI's dispatcher: not blocked
+        result = await guarded.arun(q="x")
+
+    assert isinstance(refused, ToolFailure) and refused.code == "NO_TOKEN"
+    assert result == "async results for x"
+    assert ledger.calls == [("search", {"q": "x"})]
+    assert audit(guard) == [
+        ("denial", False, ["NO_TOKEN"], "search"),
+        ("execution", True, ["TOOL_ALLOWED"], "search"),
+    ]

@@ -97,15 +97,17 @@ class Admissions:
         """Remove and return the oldest live admission for this tool and arguments."""
         with self._lock:
             self._purge(self._clock())
-            bucket = self._buckets.get((tool_uid, args_digest))
-            while bucket is not None and bucket.items:
+            key = (tool_uid, args_digest)
+            bucket = self._buckets.get(key)
+            found: Admission | None = None
+            while bucket is not None and bucket.items and found is None:
                 admission = bucket.items.popleft()
                 if not admission.taken:
                     admission.taken = True
-                    if not bucket.items:
-                        del self._buckets[(tool_uid, args_digest)]
-                    return admission
-            return None
+                    found = admission
+            if bucket is not None and not bucket.items:
+                del self._buckets[key]
+            return found
 
     def discard(self, admission: Admission) -> None:
         """Withdraw an admission its tool never took (the call did not run)."""
