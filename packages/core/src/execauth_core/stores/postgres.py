@@ -1,0 +1,614 @@
+"""PostgreSQL stores: one shared truth for many guard replicas, kept on disk.
+
+* replay: ``INSERT ... ON CONFLICT DO NOTHING`` on the token id (primary key)
+  consumes it once; expired ids are purged in small batches.
+* audit: ``seq`` is the primary key and a head row is updated by the same
+  statement (compare-and-set) or under ``SELECT ... FOR UPDATE`` in the same
+  transaction, so two writers can never fork the chain.
+* state: one transaction per check-and-debit; each counter is an upsert that
+  only applies ``WHERE used + amount <= limit``, rows are locked in key order
+  (no deadlocks), and anything refused rolls the whole debit back.
+
+Every failure becomes :class:`~execauth_core.errors.StoreUnavailable` within
+about ``timeout`` seconds: ``connect_timeout`` bounds connecting (libpq's floor
+is 2 s), ``statement_timeout`` bounds each statement on the server, and a
+watchdog thread cuts the socket of any operation that outlives its deadline
+(a frozen server or a black-holed network answers nothing at all).
+"""
+
+# ruff: noqa: S608 - SQL text holds only identifiers from a validated schema name
+# (see _SCHEMA_NAME) and module constants; every value travels as a parameter.
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ..audit import GENESIS, AuditEntry, body_digest, canonical_body, make_body
+from ..canonical import CanonicalizationError, canonicalize_trusted, loads_strict
+from ..errors import AuditIntegrityError, ConfigurationError, StoreUnavailable
+from ..tokens import MAX_CLOCK_SKEW
+from .base import Debit, window_start
+
+try:
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ConfigurationError("the PostgreSQL stores need psycopg 3: pip install 'execauth-core[postgres]'") from exc
+
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "DEFAULT_TIMEOUT",
+    "PostgresAuditLog",
+    "PostgresConnections",
+    "PostgresReplayStore",
+    "PostgresStateStore",
+]
+
+DEFAULT_SCHEMA = "execauth"
+DEFAULT_TIMEOUT = 2.0
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_PURGE_EVERY = 1024
+_PURGE_SECONDS = 30
+_PURGE_BATCH = 5000
+_PAGE = 1000
+
+T = TypeVar("T")
+Conn = psycopg.Connection[Any]
+
+
+class _Reused(Exception):
+    """Internal: a hold id came back with different debits."""
+
+
+class _Refused(Exception):
+    """Internal: roll a debit back and report which counter refused it."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """What one store needs in the schema: the relations, and the DDL creating them."""
+
+    kind: str
+    relations: tuple[str, ...]
+    statements: tuple[str, ...]
+
+
+@dataclass
+class _Handle:
+    """A connection plus what the watchdog needs to cut it safely."""
+
+    conn: Conn
+    fd: int
+    inode: int
+    deadline: float = math.inf
+    fired: bool = False
+
+
+class _Watchdog:
+    """Cuts the socket of an operation that outlives its deadline.
+
+    Server-side timeouts cannot help when the server (or the network) answers
+    nothing, and psycopg has no public per-call client timeout; shutting the
+    socket down wakes the blocked call with a connection error instead. The
+    thread sleeps while no operation is in flight.
+    """
+
+    def __init__(self, tick: float) -> None:
+        self._tick = tick
+        self._cond = threading.Condition()
+        self._handles: dict[int, _Handle] = {}
+        self._sleeping = True
+        self._thread: threading.Thread | None = None
+
+    def start(self, handle: _Handle, deadline: float) -> None:
+        with self._cond:
+            handle.deadline, handle.fired = deadline, False
+            self._handles[id(handle)] = handle
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="execauth-pg-watchdog", daemon=True)
+                self._thread.start()
+            elif self._sleeping:
+                self._cond.notify()
+
+    def stop(self, handle: _Handle) -> bool:
+        """Forget the operation; returns True if its deadline had fired."""
+        with self._cond:
+            self._handles.pop(id(handle), None)
+            return handle.fired
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                if not self._handles:
+                    self._sleeping = True
+                    self._cond.wait()
+                    self._sleeping = False
+                    continue
+                now = time.monotonic()
+                for handle in self._handles.values():
+                    if not handle.fired and handle.deadline <= now:
+                        handle.fired = True
+                        _cut(handle)
+                self._cond.wait(self._tick)
+
+
+def _cut(handle: _Handle) -> None:
+    # The fd could in theory have been closed and reused by libpq's error path;
+    # the inode check makes sure we only ever shut down our own socket.
+    try:
+        dup = os.dup(handle.fd)
+    except OSError:
+        return
+    try:
+        sock = socket.socket(fileno=dup) if os.fstat(dup).st_ino == handle.inode else None
+    except OSError:
+        sock = None
+    if sock is None:
+        os.close(dup)
+        return
+    with sock:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class PostgresConnections:
+    """A small pool of psycopg connections shared by the PostgreSQL stores.
+
+    Connections are made on demand (one per concurrent caller), kept idle for
+    reuse, and closed after any error, so after an outage the next call simply
+    connects again. Tables are created on first use, under an advisory lock so
+    replicas starting together do not race on the DDL.
+
+    Args:
+        url: a libpq URL or conninfo string (``postgresql://user@host:5432/db``).
+        schema: the schema holding the tables (created if missing).
+        timeout: seconds before an unanswered operation becomes ``StoreUnavailable``.
+        max_idle: idle connections kept for reuse.
+    """
+
+    def __init__(
+        self, url: str, *, schema: str = DEFAULT_SCHEMA, timeout: float = DEFAULT_TIMEOUT, max_idle: int = 8
+    ) -> None:
+        if not _SCHEMA_NAME.fullmatch(schema):
+            raise ConfigurationError(f"schema name must match {_SCHEMA_NAME.pattern}, got {schema!r}")
+        if timeout <= 0:
+            raise ConfigurationError("the PostgreSQL timeout must be positive")
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.Error as exc:
+            raise ConfigurationError(f"bad PostgreSQL URL: {exc}") from exc
+        ms = max(1, int(timeout * 1000))
+        ours = f"-c statement_timeout={ms} -c idle_in_transaction_session_timeout={max(1000, ms)}"
+        params["options"] = f"{params['options']} {ours}" if params.get("options") else ours
+        params.setdefault("application_name", "execauth")
+        # libpq counts whole seconds and never less than 2.
+        params["connect_timeout"] = max(2, math.ceil(timeout))
+        # A peer that stops acknowledging (network gone) is dropped by the kernel.
+        params.setdefault("tcp_user_timeout", ms)
+        params.setdefault("keepalives", 1)
+        params.setdefault("keepalives_idle", 30)
+        self._conninfo = make_conninfo("", **params)
+        self.schema = schema
+        self.timeout = timeout
+        self._idle: list[_Handle] = []
+        self._lock = threading.Lock()
+        self._max_idle = max_idle
+        self._ready: set[str] = set()
+        self._ddl_lock = threading.Lock()
+        self._watchdog = _Watchdog(tick=min(0.1, timeout / 4))
+
+    def table(self, name: str) -> str:
+        return f'"{self.schema}"."{name}"'
+
+    def _connect(self) -> _Handle:
+        conn = psycopg.Connection.connect(self._conninfo, autocommit=True)
+        fd = conn.fileno()
+        return _Handle(conn, fd, os.fstat(fd).st_ino)
+
+    def _take(self) -> tuple[_Handle, bool]:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), True
+        return self._connect(), False
+
+    def _give_back(self, handle: _Handle) -> None:
+        conn = handle.conn
+        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            with self._lock:
+                if len(self._idle) < self._max_idle:
+                    self._idle.append(handle)
+                    return
+        conn.close()
+
+    def _drop_idle(self) -> None:
+        with self._lock:
+            stale, self._idle = self._idle, []
+        for handle in stale:
+            handle.conn.close()
+
+    def run(self, what: str, op: Callable[[Conn], T], *, tables: _Tables | None = None) -> T:
+        """Run ``op`` on a connection within the deadline; any failure is ``StoreUnavailable``.
+
+        ``op`` must be safe to run twice: a connection that turns out dead after a
+        server restart is replaced and ``op`` retried once, if time remains.
+        """
+        deadline = time.monotonic() + self.timeout
+        for attempt in (1, 2):
+            try:
+                handle, reused = self._take()
+            except (psycopg.Error, OSError) as exc:
+                raise StoreUnavailable(f"PostgreSQL {what}: {_first_line(exc)}") from exc
+            self._watchdog.start(handle, deadline)
+            try:
+                if tables is not None and tables.kind not in self._ready:
+                    self._create(handle.conn, tables)
+                    self._ready.add(tables.kind)
+                result = op(handle.conn)
+            except BaseException as exc:
+                fired = self._watchdog.stop(handle)
+                dead = handle.conn.closed
+                handle.conn.close()
+                if not isinstance(exc, (psycopg.Error, OSError)):
+                    raise
+                if fired or time.monotonic() >= deadline:
+                    raise StoreUnavailable(f"PostgreSQL {what}: no answer within {self.timeout} s") from exc
+                if attempt == 1 and reused and dead:
+                    # Probably every idle connection died with the server; start afresh.
+                    self._drop_idle()
+                    continue
+                raise StoreUnavailable(f"PostgreSQL {what}: {_first_line(exc)}") from exc
+            if self._watchdog.stop(handle):
+                handle.conn.close()  # cut just as it finished: the result stands, the socket does not
+            else:
+                self._give_back(handle)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _create(self, conn: Conn, tables: _Tables) -> None:
+        # When everything exists, skip the DDL: CREATE ... IF NOT EXISTS still takes
+        # table locks, and a replica starting late would deadlock with live traffic.
+        names = [f'"{self.schema}"."{r}"' for r in tables.relations]
+        present = "SELECT bool_and(to_regclass(r) IS NOT NULL) FROM unnest(%s::text[]) AS r"
+        with self._ddl_lock:
+            if conn.execute(present, (names,)).fetchone() == (True,):
+                return
+            # A session lock (released by unlock, or by the connection closing on an
+            # error) serialises replicas; the check after it runs in a new transaction,
+            # so it sees what the replica before us committed.
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"execauth-ddl:{self.schema}",))
+            try:
+                if conn.execute(present, (names,)).fetchone() == (True,):
+                    return
+                with conn.transaction():
+                    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                    for statement in tables.statements:
+                        conn.execute(statement)
+            finally:
+                if not conn.closed:
+                    conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (f"execauth-ddl:{self.schema}",))
+
+    def close(self) -> None:
+        """Close the idle connections (connections in use close when returned)."""
+        self._drop_idle()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _connections(target: str | PostgresConnections, schema: str, timeout: float) -> PostgresConnections:
+    return PostgresConnections(target, schema=schema, timeout=timeout) if isinstance(target, str) else target
+
+
+class PostgresReplayStore:
+    """Consumed token ids in a table keyed by id; expired rows purged in batches.
+
+    Args:
+        target: a PostgreSQL URL, or :class:`PostgresConnections` shared with other stores.
+        schema: schema of the tables (ignored when ``target`` is a pool, which has its own).
+        timeout: seconds before an unanswered call becomes ``StoreUnavailable``.
+        clock_margin: seconds an id is kept past ``expires_at``, for replicas whose
+            clocks run behind this one's (the verifier's maximum clock skew).
+    """
+
+    def __init__(
+        self,
+        target: str | PostgresConnections,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        timeout: float = DEFAULT_TIMEOUT,
+        clock_margin: int = MAX_CLOCK_SKEW,
+    ) -> None:
+        if clock_margin < 0:
+            raise ConfigurationError("clock_margin cannot be negative")
+        self._db = _connections(target, schema, timeout)
+        self._margin = clock_margin
+        t = self._db.table("consumed_tokens")
+        self._tables = _Tables(
+            "replay",
+            ("consumed_tokens", "consumed_tokens_expires_at"),
+            (
+                f"CREATE TABLE IF NOT EXISTS {t} (jti text PRIMARY KEY, expires_at bigint NOT NULL)",
+                f"CREATE INDEX IF NOT EXISTS consumed_tokens_expires_at ON {t} (expires_at)",
+            ),
+        )
+        self._insert = f"INSERT INTO {t} (jti, expires_at) VALUES (%s, %s) ON CONFLICT (jti) DO NOTHING"
+        # Bounded batches: one purge never holds locks or runs long enough to hit the timeout.
+        self._purge = (
+            f"DELETE FROM {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t} WHERE expires_at < %s LIMIT {_PURGE_BATCH}))"
+        )
+        self._count = 0
+        self._next_purge = 0
+
+    def consume(self, token_id: str, *, expires_at: int, now: int) -> bool:
+        self._count += 1
+        purge = self._count % _PURGE_EVERY == 0 or now >= self._next_purge
+
+        def op(conn: Conn) -> bool:
+            if purge:
+                conn.execute(self._purge, (now - self._margin,))
+            # A retried insert whose first attempt landed finds the id taken: it
+            # reads as already consumed, which denies (fail closed).
+            return conn.execute(self._insert, (token_id, expires_at)).rowcount == 1
+
+        fresh = self._db.run("replay store", op, tables=self._tables)
+        if purge:
+            self._next_purge = now + _PURGE_SECONDS
+        return fresh
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PostgresAuditLog:
+    """A hash-linked log: rows keyed by ``seq`` plus a head row, changed together.
+
+    The fast path is one statement: update the head only if it is still the one
+    this entry was hashed against, and insert the entry in the same statement.
+    When another writer got there first, the entry is re-hashed on the head that
+    statement saw; after repeated losses it takes the head row lock
+    (``SELECT ... FOR UPDATE``) and appends inside that transaction.
+    """
+
+    def __init__(
+        self,
+        target: str | PostgresConnections,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._db = _connections(target, schema, timeout)
+        log_t, head_t = self._db.table("audit_log"), self._db.table("audit_head")
+        self._tables = _Tables(
+            "audit",
+            ("audit_log", "audit_head"),
+            (
+                f"CREATE TABLE IF NOT EXISTS {log_t} "
+                "(seq bigint PRIMARY KEY, digest text NOT NULL, body bytea NOT NULL)",
+                f"CREATE TABLE IF NOT EXISTS {head_t} "
+                "(id int PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL, digest text NOT NULL)",
+                f"INSERT INTO {head_t} (id, seq, digest) VALUES (1, 0, '{GENESIS}') ON CONFLICT (id) DO NOTHING",
+            ),
+        )
+        self._cas = (
+            f"WITH h AS (UPDATE {head_t} SET seq = %(seq)s, digest = %(digest)s "
+            "WHERE id = 1 AND seq = %(seq)s - 1 AND digest = %(prev)s RETURNING seq), "
+            f"ins AS (INSERT INTO {log_t} (seq, digest, body) SELECT seq, %(digest)s, %(body)s FROM h RETURNING seq) "
+            f"SELECT (SELECT count(*) FROM ins), seq, digest FROM {head_t} WHERE id = 1"
+        )
+        self._lock_head = f"SELECT seq, digest FROM {head_t} WHERE id = 1 FOR UPDATE"
+        self._insert = f"INSERT INTO {log_t} (seq, digest, body) VALUES (%s, %s, %s)"
+        self._move_head = f"UPDATE {head_t} SET seq = %s, digest = %s WHERE id = 1"
+        self._read_head = f"SELECT seq, digest FROM {head_t} WHERE id = 1"
+        self._page = f"SELECT seq, digest, body FROM {log_t} WHERE seq >= %s ORDER BY seq LIMIT {_PAGE}"
+        self._head: tuple[int, str] | None = None
+
+    def append(self, event: Mapping[str, Any]) -> AuditEntry:
+        make_body(event, seq=1, prev=GENESIS)  # a malformed event fails before any I/O
+        tried: list[AuditEntry] = []
+
+        def build(seq: int, prev: str) -> tuple[AuditEntry, bytes]:
+            body = make_body(event, seq=seq + 1, prev=prev)
+            raw = canonical_body(body)
+            entry = AuditEntry(seq=seq + 1, digest=body_digest(raw), body=body)
+            tried.append(entry)
+            return entry, raw
+
+        def landed(head: tuple[int, str]) -> AuditEntry | None:
+            # After a lost reply the retry may find its own entry already at the head.
+            return next((e for e in tried if (e.seq, e.digest) == head), None)
+
+        def op(conn: Conn) -> AuditEntry:
+            head = self._head
+            for _ in range(3):
+                if head is None:
+                    break
+                entry, raw = build(*head)
+                row = conn.execute(
+                    self._cas, {"seq": entry.seq, "prev": head[1], "digest": entry.digest, "body": raw}
+                ).fetchone()
+                if row is None:
+                    raise StoreUnavailable("PostgreSQL audit log: the head row is missing")
+                if row[0] == 1:
+                    return entry
+                head = (int(row[1]), str(row[2]))
+                if (done := landed(head)) is not None:
+                    return done
+            with conn.transaction():
+                row = conn.execute(self._lock_head).fetchone()
+                if row is None:
+                    raise StoreUnavailable("PostgreSQL audit log: the head row is missing")
+                head = (int(row[0]), str(row[1]))
+                if (done := landed(head)) is not None:
+                    return done
+                entry, raw = build(*head)
+                conn.execute(self._insert, (entry.seq, entry.digest, raw))
+                conn.execute(self._move_head, (entry.seq, entry.digest))
+            return entry
+
+        try:
+            entry = self._db.run("audit log", op, tables=self._tables)
+        except StoreUnavailable:
+            self._head = None
+            raise
+        self._head = (entry.seq, entry.digest)
+        return entry
+
+    def head(self) -> tuple[int, str]:
+        def op(conn: Conn) -> tuple[int, str]:
+            row = conn.execute(self._read_head).fetchone()
+            return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+        return self._db.run("audit log", op, tables=self._tables)
+
+    def entries(self, start: int = 1) -> Iterator[AuditEntry]:
+        seq = max(start, 1)
+
+        def page(conn: Conn) -> list[Any]:
+            return conn.execute(self._page, (seq,)).fetchall()
+
+        while True:
+            rows = self._db.run("audit log", page, tables=self._tables)
+            for row_seq, dig, raw in rows:
+                yield _entry(int(row_seq), str(dig), bytes(raw))
+                seq = int(row_seq) + 1
+            if len(rows) < _PAGE:
+                return
+
+    def __iter__(self) -> Iterator[AuditEntry]:
+        return self.entries()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _entry(seq: int, dig: str, raw: bytes) -> AuditEntry:
+    try:
+        body = loads_strict(raw)
+    except CanonicalizationError as exc:
+        raise AuditIntegrityError(seq, f"stored body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise AuditIntegrityError(seq, "stored body is not an object")
+    return AuditEntry(seq=seq, digest=dig, body=body)
+
+
+class PostgresStateStore:
+    """Budgets and rate counters in PostgreSQL, one transaction per check-and-debit."""
+
+    def __init__(
+        self,
+        target: str | PostgresConnections,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._db = _connections(target, schema, timeout)
+        c, h = self._db.table("state_counters"), self._db.table("state_holds")
+        self._tables = _Tables(
+            "state",
+            ("state_counters", "state_counters_ends_at", "state_holds", "state_holds_ends_at"),
+            (
+                f"CREATE TABLE IF NOT EXISTS {c} (key text NOT NULL, window_start bigint NOT NULL, "
+                "used bigint NOT NULL, ends_at bigint NOT NULL, PRIMARY KEY (key, window_start))",
+                f"CREATE INDEX IF NOT EXISTS state_counters_ends_at ON {c} (ends_at)",
+                f"CREATE TABLE IF NOT EXISTS {h} "
+                "(hold_id text PRIMARY KEY, items bytea NOT NULL, ends_at bigint NOT NULL)",
+                f"CREATE INDEX IF NOT EXISTS state_holds_ends_at ON {h} (ends_at)",
+            ),
+        )
+        self._hold = f"INSERT INTO {h} (hold_id, items, ends_at) VALUES (%s, %s, %s) ON CONFLICT (hold_id) DO NOTHING"
+        self._upsert = (
+            f"INSERT INTO {c} AS c (key, window_start, used, ends_at) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (key, window_start) DO UPDATE SET used = c.used + excluded.used "
+            "WHERE c.used + excluded.used <= %s"
+        )
+        self._held = f"SELECT items FROM {h} WHERE hold_id = %s"
+        self._release = f"DELETE FROM {h} WHERE hold_id = %s RETURNING items"
+        self._give = f"UPDATE {c} SET used = GREATEST(0, used - %s) WHERE key = %s AND window_start = %s"
+        self._usage = f"SELECT used FROM {c} WHERE key = %s AND window_start = %s"
+        self._purges = tuple(
+            f"DELETE FROM {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t} WHERE ends_at <= %s LIMIT {_PURGE_BATCH}))"
+            for t in (c, h)
+        )
+        self._next_purge = 0
+
+    def debit(self, hold_id: str, debits: Sequence[Debit], *, now: int) -> str | None:
+        planned = [(d.key, window_start(now, d.window), d) for d in debits]
+        items = canonicalize_trusted([[k, s, d.amount] for k, s, d in planned])
+        ends_at = max((s + d.window for _, s, d in planned), default=now + 1)
+        purge = now >= self._next_purge
+        # Rows are locked in key order, so two debits over the same counters
+        # can wait for each other but never deadlock.
+        order = sorted(range(len(planned)), key=lambda i: planned[i][:2])
+
+        def op(conn: Conn) -> int | None:
+            if purge:
+                # Windows that ended can never be charged or refunded again.
+                for statement in self._purges:
+                    conn.execute(statement, (now,))
+            try:
+                with conn.transaction():
+                    if conn.execute(self._hold, (hold_id, items, ends_at)).rowcount == 0:
+                        held = conn.execute(self._held, (hold_id,)).fetchone()
+                        if held is not None and bytes(held[0]) != items:
+                            raise _Reused()
+                        return None  # a retry of a debit that already happened
+                    refused = []
+                    for i in order:
+                        key, start, d = planned[i]
+                        # An upsert that would pass the limit changes nothing (rowcount 0);
+                        # a fresh row gets no such check, hence the explicit one.
+                        args = (key, start, d.amount, start + d.window, d.limit)
+                        if d.amount > d.limit or conn.execute(self._upsert, args).rowcount == 0:
+                            refused.append(i)
+                    if refused:
+                        raise _Refused(min(refused))
+            except _Refused as r:
+                return r.index
+            return None
+
+        try:
+            lost = self._db.run("state store", op, tables=self._tables)
+        except _Reused:
+            # Only a retry of the same debit is idempotent; a reused id is a bug.
+            raise StoreUnavailable(f"hold id {hold_id!r} reused for different debits") from None
+        if purge:
+            self._next_purge = now + 60
+        return None if lost is None else debits[lost].key
+
+    def refund(self, hold_id: str) -> None:
+        def op(conn: Conn) -> None:
+            with conn.transaction():
+                row = conn.execute(self._release, (hold_id,)).fetchone()
+                if row is None:
+                    return
+                for key, start, amount in sorted(loads_strict(bytes(row[0]))):
+                    conn.execute(self._give, (amount, key, start))
+
+        self._db.run("state store", op, tables=self._tables)
+
+    def usage(self, key: str, window: int, *, now: int) -> int:
+        start = window_start(now, window)
+
+        def op(conn: Conn) -> int:
+            row = conn.execute(self._usage, (key, start)).fetchone()
+            return 0 if row is None else int(row[0])
+
+        return self._db.run("state store", op, tables=self._tables)
+
+    def close(self) -> None:
+        self._db.close()

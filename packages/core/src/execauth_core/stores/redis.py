@@ -1,0 +1,331 @@
+"""Redis stores: one shared truth for many guard replicas.
+
+Every operation is one atomic Redis command or Lua script, so replicas never
+interleave inside an operation:
+
+* replay: ``SET key NX PX ttl`` consumes a token id once; Redis expires it.
+* audit: a Lua script appends only if the head is still the one the entry was
+  hashed against (compare-and-set), so two writers can never fork the chain;
+  the loser re-hashes against the new head and tries again.
+* state: one Lua script checks every counter and applies all debits or none;
+  the hold it records (with a TTL) makes retries and refunds idempotent.
+
+Expiry is computed from the caller's clock (``expires_at - now``, plus a margin
+for replicas whose clocks run behind), never from the Redis server's, so a
+skewed server clock cannot shorten a token's replay protection. Durability is
+the server's: run Redis with ``appendonly yes`` and ``appendfsync always`` (see
+docs/deploying.md), or a restart can forget consumed ids.
+
+Any client failure (refused, reset, timeout, error reply) raises
+:class:`~execauth_core.errors.StoreUnavailable` within about ``timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from ..audit import GENESIS, AuditEntry, body_digest, canonical_body, make_body
+from ..canonical import CanonicalizationError, canonicalize_trusted, loads_strict
+from ..errors import AuditIntegrityError, ConfigurationError, StoreUnavailable
+from ..tokens import MAX_CLOCK_SKEW
+from .base import Debit, window_start
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ConfigurationError("the Redis stores need the redis client: pip install 'execauth-core[redis]'") from exc
+
+__all__ = ["DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "RedisAuditLog", "RedisReplayStore", "RedisStateStore", "redis_client"]
+
+DEFAULT_PREFIX = "execauth:"
+DEFAULT_TIMEOUT = 2.0
+# Lua numbers are doubles: beyond 2^53 a counter could not be compared exactly.
+_MAX_EXACT = 2**53
+
+# What a Redis client can raise for a failed or unknown outcome. ``OSError``
+# covers socket errors that slip past redis-py's own wrapping.
+_FAILURES: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+
+_APPEND = """
+-- KEYS[1] head hash, KEYS[2] entry list
+-- ARGV: expected seq, expected prev digest, new digest, stored item, genesis digest
+local cur = redis.call('HMGET', KEYS[1], 'seq', 'digest')
+local seq = tonumber(cur[1]) or 0
+local dig = cur[2] or ARGV[5]
+if seq ~= tonumber(ARGV[1]) or dig ~= ARGV[2] then
+  return {0, seq, dig}
+end
+if redis.call('LLEN', KEYS[2]) ~= seq then
+  return redis.error_reply('execauth audit list length differs from its head record')
+end
+redis.call('RPUSH', KEYS[2], ARGV[4])
+redis.call('HSET', KEYS[1], 'seq', ARGV[1] + 1, 'digest', ARGV[3])
+return {1, seq + 1, ARGV[3]}
+"""
+
+_DEBIT = """
+-- KEYS[1] hold, KEYS[2..] counters; ARGV[1] hold ttl, ARGV[2] hold items,
+-- then per counter i: ARGV[3i] amount, ARGV[3i+1] limit, ARGV[3i+2] ttl
+local held = redis.call('GET', KEYS[1])
+if held then
+  if held == ARGV[2] then return 0 end
+  return -1
+end
+local n = #KEYS - 1
+for i = 1, n do
+  local used = tonumber(redis.call('GET', KEYS[i + 1]) or '0')
+  if used + tonumber(ARGV[3 * i]) > tonumber(ARGV[3 * i + 1]) then
+    return i
+  end
+end
+for i = 1, n do
+  redis.call('INCRBY', KEYS[i + 1], ARGV[3 * i])
+  redis.call('EXPIRE', KEYS[i + 1], ARGV[3 * i + 2])
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[1])
+return 0
+"""
+
+_REFUND = """
+-- KEYS[1] hold. Counters whose window already ended are gone and stay gone.
+local items = redis.call('GET', KEYS[1])
+if not items then
+  return 0
+end
+for _, item in ipairs(cjson.decode(items)) do
+  local cur = redis.call('GET', item[1])
+  if cur then
+    local left = tonumber(cur) - tonumber(item[2])
+    if left < 0 then left = 0 end
+    redis.call('SET', item[1], string.format('%d', left), 'KEEPTTL')
+  end
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
+def redis_client(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> redis.Redis:
+    """A Redis client configured to fail fast instead of hanging or retrying for long.
+
+    Socket connect and read timeouts are ``timeout``. A dropped connection is retried
+    once at once (a pooled connection is stale after a server restart); timeouts are
+    never retried, so a silent server costs about ``timeout``, not a backoff series.
+
+    Raises:
+        ConfigurationError: the URL is not a Redis URL redis-py accepts.
+    """
+    if timeout <= 0:
+        raise ConfigurationError("the Redis timeout must be positive")
+    try:
+        return redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+            retry_on_error=[redis.ConnectionError],
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"bad Redis URL: {exc}") from exc
+
+
+def _client(target: str | redis.Redis, timeout: float) -> redis.Redis:
+    return redis_client(target, timeout=timeout) if isinstance(target, str) else target
+
+
+def _ttl(until: int, now: int) -> int:
+    # At least a second: SET/EXPIRE reject 0, and a key must outlive this call.
+    return max(1, until - now)
+
+
+class RedisReplayStore:
+    """Consumed token ids as Redis keys that expire with their token.
+
+    Args:
+        target: a ``redis://`` / ``rediss://`` / ``unix://`` URL, or a configured
+            ``redis.Redis`` (see :func:`redis_client`; its timeouts then apply).
+        prefix: namespace of every key this store writes.
+        timeout: seconds before an unanswered call becomes ``StoreUnavailable``.
+        clock_margin: seconds an id is kept past ``expires_at``, for replicas whose
+            clocks run behind this one's (the verifier's maximum clock skew).
+    """
+
+    def __init__(
+        self,
+        target: str | redis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float = DEFAULT_TIMEOUT,
+        clock_margin: int = MAX_CLOCK_SKEW,
+    ) -> None:
+        if clock_margin < 0:
+            raise ConfigurationError("clock_margin cannot be negative")
+        self._redis = _client(target, timeout)
+        self._prefix = prefix + "jti:"
+        self._margin = clock_margin
+
+    def consume(self, token_id: str, *, expires_at: int, now: int) -> bool:
+        try:
+            # The id's expiry is relative to the caller's clock, the clock that
+            # also judges the token's exp; the value only helps an operator read it.
+            fresh = self._redis.set(self._prefix + token_id, str(expires_at), nx=True, px=_ttl(expires_at, now) * 1000)
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"Redis replay store: {exc}") from exc
+        # A lost reply retried by the client finds the key set: the id reads as
+        # already consumed, which denies (fail closed), never double-spends.
+        return fresh is True
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+class RedisAuditLog:
+    """A hash-linked log in a Redis list, with a head hash updated by the same script.
+
+    The entry's digest depends on the previous head, so it is computed here and
+    handed to a compare-and-set script; a concurrent writer makes the script
+    refuse, and the append is re-hashed on the new head until ``timeout``.
+    """
+
+    def __init__(
+        self, target: str | redis.Redis, *, prefix: str = DEFAULT_PREFIX, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self._redis = _client(target, timeout)
+        # One hash tag, so a Redis Cluster keeps the head and the list in one slot.
+        self._head_key = f"{prefix}{{audit}}:head"
+        self._log_key = f"{prefix}{{audit}}:log"
+        self._append = self._redis.register_script(_APPEND)
+        self._timeout = timeout
+        self._head: tuple[int, str] = (0, GENESIS)
+
+    def append(self, event: Mapping[str, Any]) -> AuditEntry:
+        seq, prev = self._head
+        make_body(event, seq=seq + 1, prev=prev)  # a malformed event fails before any I/O
+        deadline = time.monotonic() + self._timeout
+        while True:
+            body = make_body(event, seq=seq + 1, prev=prev)
+            raw = canonical_body(body)
+            entry = AuditEntry(seq=seq + 1, digest=body_digest(raw), body=body)
+            item = entry.digest.encode("ascii") + b" " + raw
+            try:
+                done, cur_seq, cur_digest = self._append(
+                    keys=[self._head_key, self._log_key], args=[seq, prev, entry.digest, item, GENESIS]
+                )
+            except _FAILURES as exc:
+                raise StoreUnavailable(f"Redis audit log: {exc}") from exc
+            head = (int(cur_seq), _text(cur_digest))
+            # A retried call whose first attempt landed sees its own entry as head.
+            if done or head == (entry.seq, entry.digest):
+                self._head = (entry.seq, entry.digest)
+                return entry
+            seq, prev = head
+            self._head = head
+            if time.monotonic() >= deadline:
+                raise StoreUnavailable(f"Redis audit log: append kept losing the race for {self._timeout} s")
+
+    def head(self) -> tuple[int, str]:
+        try:
+            seq, dig = self._redis.hmget(self._head_key, ["seq", "digest"])
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"Redis audit log: {exc}") from exc
+        return (0, GENESIS) if seq is None else (int(seq), _text(dig))
+
+    def entries(self, start: int = 1) -> Iterator[AuditEntry]:
+        index = max(start, 1) - 1
+        while True:
+            try:
+                page = self._redis.lrange(self._log_key, index, index + 511)
+            except _FAILURES as exc:
+                raise StoreUnavailable(f"Redis audit log: {exc}") from exc
+            for item in page:
+                index += 1
+                yield _parse_item(index, item if isinstance(item, bytes) else item.encode())
+            if len(page) < 512:
+                return
+
+    def __iter__(self) -> Iterator[AuditEntry]:
+        return self.entries()
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def _text(value: Any) -> str:
+    return value.decode("ascii") if isinstance(value, bytes) else str(value)
+
+
+def _parse_item(seq: int, item: bytes) -> AuditEntry:
+    dig, sep, raw = item.partition(b" ")
+    if not sep:
+        raise AuditIntegrityError(seq, "stored entry is malformed")
+    try:
+        body = loads_strict(raw)
+    except CanonicalizationError as exc:
+        raise AuditIntegrityError(seq, f"stored body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise AuditIntegrityError(seq, "stored body is not an object")
+    return AuditEntry(seq=seq, digest=dig.decode("ascii", "replace"), body=body)
+
+
+class RedisStateStore:
+    """Budgets and rate counters as Redis integers that expire with their window.
+
+    ``debit`` is one Lua script: every counter is checked, and only if all fit
+    are all incremented and the hold recorded (with a TTL until the last
+    window ends), so a retry of the same hold charges nothing twice (and a hold
+    id reused for different debits is refused).
+    """
+
+    def __init__(
+        self, target: str | redis.Redis, *, prefix: str = DEFAULT_PREFIX, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self._redis = _client(target, timeout)
+        self._prefix = f"{prefix}{{state}}:"
+        self._debit = self._redis.register_script(_DEBIT)
+        self._refund = self._redis.register_script(_REFUND)
+
+    def _counter(self, key: str, start: int) -> str:
+        return f"{self._prefix}c:{start}:{key}"
+
+    def debit(self, hold_id: str, debits: Sequence[Debit], *, now: int) -> str | None:
+        keys = [f"{self._prefix}h:{hold_id}"]
+        args: list[int | str | bytes] = []
+        items: list[list[int | str]] = []
+        ends = now + 1
+        for d in debits:
+            if d.amount > _MAX_EXACT or d.limit > _MAX_EXACT:
+                raise ValueError(f"debit {d.key!r} exceeds 2^53, which Redis cannot compare exactly")
+            start = window_start(now, d.window)
+            counter = self._counter(d.key, start)
+            keys.append(counter)
+            args += [d.amount, d.limit, _ttl(start + d.window, now)]
+            items.append([counter, d.amount])
+            ends = max(ends, start + d.window)
+        try:
+            lost = self._debit(keys=keys, args=[_ttl(ends, now), canonicalize_trusted(items), *args])
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"Redis state store: {exc}") from exc
+        if int(lost) < 0:
+            # Only a retry of the same debit is idempotent; a reused id is a bug.
+            raise StoreUnavailable(f"hold id {hold_id!r} reused for different debits")
+        return None if int(lost) == 0 else debits[int(lost) - 1].key
+
+    def refund(self, hold_id: str) -> None:
+        try:
+            self._refund(keys=[f"{self._prefix}h:{hold_id}"])
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"Redis state store: {exc}") from exc
+
+    def usage(self, key: str, window: int, *, now: int) -> int:
+        try:
+            value = self._redis.get(self._counter(key, window_start(now, window)))
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"Redis state store: {exc}") from exc
+        return 0 if value is None else int(value)
+
+    def close(self) -> None:
+        self._redis.close()

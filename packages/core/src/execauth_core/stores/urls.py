@@ -1,0 +1,127 @@
+"""Open the three stores (replay, audit, state) from one URL.
+
+==============================================  ===========================================
+``memory://``                                   in-process; gone with the process
+``sqlite:///var/lib/execauth/execauth.db``      one file (absolute path ``/var/lib/...``);
+                                                ``sqlite:relative/path.db`` for a relative one
+``redis://[:password@]host:6379/0``             Redis (also ``rediss://`` for TLS)
+``postgresql://user[:password]@host:5432/db``   PostgreSQL (also ``postgres://``)
+==============================================  ===========================================
+
+Query parameters understood here (and removed before the URL reaches the client):
+``timeout`` (seconds, every backend), ``prefix`` (Redis key namespace) and
+``schema`` (PostgreSQL schema). The Redis and PostgreSQL clients are imported
+only when such a URL is opened.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+from ..audit import AuditLog
+from ..errors import ConfigurationError
+from .base import ReplayStore, StateStore
+
+__all__ = ["Stores", "open_stores"]
+
+
+class Stores(NamedTuple):
+    """The three stores a deployment shares: unpack as ``replay, audit, state``."""
+
+    replay: ReplayStore
+    audit: AuditLog
+    state: StateStore
+
+    def close(self) -> None:
+        """Close whatever the stores hold open (connections, files)."""
+        for store in self:
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
+
+
+def _split_options(url: str, names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    parts = urlsplit(url)
+    kept, ours = [], {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in names:
+            ours[key] = value
+        else:
+            kept.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(kept))), ours
+
+
+def _timeout(ours: dict[str, str], given: float | None) -> dict[str, Any]:
+    if given is not None:
+        return {"timeout": float(given)}
+    if "timeout" not in ours:
+        return {}
+    try:
+        value = float(ours["timeout"])
+    except ValueError:
+        raise ConfigurationError(f"timeout must be a number of seconds, got {ours['timeout']!r}") from None
+    if not value > 0:
+        raise ConfigurationError("timeout must be positive")
+    return {"timeout": value}
+
+
+def open_stores(url: str, *, timeout: float | None = None) -> Stores:
+    """Open the replay store, audit log and state store that ``url`` names.
+
+    The three stores share one client (Redis) or connection pool (PostgreSQL).
+    Network stores connect lazily: a server that is down now makes calls fail
+    with ``StoreUnavailable`` (and the guard deny) until it is back.
+
+    Args:
+        url: see the table in this module's docstring.
+        timeout: seconds before an unanswered store call fails; overrides the
+            URL's ``timeout`` parameter. Defaults: 2 s for Redis and PostgreSQL,
+            5 s (the lock wait) for SQLite.
+
+    Raises:
+        ConfigurationError: unknown scheme, malformed URL, or the client library
+            for that backend is not installed (the message says what to install).
+    """
+    if not isinstance(url, str) or ":" not in url:
+        raise ConfigurationError("a store URL looks like memory://, sqlite:///path.db, redis://... or postgresql://...")
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "memory":
+        from .memory import MemoryAuditLog, MemoryReplayStore, MemoryStateStore
+
+        return Stores(MemoryReplayStore(), MemoryAuditLog(), MemoryStateStore())
+    if scheme == "sqlite":
+        from .sqlite import SQLiteAuditLog, SQLiteReplayStore, SQLiteStateStore
+
+        bare, ours = _split_options(url, ("timeout",))
+        parts = urlsplit(bare)
+        if parts.netloc or not parts.path:
+            raise ConfigurationError("a SQLite URL is sqlite:///absolute/path.db or sqlite:relative/path.db")
+        path = unquote(parts.path)
+        if path.startswith("//"):  # sqlite:////abs/path.db, as some tools write it
+            path = path[1:]
+        kw = _timeout(ours, timeout)
+        return Stores(SQLiteReplayStore(path, **kw), SQLiteAuditLog(path, **kw), SQLiteStateStore(path, **kw))
+    if scheme in ("redis", "rediss"):
+        from . import redis as redis_stores  # raises ConfigurationError naming the extra if redis is missing
+
+        bare, ours = _split_options(url, ("timeout", "prefix"))
+        kw = _timeout(ours, timeout)
+        client = redis_stores.redis_client(bare, **kw)
+        prefix = ours.get("prefix", redis_stores.DEFAULT_PREFIX)
+        return Stores(
+            redis_stores.RedisReplayStore(client, prefix=prefix),
+            redis_stores.RedisAuditLog(client, prefix=prefix, **kw),
+            redis_stores.RedisStateStore(client, prefix=prefix),
+        )
+    if scheme in ("postgresql", "postgres"):
+        from . import postgres as pg_stores  # raises ConfigurationError naming the extra if psycopg is missing
+
+        bare, ours = _split_options(url, ("timeout", "schema"))
+        db = pg_stores.PostgresConnections(
+            bare, schema=ours.get("schema", pg_stores.DEFAULT_SCHEMA), **_timeout(ours, timeout)
+        )
+        return Stores(
+            pg_stores.PostgresReplayStore(db), pg_stores.PostgresAuditLog(db), pg_stores.PostgresStateStore(db)
+        )
+    raise ConfigurationError(f"unknown store URL scheme {scheme!r}: use memory, sqlite, redis or postgresql")
