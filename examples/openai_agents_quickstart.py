@@ -18,16 +18,16 @@ from typing import Any
 
 os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")  # never call out
 
-from agents import Agent, ModelResponse, Runner, Usage, function_tool  # noqa: E402
-from agents.models.interface import Model  # noqa: E402
-from openai.types.responses import (  # noqa: E402
+from agents import Agent, ModelResponse, Runner, Usage, function_tool
+from agents.models.interface import Model
+from openai.types.responses import (
     ResponseFunctionToolCall,
     ResponseOutputMessage,
     ResponseOutputText,
 )
 
-from execauth_core import AllowListPolicy, Guard  # noqa: E402
-from execauth_openai_agents import ExecAuth  # noqa: E402
+from execauth_core import AllowListPolicy, Guard
+from execauth_openai_agents import ExecAuth
 
 
 @function_tool
@@ -76,7 +76,7 @@ class ScriptedModel(Model):
         ]
         self.last_input: Any = None
 
-    async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> ModelResponse:  # noqa: A002
+    async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> ModelResponse:
         self.last_input = input
         return ModelResponse(output=self.turns.pop(0), usage=Usage(), response_id=None)
 

@@ -50,17 +50,17 @@ class ScriptedModel(Model):
         self.turns = [list(t) for t in turns]
         self.inputs: list[Any] = []
 
-    def _next(self, input: Any) -> list[Any]:  # noqa: A002 - the SDK's name
+    def _next(self, input: Any) -> list[Any]:
         self.inputs.append(input)
         if not self.turns:
             raise AssertionError("the scripted model was called more often than scripted")
         return self.turns.pop(0)
 
-    async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> ModelResponse:  # noqa: A002
+    async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> ModelResponse:
         return ModelResponse(output=self._next(input), usage=Usage(), response_id=None)
 
     async def stream_response(  # type: ignore[override]
-        self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any  # noqa: A002
+        self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any
     ) -> AsyncIterator[Any]:
         output = self._next(input)
         for i, item in enumerate(output):
@@ -99,7 +99,7 @@ def make_tool(name: str, fn: Callable[..., Any], arg_names: Sequence[str]) -> Fu
     """A FunctionTool with a permissive schema: it accepts what the model sends, so what
     reaches the guard is exactly the model's output."""
 
-    async def invoke(ctx: Any, input: str) -> Any:  # noqa: A002 - the SDK's name
+    async def invoke(ctx: Any, input: str) -> Any:
         return str(fn(**json.loads(input)))
 
     schema = {"type": "object", "properties": {a: {} for a in arg_names}}
@@ -126,7 +126,9 @@ class OpenAIAgentsHarness(AdapterHarness):
 
         model = ScriptedModel([call(case.tool, case.args, case.call_id)], [say("done")])
         agent: Agent[Any] = Agent(name="conformance", model=model, tools=[make_tool(case.tool, real, list(case.args))])
-        gate = ExecAuth(guard, principal=case.principal, agent=case.agent, token_provider=token_provider, approvals=False)
+        gate = ExecAuth(
+            guard, principal=case.principal, agent=case.agent, token_provider=token_provider, approvals=False
+        )
         gate.protect(agent)
         # asyncio.run, not Runner.run_sync: run_sync leaves the thread's default event
         # loop open (a ResourceWarning, an error under -W error).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -99,7 +98,9 @@ async def test_replayed_token_is_refused_the_second_time() -> None:
     request = AuthorizationRequest(tool="search", args={"q": "x"}, principal="alice", agent="bank", call_id="c1")
     token = guard.authorize(request).token
     assert token is not None
-    model = ScriptedModel([call("search", {"q": "x"}, "c1")], [say("1")], [call("search", {"q": "x"}, "c1")], [say("2")])
+    model = ScriptedModel(
+        [call("search", {"q": "x"}, "c1")], [say("1")], [call("search", {"q": "x"}, "c1")], [say("2")]
+    )
     gate = ExecAuth(guard, principal="alice", token_provider=lambda r: token)
     agent = gate.protect(agent_with(model, make_tool("search", spy, ["q"])))
     await Runner.run(agent, "first")
@@ -344,7 +345,7 @@ def approval_setup(*turns: Any) -> tuple[Guard, Spy, ScriptedModel, Agent[Any], 
 
 @pytest.mark.asyncio
 async def test_approval_pauses_then_approve_runs_exactly_the_approved_call() -> None:
-    guard, spy, model, agent, gate = approval_setup(
+    guard, spy, _, agent, gate = approval_setup(
         [call("transfer", {"amount": "50.00", "to": "bob"}, "c1")], [say("sent")]
     )
     first = await Runner.run(agent, "pay bob")
@@ -406,7 +407,7 @@ async def test_approval_rejected_is_recorded_and_the_model_is_told() -> None:
 @pytest.mark.asyncio
 async def test_sdk_approval_alone_does_not_run_the_call() -> None:
     """RunState.approve without an execauth grant: the guard still wants a person."""
-    guard, spy, model, agent, gate = approval_setup(
+    guard, spy, model, agent, _ = approval_setup(
         [call("transfer", {"amount": "50.00", "to": "bob"}, "c1")], [say("ok")]
     )
     first = await Runner.run(agent, "pay bob")
@@ -420,7 +421,7 @@ async def test_sdk_approval_alone_does_not_run_the_call() -> None:
 
 @pytest.mark.asyncio
 async def test_a_grant_covers_only_its_own_proposal() -> None:
-    guard, spy, model, agent, gate = approval_setup(
+    _, spy, model, agent, gate = approval_setup(
         [call("transfer", {"amount": "5", "to": "bob"}, "c1"), call("transfer", {"amount": "5000", "to": "bob"}, "c2")],
         [say("ok")],
     )
@@ -532,7 +533,9 @@ async def test_errors_in_adapter_callbacks_deny(broken: str) -> None:
     def boom(_: Any) -> str:
         raise RuntimeError("callback failed")
 
-    kwargs: dict[str, Any] = {"principal": boom} if broken == "principal" else {"principal": "alice", "token_provider": boom}
+    kwargs: dict[str, Any] = (
+        {"principal": boom} if broken == "principal" else {"principal": "alice", "token_provider": boom}
+    )
     model = ScriptedModel([call("search", {"q": "x"}, "c1")], [say("ok")])
     agent = ExecAuth(guard, **kwargs).protect(agent_with(model, make_tool("search", spy, ["q"])))
     result = await Runner.run(agent, "go")
@@ -663,7 +666,7 @@ def test_minimum_version_is_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
     from execauth_openai_agents import _compat
 
     monkeypatch.setattr(_compat.importlib.metadata, "version", lambda name: "0.19.4")
-    with pytest.raises(ConfigurationError, match="openai-agents>=0.20"):
+    with pytest.raises(ConfigurationError, match=r"openai-agents>=0\.20"):
         _compat.check_minimum_version()
 
 

@@ -51,7 +51,7 @@ log = logging.getLogger("execauth.openai_agents")
 T = TypeVar("T")
 
 PrincipalResolver = str | Callable[[RunContextWrapper[Any]], str]
-TokenProvider = Callable[[AuthorizationRequest], "str | None | Awaitable[str | None]"]
+TokenProvider = Callable[[AuthorizationRequest], "str | Awaitable[str | None] | None"]
 NeedsApproval = bool | Callable[[RunContextWrapper[Any], dict[str, Any], str], Awaitable[bool]]
 
 _MEMORY_LIMIT = 4096
@@ -116,7 +116,7 @@ class _GatedInvoker:
 
     # The SDK inspects this signature: a first parameter annotated ToolContext gets the
     # full ToolContext (call id, agent), which the proposal needs.
-    async def __call__(self, ctx: ToolContext[Any], input: str) -> Any:  # noqa: A002 - the SDK's name
+    async def __call__(self, ctx: ToolContext[Any], input: str) -> Any:
         return await self.gate._invoke(self, ctx, input)
 
     def agent_name(self, running: Any) -> str | None:
@@ -158,11 +158,11 @@ class _ApprovalCheck:
         if isinstance(self.original, bool):
             return self.original
         try:
-            answer = self.original(run_context, params, call_id)
+            answer: Any = self.original(run_context, params, call_id)
             if inspect.isawaitable(answer):
                 answer = await answer
             return bool(answer)
-        except Exception:  # noqa: BLE001 - the app's own check failed: ask a person
+        except Exception:
             log.exception("execauth: the tool's own needs_approval failed; asking for approval")
             return True
 
@@ -192,7 +192,7 @@ class ExecAuth:
         guard: Guard,
         *,
         principal: PrincipalResolver,
-        agent: str | None | _Auto = AUTO,
+        agent: str | _Auto | None = AUTO,
         token_provider: TokenProvider | None = None,
         approvals: bool = True,
         on_denial: Literal["message", "raise"] = "message",
@@ -257,15 +257,15 @@ class ExecAuth:
         return agents[0]
 
     @overload
-    def wrap(self, tool: FunctionTool, *, agent: str | None | _Auto = AUTO) -> FunctionTool: ...
+    def wrap(self, tool: FunctionTool, *, agent: str | _Auto | None = AUTO) -> FunctionTool: ...
 
     @overload
     def wrap(
-        self, tool: None = None, *, agent: str | None | _Auto = AUTO
+        self, tool: None = None, *, agent: str | _Auto | None = AUTO
     ) -> Callable[[FunctionTool], FunctionTool]: ...
 
     def wrap(
-        self, tool: FunctionTool | None = None, *, agent: str | None | _Auto = AUTO
+        self, tool: FunctionTool | None = None, *, agent: str | _Auto | None = AUTO
     ) -> FunctionTool | Callable[[FunctionTool], FunctionTool]:
         """Gate one ``FunctionTool`` (in place). Usable as a decorator above
         ``@function_tool``, bare or with arguments.
@@ -399,7 +399,7 @@ class ExecAuth:
                 request, now=self.guard.clock.now(), approved=False, hold_id=None
             )
             return Outcome(evaluation.outcome) is Outcome.REQUIRE_APPROVAL
-        except Exception:  # noqa: BLE001 - the gate decides this call when it runs
+        except Exception:
             log.exception("execauth: approval preview failed; the gate will decide at call time")
             return False
 
@@ -443,7 +443,7 @@ class ExecAuth:
             return ApprovalRequest(item, None, exc)
         except _BadArguments as exc:
             return ApprovalRequest(item, None, self.guard.deny(None, ("REQUEST_INVALID",), str(exc), tool=name))
-        except Exception as exc:  # noqa: BLE001 - a resolver or bug: deny, never approve blind
+        except Exception as exc:
             log.exception("execauth: could not build the paused proposal")
             denial = self.guard.deny(None, ("GUARD_ERROR",), f"internal error ({type(exc).__name__})", tool=name)
             return ApprovalRequest(item, None, denial)
@@ -457,7 +457,10 @@ class ExecAuth:
             )
             _remember(self._paused, digest, None)
         pending = PendingApproval(
-            proposal_digest=digest, request=request, reason_codes=("APPROVAL_REQUIRED",), requested_at=self.guard.clock.now()
+            proposal_digest=digest,
+            request=request,
+            reason_codes=("APPROVAL_REQUIRED",),
+            requested_at=self.guard.clock.now(),
         )
         return ApprovalRequest(item, pending)
 
