@@ -286,6 +286,36 @@ async def test_agent_as_tool_delegation_and_nested_tools_are_gated() -> None:
     }
 
 
+@pytest.mark.asyncio
+async def test_approval_inside_an_agent_used_as_a_tool() -> None:
+    guard = make_guard(allow=("research",), approval=("transfer",))
+    transfer = Spy("transfer")
+    model = ScriptedModel(
+        [call("research", {"input": "pay bob"}, "o1")],
+        [call("transfer", {"amount": "5", "to": "bob"}, "n1")],
+        [say("nested done")],
+        [say("final")],
+    )
+    payer = agent_with(model, make_tool("transfer", transfer, ["amount", "to"]), name="payer")
+    orchestrator = agent_with(model, payer.as_tool("research", "Pay someone"), name="orchestrator")
+    gate = ExecAuth(guard, principal="alice")
+    gate.protect(orchestrator)
+    first = await Runner.run(orchestrator, "go")
+    assert transfer.calls == []
+    [request] = gate.pending(first)
+    assert request.pending is not None
+    assert (request.pending.request.agent, request.pending.request.call_id) == ("payer", "n1")
+    state = first.to_state()
+    gate.approve(state, request, approver="carol")
+    result = await Runner.run(orchestrator, state)
+    assert transfer.calls == [{"amount": "5", "to": "bob"}]
+    assert result.final_output == "final"
+    executions = [(e.body["agent"], e.body["call_id"]) for e in guard.audit_log.entries() if e.event == "execution"]
+    # The resumed delegation is invoked (and so decided) again; the nested call once.
+    assert executions.count(("payer", "n1")) == 1
+    assert executions.count(("orchestrator", "o1")) == 2
+
+
 # -- streaming -----------------------------------------------------------------
 
 
