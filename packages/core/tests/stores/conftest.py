@@ -81,7 +81,6 @@ class Backend:
     """
 
     name: str
-    durable = True  # outlives the client / process
     url: str
 
     def __init__(self) -> None:
@@ -114,7 +113,6 @@ class Backend:
 
 class MemoryBackend(Backend):
     name = "memory"
-    durable = False
     url = "memory://"
 
     def __init__(self) -> None:

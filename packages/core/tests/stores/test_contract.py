@@ -105,12 +105,14 @@ def test_threads_race_for_the_same_ids(stores: Stores) -> None:
     assert sum(wins) == 150
 
 
-def test_consumed_ids_survive_a_client_restart(backend: Backend, stores: Stores) -> None:
-    if not backend.durable:
-        pytest.skip("memory stores do not outlive their process")
+# Restarts and second clients need a backend that outlives a client: not memory.
+
+
+def test_consumed_ids_survive_a_client_restart(shared_backend: Backend) -> None:
+    stores = shared_backend.open()
     assert stores.replay.consume("before-restart", expires_at=10**6, now=0)
     stores.close()
-    again = backend.open()
+    again = shared_backend.open()
     assert again.replay.consume("before-restart", expires_at=10**6, now=1) is False
     assert again.replay.consume("after-restart", expires_at=10**6, now=1) is True
 
@@ -166,10 +168,8 @@ def test_threads_append_one_chain(stores: Stores) -> None:
     assert verify_chain(stores.audit.entries(), expected_head=stores.audit.head())[0] == 160
 
 
-def test_two_clients_interleave_into_one_chain(backend: Backend, stores: Stores) -> None:
-    if not backend.durable:
-        pytest.skip("memory stores cannot be opened twice")
-    other = backend.open()
+def test_two_clients_interleave_into_one_chain(shared_backend: Backend) -> None:
+    stores, other = shared_backend.open(), shared_backend.open()
     for i in range(10):
         stores.audit.append(event(i, writer="a"))
         other.audit.append(event(i, writer="b"))
@@ -179,14 +179,13 @@ def test_two_clients_interleave_into_one_chain(backend: Backend, stores: Stores)
     assert writers == ["a", "b", "b2"] * 10
 
 
-def test_the_log_continues_after_a_client_restart(backend: Backend, stores: Stores) -> None:
-    if not backend.durable:
-        pytest.skip("memory stores do not outlive their process")
+def test_the_log_continues_after_a_client_restart(shared_backend: Backend) -> None:
+    stores = shared_backend.open()
     for i in range(3):
         stores.audit.append(event(i))
     head = stores.audit.head()
     stores.close()
-    again = backend.open()
+    again = shared_backend.open()
     assert again.audit.head() == head
     assert again.audit.append(event(4)).body["prev"] == head[1]
     assert verify_chain(again.audit.entries(), expected_head=again.audit.head())[0] == 4
@@ -289,12 +288,11 @@ def test_threads_never_overspend(stores: Stores) -> None:
     assert stores.state.usage("budget/x", 86400, now=1000) == 7 * (1000 // 7)
 
 
-def test_state_survives_a_client_restart(backend: Backend, stores: Stores) -> None:
-    if not backend.durable:
-        pytest.skip("memory stores do not outlive their process")
+def test_state_survives_a_client_restart(shared_backend: Backend) -> None:
+    stores = shared_backend.open()
     assert stores.state.debit("h1", [BUDGET], now=1000) is None
     stores.close()
-    again = backend.open()
+    again = shared_backend.open()
     assert again.state.usage(BUDGET.key, 86400, now=1000) == 60
     assert again.state.debit("h1", [BUDGET], now=1000) is None  # the hold is remembered: no second charge
     assert again.state.usage(BUDGET.key, 86400, now=1000) == 60
