@@ -93,10 +93,11 @@ class ExecAuthWorkbench(StaticWorkbench):
         approver: Approver | None = None,
         tool_overrides: Mapping[str, Any] | None = None,
     ) -> None:
+        self._guarded_tools = list(tools)
         if tool_overrides:
-            super().__init__(list(tools), tool_overrides=dict(tool_overrides))
+            super().__init__(self._guarded_tools, tool_overrides=dict(tool_overrides))
         else:
-            super().__init__(list(tools))
+            super().__init__(self._guarded_tools)
         self._gate = Gate(guard, principal=principal, agent=agent, token_provider=token_provider, approver=approver)
         self._original_names = {
             getattr(override, "name", None) or original: original
@@ -156,7 +157,7 @@ class ExecAuthWorkbench(StaticWorkbench):
         never differ from what was authorized. Arguments the tool does not know stay
         in, so the policy sees everything the model sent."""
         args = dict(arguments or {})
-        tool = next((t for t in self._tools if t.name == tool_name), None)
+        tool = next((t for t in self._guarded_tools if t.name == tool_name), None)
         if tool is None:
             return args  # StaticWorkbench answers "not found"; the guard still decides first
         try:

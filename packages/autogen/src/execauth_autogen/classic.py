@@ -124,6 +124,11 @@ def _rebuild(sig: inspect.Signature | None, authorized: dict[str, Any]) -> tuple
     return positional, remaining
 
 
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """Async functions and objects with an async ``__call__`` (as ag2 counts them)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
 def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
     try:
         return inspect.signature(fn)
@@ -189,7 +194,7 @@ class ExecAuthFunctionGate:
             return fn
         sig = _signature(fn)
         gated: Callable[..., Any]
-        if inspect.iscoroutinefunction(fn):
+        if _is_async(fn):
 
             @functools.wraps(fn)
             async def gated_async(*args: Any, **kwargs: Any) -> Any:

@@ -5,6 +5,7 @@ the real function ran."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -185,6 +186,27 @@ def test_async_function_in_a_sync_chat(fns: Functions, make_guard: Callable[...,
         ("execution", True, ["TOOL_ALLOWED"], "c1"),
         ("denial", False, ["TOOL_NOT_ALLOWED"], "c2"),
     ]
+
+
+def test_callable_objects_with_async_call_stay_async(make_guard: Callable[..., Guard], events: Any) -> None:
+    class Lookup:
+        def __init__(self) -> None:
+            self.ran: list[str] = []
+
+        async def __call__(self, key: str) -> str:
+            await asyncio.sleep(0)
+            self.ran.append(key)
+            return f"value of {key}"
+
+    guard = make_guard(allow=["lookup"])
+    lookup = Lookup()
+    runner = executor()
+    runner.register_function({"lookup": lookup})
+    ExecAuthFunctionGate(guard, principal="user-42").protect(runner)
+    assert inspect.iscoroutinefunction(runner.function_map["lookup"])
+    history = chat(runner, tool_calls(("c1", "lookup", {"key": "k"})), use_async=True)
+    assert lookup.ran == ["k"] and responses(history)["c1"] == "value of k"
+    assert events(guard) == [("execution", True, ["TOOL_ALLOWED"], "c1"), ("result", True, [], None)]
 
 
 def test_replay_store_outage_blocks(
