@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import secrets
 import socket
 import threading
 import time
@@ -377,11 +378,11 @@ class PostgresReplayStore:
 class PostgresAuditLog:
     """A hash-linked log: rows keyed by ``seq`` plus a head row, changed together.
 
-    The fast path is one statement: update the head only if it is still the one
-    this entry was hashed against, and insert the entry in the same statement.
-    When another writer got there first, the entry is re-hashed on the head that
-    statement saw; after repeated losses it takes the head row lock
-    (``SELECT ... FOR UPDATE``) and appends inside that transaction.
+    An append is one statement: it locks the head row (``SELECT ... FOR UPDATE``),
+    splices the head's digest and the next ``seq`` into the entry's canonical
+    bytes, hashes them (``sha256``), inserts the entry and moves the head, all in
+    one transaction. Writers queue on the head row instead of retrying, and two
+    of them can never fork the chain (``seq`` is also the primary key).
     """
 
     def __init__(
@@ -404,69 +405,51 @@ class PostgresAuditLog:
                 f"INSERT INTO {head_t} (id, seq, digest) VALUES (1, 0, '{GENESIS}') ON CONFLICT (id) DO NOTHING",
             ),
         )
-        self._cas = (
-            f"WITH h AS (UPDATE {head_t} SET seq = %(seq)s, digest = %(digest)s "
-            "WHERE id = 1 AND seq = %(seq)s - 1 AND digest = %(prev)s RETURNING seq), "
-            f"ins AS (INSERT INTO {log_t} (seq, digest, body) SELECT seq, %(digest)s, %(body)s FROM h RETURNING seq) "
-            f"SELECT (SELECT count(*) FROM ins), seq, digest FROM {head_t} WHERE id = 1"
+        # In READ COMMITTED, FOR UPDATE waits for a concurrent append to commit and
+        # then returns the head as that append left it.
+        self._append = (
+            f"WITH cur AS (SELECT seq, digest FROM {head_t} WHERE id = 1 FOR UPDATE), "
+            "new AS (SELECT seq + 1 AS seq, digest AS prev, %(a)s::bytea || convert_to(digest, 'UTF8') "
+            "|| %(b)s::bytea || convert_to((seq + 1)::text, 'UTF8') || %(c)s::bytea AS body FROM cur), "
+            f"ins AS (INSERT INTO {log_t} (seq, digest, body) "
+            "SELECT seq, 'sha256:' || encode(sha256(body), 'hex'), body FROM new RETURNING seq, digest), "
+            f"upd AS (UPDATE {head_t} AS h SET seq = ins.seq, digest = ins.digest FROM ins WHERE h.id = 1) "
+            "SELECT ins.seq, new.prev, ins.digest FROM ins JOIN new USING (seq)"
         )
-        self._lock_head = f"SELECT seq, digest FROM {head_t} WHERE id = 1 FOR UPDATE"
-        self._insert = f"INSERT INTO {log_t} (seq, digest, body) VALUES (%s, %s, %s)"
-        self._move_head = f"UPDATE {head_t} SET seq = %s, digest = %s WHERE id = 1"
+        self._last = f"SELECT seq, digest, body FROM {log_t} ORDER BY seq DESC LIMIT 1"
         self._read_head = f"SELECT seq, digest FROM {head_t} WHERE id = 1"
         self._page = f"SELECT seq, digest, body FROM {log_t} WHERE seq >= %s ORDER BY seq LIMIT {_PAGE}"
-        self._head: tuple[int, str] | None = None
 
     def append(self, event: Mapping[str, Any]) -> AuditEntry:
-        make_body(event, seq=1, prev=GENESIS)  # a malformed event fails before any I/O
-        tried: list[AuditEntry] = []
-
-        def build(seq: int, prev: str) -> tuple[AuditEntry, bytes]:
-            body = make_body(event, seq=seq + 1, prev=prev)
-            raw = canonical_body(body)
-            entry = AuditEntry(seq=seq + 1, digest=body_digest(raw), body=body)
-            tried.append(entry)
-            return entry, raw
-
-        def landed(head: tuple[int, str]) -> AuditEntry | None:
-            # After a lost reply the retry may find its own entry already at the head.
-            return next((e for e in tried if (e.seq, e.digest) == head), None)
+        a, b, c = _template(event)  # a malformed event fails here, before any I/O
+        attempts = 0
 
         def op(conn: Conn) -> AuditEntry:
-            head = self._head
-            for _ in range(3):
-                if head is None:
-                    break
-                entry, raw = build(*head)
-                row = conn.execute(
-                    self._cas, {"seq": entry.seq, "prev": head[1], "digest": entry.digest, "body": raw}
-                ).fetchone()
-                if row is None:
-                    raise StoreUnavailable("PostgreSQL audit log: the head row is missing")
-                if row[0] == 1:
-                    return entry
-                head = (int(row[1]), str(row[2]))
-                if (done := landed(head)) is not None:
-                    return done
-            with conn.transaction():
-                row = conn.execute(self._lock_head).fetchone()
-                if row is None:
-                    raise StoreUnavailable("PostgreSQL audit log: the head row is missing")
-                head = (int(row[0]), str(row[1]))
-                if (done := landed(head)) is not None:
-                    return done
-                entry, raw = build(*head)
-                conn.execute(self._insert, (entry.seq, entry.digest, raw))
-                conn.execute(self._move_head, (entry.seq, entry.digest))
-            return entry
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1 and (done := self._landed(conn, event)) is not None:
+                return done  # the first attempt committed; only its reply was lost
+            row = conn.execute(self._append, {"a": a, "b": b, "c": c}).fetchone()
+            if row is None:
+                raise StoreUnavailable("PostgreSQL audit log: the head row is missing")
+            seq, prev, dig = int(row[0]), str(row[1]), str(row[2])
+            # The server hashed exactly the bytes this template makes with its head.
+            if body_digest(a + prev.encode("ascii") + b + str(seq).encode("ascii") + c) != dig:
+                raise StoreUnavailable(f"PostgreSQL audit log: entry {seq} was not stored as hashed here")
+            return AuditEntry(seq=seq, digest=dig, body=make_body(event, seq=seq, prev=prev))
 
-        try:
-            entry = self._db.run("audit log", op, tables=self._tables)
-        except StoreUnavailable:
-            self._head = None
-            raise
-        self._head = (entry.seq, entry.digest)
-        return entry
+        return self._db.run("audit log", op, tables=self._tables)
+
+    def _landed(self, conn: Conn, event: Mapping[str, Any]) -> AuditEntry | None:
+        row = conn.execute(self._last).fetchone()
+        if row is None:
+            return None
+        last = _entry(int(row[0]), str(row[1]), bytes(row[2]))
+        prev = last.body.get("prev")
+        if not isinstance(prev, str):
+            return None
+        body = make_body(event, seq=last.seq, prev=prev)
+        return last if body_digest(canonical_body(body)) == last.digest else None
 
     def head(self) -> tuple[int, str]:
         def op(conn: Conn) -> tuple[int, str]:
@@ -494,6 +477,29 @@ class PostgresAuditLog:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _template(event: Mapping[str, Any]) -> tuple[bytes, bytes, bytes]:
+    """The entry's canonical bytes, cut around the values of ``prev`` and ``seq``.
+
+    JCS orders keys by name alone, a digest and an integer need no escaping, and
+    ``"prev":"`` / ``"seq":`` with a bare quote appear only as top-level keys (quotes
+    inside strings are escaped), so the server can splice the real head in and get
+    exactly the canonical bytes of the finished entry. Random markers make the cut
+    points unambiguous.
+    """
+    while True:
+        prev_mark = "execauth-prev-" + secrets.token_hex(16)
+        seq_mark = 10**15 + secrets.randbelow(2**53 - 10**15)
+        raw = canonical_body(make_body(event, seq=seq_mark, prev=prev_mark))
+        prev_at, seq_at = f'"prev":"{prev_mark}"'.encode(), f'"seq":{seq_mark}'.encode()
+        if raw.count(prev_at) == 1 and raw.count(seq_at) == 1:
+            break
+    p = raw.index(prev_at) + len(b'"prev":"')
+    q = raw.index(seq_at) + len(b'"seq":')
+    if p > q:  # pragma: no cover - "prev" sorts before "seq" in JCS
+        raise AssertionError("unexpected key order")
+    return raw[:p], raw[p + len(prev_mark) : q], raw[q + len(str(seq_mark)) :]
 
 
 def _entry(seq: int, dig: str, raw: bytes) -> AuditEntry:

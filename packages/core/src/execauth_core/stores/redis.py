@@ -204,10 +204,9 @@ class RedisAuditLog:
 
     def append(self, event: Mapping[str, Any]) -> AuditEntry:
         seq, prev = self._head
-        make_body(event, seq=seq + 1, prev=prev)  # a malformed event fails before any I/O
         deadline = time.monotonic() + self._timeout
         while True:
-            body = make_body(event, seq=seq + 1, prev=prev)
+            body = make_body(event, seq=seq + 1, prev=prev)  # a malformed event fails here, before any I/O
             raw = canonical_body(body)
             entry = AuditEntry(seq=seq + 1, digest=body_digest(raw), body=body)
             item = entry.digest.encode("ascii") + b" " + raw

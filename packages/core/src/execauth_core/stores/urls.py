@@ -17,7 +17,7 @@ only when such a URL is opened.
 from __future__ import annotations
 
 from typing import Any, NamedTuple
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..audit import AuditLog
 from ..errors import ConfigurationError
@@ -44,12 +44,13 @@ class Stores(NamedTuple):
 def _split_options(url: str, names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
     parts = urlsplit(url)
     kept, ours = [], {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in names:
-            ours[key] = value
+    for piece in parts.query.split("&") if parts.query else ():
+        key, _, value = piece.partition("=")
+        if unquote(key) in names:
+            ours[unquote(key)] = unquote(value)
         else:
-            kept.append((key, value))
-    return urlunsplit(parts._replace(query=urlencode(kept))), ours
+            kept.append(piece)  # byte for byte: libpq reads "+" literally, form decoding would not
+    return urlunsplit(parts._replace(query="&".join(kept))), ours
 
 
 def _timeout(ours: dict[str, str], given: float | None) -> dict[str, Any]:
@@ -93,8 +94,8 @@ def open_stores(url: str, *, timeout: float | None = None) -> Stores:
     if scheme == "sqlite":
         from .sqlite import SQLiteAuditLog, SQLiteReplayStore, SQLiteStateStore
 
-        bare, ours = _split_options(url, ("timeout",))
-        parts = urlsplit(bare)
+        _, ours = _split_options(url, ("timeout",))
+        parts = urlsplit(url)
         if parts.netloc or not parts.path:
             raise ConfigurationError("a SQLite URL is sqlite:///absolute/path.db or sqlite:relative/path.db")
         path = unquote(parts.path)
