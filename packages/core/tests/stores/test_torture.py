@@ -14,13 +14,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from execauth_core import verify_chain
 from execauth_core.stores import Debit
 from execauth_core.stores.urls import open_stores
 
-from .conftest import Backend
+from .conftest import Backend, make_backend
 
 PROCESSES = 4
 IDS = 2500  # every process tries every id: 4 x 2,500 = 10,000 contested consumes
@@ -181,3 +182,37 @@ def test_memory_threads_race_for_ids_and_budget() -> None:
         stores.state.usage(BUDGET.key, BUDGET.window, now=now),
         stores.state.usage(RATE.key, RATE.window, now=now),
     )
+
+
+FORK = """
+import os, sys
+from execauth_core.stores.urls import open_stores
+stores = open_stores(sys.argv[1])
+db = stores.replay._db
+assert stores.replay.consume("before-fork", expires_at=10**6, now=0)
+parent_session = db._idle[-1].conn.info.backend_pid
+pid = os.fork()
+if pid == 0:
+    fresh = stores.replay.consume("in-child", expires_at=10**6, now=0)
+    replayed = stores.replay.consume("before-fork", expires_at=10**6, now=0)
+    own_session = db._idle[-1].conn.info.backend_pid
+    sys.exit(0 if fresh and not replayed and own_session != parent_session else 3)  # finalizers run
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert stores.replay.consume("after-fork", expires_at=10**6, now=0)
+# The parent kept its session: the child neither used it nor closed it on exit.
+assert db._idle[-1].conn.info.backend_pid == parent_session
+print("ok")
+"""
+
+
+def test_a_forked_worker_gets_its_own_postgres_sessions(tmp_path: Path) -> None:
+    # Pre-fork servers (gunicorn...) may build the guard before forking workers.
+    backend = make_backend("postgres", tmp_path)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", FORK, backend.url], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert (out.returncode, out.stdout.strip()) == (0, "ok"), out.stderr
+    finally:
+        backend.close()

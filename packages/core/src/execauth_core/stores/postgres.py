@@ -111,16 +111,20 @@ class _Watchdog:
         self._handles: dict[int, _Handle] = {}
         self._sleeping = True
         self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
 
     def start(self, handle: _Handle, deadline: float) -> None:
         with self._cond:
-            handle.deadline, handle.fired = deadline, False
-            self._handles[id(handle)] = handle
-            if self._thread is None:
+            if self._thread is None or self._pid != os.getpid():
+                # First use, or a forked child: the parent's thread did not come along.
+                self._handles.clear()
+                self._pid, self._sleeping = os.getpid(), False
                 self._thread = threading.Thread(target=self._run, name="execauth-pg-watchdog", daemon=True)
                 self._thread.start()
             elif self._sleeping:
                 self._cond.notify()
+            handle.deadline, handle.fired = deadline, False
+            self._handles[id(handle)] = handle
 
     def stop(self, handle: _Handle) -> bool:
         """Forget the operation; returns True if its deadline had fired."""
@@ -205,6 +209,8 @@ class PostgresConnections:
         self.schema = schema
         self.timeout = timeout
         self._idle: list[_Handle] = []
+        self._inherited: list[_Handle] = []
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._max_idle = max_idle
         self._ready: set[str] = set()
@@ -221,6 +227,11 @@ class PostgresConnections:
 
     def _take(self) -> tuple[_Handle, bool]:
         with self._lock:
+            if self._pid != os.getpid():
+                # A forked child must neither use nor close the parent's sessions
+                # (closing would end them for the parent too): keep them, untouched.
+                self._inherited += self._idle
+                self._idle, self._pid = [], os.getpid()
             if self._idle:
                 return self._idle.pop(), True
         return self._connect(), False
