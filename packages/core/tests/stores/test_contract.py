@@ -179,6 +179,14 @@ def test_two_clients_interleave_into_one_chain(shared_backend: Backend) -> None:
     assert writers == ["a", "b", "b2"] * 10
 
 
+def test_identical_events_from_two_clients_are_each_recorded(shared_backend: Backend) -> None:
+    # Same body, same second, from two replicas: two records, never one taken for the other.
+    clients = [shared_backend.open(), shared_backend.open()]
+    race(2, lambda k: [clients[k].audit.append(event(0)) for _ in range(60)])
+    log = clients[0].audit
+    assert verify_chain(log.entries(), expected_head=log.head())[0] == 120
+
+
 def test_the_log_continues_after_a_client_restart(shared_backend: Backend) -> None:
     stores = shared_backend.open()
     for i in range(3):

@@ -412,7 +412,7 @@ class PostgresAuditLog:
                 f"CREATE TABLE IF NOT EXISTS {log_t} "
                 "(seq bigint PRIMARY KEY, digest text NOT NULL, body bytea NOT NULL)",
                 f"CREATE TABLE IF NOT EXISTS {head_t} "
-                "(id int PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL, digest text NOT NULL)",
+                "(id int PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL, digest text NOT NULL, writer text)",
                 f"INSERT INTO {head_t} (id, seq, digest) VALUES (1, 0, '{GENESIS}') ON CONFLICT (id) DO NOTHING",
             ),
         )
@@ -424,23 +424,32 @@ class PostgresAuditLog:
             "|| %(b)s::bytea || convert_to((seq + 1)::text, 'UTF8') || %(c)s::bytea AS body FROM cur), "
             f"ins AS (INSERT INTO {log_t} (seq, digest, body) "
             "SELECT seq, 'sha256:' || encode(sha256(body), 'hex'), body FROM new RETURNING seq, digest), "
-            f"upd AS (UPDATE {head_t} AS h SET seq = ins.seq, digest = ins.digest FROM ins WHERE h.id = 1) "
+            f"upd AS (UPDATE {head_t} AS h SET seq = ins.seq, digest = ins.digest, writer = %(writer)s "
+            "FROM ins WHERE h.id = 1) "
             "SELECT ins.seq, new.prev, ins.digest FROM ins JOIN new USING (seq)"
         )
-        self._last = f"SELECT seq, digest, body FROM {log_t} ORDER BY seq DESC LIMIT 1"
+        self._mine = (
+            f"SELECT h.seq, h.digest, l.body FROM {head_t} AS h JOIN {log_t} AS l ON l.seq = h.seq "
+            "WHERE h.id = 1 AND h.writer = %s"
+        )
         self._read_head = f"SELECT seq, digest FROM {head_t} WHERE id = 1"
         self._page = f"SELECT seq, digest, body FROM {log_t} WHERE seq >= %s ORDER BY seq LIMIT {_PAGE}"
 
     def append(self, event: Mapping[str, Any]) -> AuditEntry:
         a, b, c = _template(event)  # a malformed event fails here, before any I/O
+        # Marks the head this call wrote, so a retry recognises its own entry even
+        # when another writer appended an identical event.
+        token = secrets.token_hex(12)
         attempts = 0
 
         def op(conn: Conn) -> AuditEntry:
             nonlocal attempts
             attempts += 1
-            if attempts > 1 and (done := self._landed(conn, event)) is not None:
-                return done  # the first attempt committed; only its reply was lost
-            row = conn.execute(self._append, {"a": a, "b": b, "c": c}).fetchone()
+            if attempts > 1:
+                mine = conn.execute(self._mine, (token,)).fetchone()
+                if mine is not None:  # the first attempt committed; only its reply was lost
+                    return _entry(int(mine[0]), str(mine[1]), bytes(mine[2]))
+            row = conn.execute(self._append, {"a": a, "b": b, "c": c, "writer": token}).fetchone()
             if row is None:
                 raise StoreUnavailable("PostgreSQL audit log: the head row is missing")
             seq, prev, dig = int(row[0]), str(row[1]), str(row[2])
@@ -450,17 +459,6 @@ class PostgresAuditLog:
             return AuditEntry(seq=seq, digest=dig, body=make_body(event, seq=seq, prev=prev))
 
         return self._db.run("audit log", op, tables=self._tables)
-
-    def _landed(self, conn: Conn, event: Mapping[str, Any]) -> AuditEntry | None:
-        row = conn.execute(self._last).fetchone()
-        if row is None:
-            return None
-        last = _entry(int(row[0]), str(row[1]), bytes(row[2]))
-        prev = last.body.get("prev")
-        if not isinstance(prev, str):
-            return None
-        body = make_body(event, seq=last.seq, prev=prev)
-        return last if body_digest(canonical_body(body)) == last.digest else None
 
     def head(self) -> tuple[int, str]:
         def op(conn: Conn) -> tuple[int, str]:

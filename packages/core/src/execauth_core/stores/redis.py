@@ -22,6 +22,8 @@ Any client failure (refused, reset, timeout, error reply) raises
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -51,20 +53,48 @@ _MAX_EXACT = 2**53
 _FAILURES: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 
 _APPEND = """
--- KEYS[1] head hash, KEYS[2] entry list
--- ARGV: expected seq, expected prev digest, new digest, stored item, genesis digest
-local cur = redis.call('HMGET', KEYS[1], 'seq', 'digest')
+-- KEYS[1] head hash, KEYS[2] entry list, KEYS[3] turn lock
+-- ARGV: expected seq, expected prev digest, new digest, stored item, genesis digest,
+--       the append call's token, turn lease (ms)
+-- Replies {status, head seq, head digest}: 1 appended (now or by an earlier try of
+-- this call), 0 head moved (and the caller now holds the turn, if it was free),
+-- 2 another writer holds the turn.
+local holder = redis.call('GET', KEYS[3])
+local cur = redis.call('HMGET', KEYS[1], 'seq', 'digest', 'writer')
 local seq = tonumber(cur[1]) or 0
 local dig = cur[2] or ARGV[5]
+if cur[3] == ARGV[6] then
+  -- A retry whose first try landed (its reply was lost): done already.
+  if holder == ARGV[6] then redis.call('DEL', KEYS[3]) end
+  return {1, seq, dig}
+end
+if holder and holder ~= ARGV[6] then
+  return {2, seq, dig}
+end
 if seq ~= tonumber(ARGV[1]) or dig ~= ARGV[2] then
+  -- A writer that lost the race gets the next turn, so it cannot starve.
+  if not holder then
+    redis.call('SET', KEYS[3], ARGV[6], 'PX', ARGV[7])
+  end
   return {0, seq, dig}
 end
 if redis.call('LLEN', KEYS[2]) ~= seq then
   return redis.error_reply('execauth audit list length differs from its head record')
 end
 redis.call('RPUSH', KEYS[2], ARGV[4])
-redis.call('HSET', KEYS[1], 'seq', ARGV[1] + 1, 'digest', ARGV[3])
+redis.call('HSET', KEYS[1], 'seq', seq + 1, 'digest', ARGV[3], 'writer', ARGV[6])
+if holder then
+  redis.call('DEL', KEYS[3])
+end
 return {1, seq + 1, ARGV[3]}
+"""
+
+_RELEASE = """
+-- KEYS[1] turn lock; ARGV[1] caller's token
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 """
 
 _DEBIT = """
@@ -187,48 +217,68 @@ class RedisAuditLog:
     """A hash-linked log in a Redis list, with a head hash updated by the same script.
 
     The entry's digest depends on the previous head, so it is computed here and
-    handed to a compare-and-set script; a concurrent writer makes the script
-    refuse, and the append is re-hashed on the new head until ``timeout``.
+    handed to a compare-and-set script. A writer whose head moved re-hashes on
+    the new head, and the script gives it the next turn (a short lease the other
+    writers wait for), so under contention every writer still gets through.
     """
 
     def __init__(
         self, target: str | redis.Redis, *, prefix: str = DEFAULT_PREFIX, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
         self._redis = _client(target, timeout)
-        # One hash tag, so a Redis Cluster keeps the head and the list in one slot.
-        self._head_key = f"{prefix}{{audit}}:head"
-        self._log_key = f"{prefix}{{audit}}:log"
+        # One hash tag, so a Redis Cluster keeps these keys in one slot.
+        self._keys = [f"{prefix}{{audit}}:head", f"{prefix}{{audit}}:log", f"{prefix}{{audit}}:turn"]
         self._append = self._redis.register_script(_APPEND)
+        self._release = self._redis.register_script(_RELEASE)
         self._timeout = timeout
+        # A turn outlives a writer that died holding it by this much, at most.
+        self._lease_ms = max(50, int(timeout * 500))
         self._head: tuple[int, str] = (0, GENESIS)
 
     def append(self, event: Mapping[str, Any]) -> AuditEntry:
         seq, prev = self._head
+        # Marks the head this call wrote, so a retry recognises its own entry even
+        # when another writer appended an identical event.
+        token = secrets.token_hex(12)
+        tried: dict[str, AuditEntry] = {}
         deadline = time.monotonic() + self._timeout
-        while True:
-            body = make_body(event, seq=seq + 1, prev=prev)  # a malformed event fails here, before any I/O
-            raw = canonical_body(body)
-            entry = AuditEntry(seq=seq + 1, digest=body_digest(raw), body=body)
-            item = entry.digest.encode("ascii") + b" " + raw
-            try:
-                done, cur_seq, cur_digest = self._append(
-                    keys=[self._head_key, self._log_key], args=[seq, prev, entry.digest, item, GENESIS]
+        try:
+            while True:
+                body = make_body(event, seq=seq + 1, prev=prev)  # a malformed event fails here, before any I/O
+                raw = canonical_body(body)
+                entry = AuditEntry(seq=seq + 1, digest=body_digest(raw), body=body)
+                tried[entry.digest] = entry
+                item = entry.digest.encode("ascii") + b" " + raw
+                status, cur_seq, cur_digest = self._append(
+                    keys=self._keys, args=[seq, prev, entry.digest, item, GENESIS, token, self._lease_ms]
                 )
-            except _FAILURES as exc:
-                raise StoreUnavailable(f"Redis audit log: {exc}") from exc
-            head = (int(cur_seq), _text(cur_digest))
-            # A retried call whose first attempt landed sees its own entry as head.
-            if done or head == (entry.seq, entry.digest):
-                self._head = (entry.seq, entry.digest)
-                return entry
-            seq, prev = head
-            self._head = head
-            if time.monotonic() >= deadline:
-                raise StoreUnavailable(f"Redis audit log: append kept losing the race for {self._timeout} s")
+                head = (int(cur_seq), _text(cur_digest))
+                if status == 1:
+                    done = tried.get(head[1])
+                    if done is None or done.seq != head[0]:
+                        raise StoreUnavailable("Redis audit log: the head does not hold the entry just written")
+                    self._head = head
+                    return done
+                seq, prev = self._head = head
+                if time.monotonic() >= deadline:
+                    self._give_up(token)
+                    raise StoreUnavailable(f"Redis audit log: no turn to append within {self._timeout} s")
+                if status == 2:
+                    time.sleep(0.0002)  # the writer holding the turn needs one round trip
+        except _FAILURES as exc:
+            # A turn this call may hold lapses with its lease: asking a server that
+            # just failed to free it could only add another timeout.
+            raise StoreUnavailable(f"Redis audit log: {exc}") from exc
+
+    def _give_up(self, token: str) -> None:
+        # Out of time, not out of server: free a turn we may hold at once rather than
+        # make the other writers wait out its lease.
+        with contextlib.suppress(*_FAILURES):
+            self._release(keys=self._keys[2:], args=[token])
 
     def head(self) -> tuple[int, str]:
         try:
-            seq, dig = self._redis.hmget(self._head_key, ["seq", "digest"])
+            seq, dig = self._redis.hmget(self._keys[0], ["seq", "digest"])
         except _FAILURES as exc:
             raise StoreUnavailable(f"Redis audit log: {exc}") from exc
         return (0, GENESIS) if seq is None else (int(seq), _text(dig))
@@ -237,7 +287,7 @@ class RedisAuditLog:
         index = max(start, 1) - 1
         while True:
             try:
-                page = self._redis.lrange(self._log_key, index, index + 511)
+                page = self._redis.lrange(self._keys[1], index, index + 511)
             except _FAILURES as exc:
                 raise StoreUnavailable(f"Redis audit log: {exc}") from exc
             for item in page:
