@@ -11,6 +11,7 @@ loopback ports and never touch the shared ones.
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
@@ -55,6 +56,13 @@ def _available(kind: str) -> None:
         unavailable("redis-server is not on PATH: cannot start a throwaway Redis")
     if kind == "postgres" and PostgresServer.bin is None:
         unavailable("no initdb/pg_ctl (looked in /usr/lib/postgresql/*/bin and PATH)")
+    if kind == "postgres" and os.geteuid() == 0:
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            unavailable("running as root, and there is no 'postgres' user to run initdb/pg_ctl as")
 
 
 @pytest.fixture(scope="module", params=[pytest.param("redis", marks=pytest.mark.redis), "postgres"])

@@ -2,9 +2,9 @@
 
 * replay: ``INSERT ... ON CONFLICT DO NOTHING`` on the token id (primary key)
   consumes it once; expired ids are purged in small batches.
-* audit: ``seq`` is the primary key and a head row is updated by the same
-  statement (compare-and-set) or under ``SELECT ... FOR UPDATE`` in the same
-  transaction, so two writers can never fork the chain.
+* audit: one statement locks the head row (``SELECT ... FOR UPDATE``), hashes
+  the new entry on the server, inserts it (``seq`` is the primary key) and moves
+  the head, in one transaction: two writers queue, they can never fork the chain.
 * state: one transaction per check-and-debit; each counter is an upsert that
   only applies ``WHERE used + amount <= limit``, rows are locked in key order
   (no deadlocks), and anything refused rolls the whole debit back.

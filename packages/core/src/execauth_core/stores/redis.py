@@ -176,7 +176,7 @@ class RedisReplayStore:
     """Consumed token ids as Redis keys that expire with their token.
 
     Args:
-        target: a ``redis://`` / ``rediss://`` / ``unix://`` URL, or a configured
+        target: a ``redis://`` / ``rediss://`` URL, or a configured
             ``redis.Redis`` (see :func:`redis_client`; its timeouts then apply).
         prefix: namespace of every key this store writes.
         timeout: seconds before an unanswered call becomes ``StoreUnavailable``.
@@ -241,6 +241,7 @@ class RedisAuditLog:
         # when another writer appended an identical event.
         token = secrets.token_hex(12)
         tried: dict[str, AuditEntry] = {}
+        waits = 0
         deadline = time.monotonic() + self._timeout
         try:
             while True:
@@ -264,7 +265,9 @@ class RedisAuditLog:
                     self._give_up(token)
                     raise StoreUnavailable(f"Redis audit log: no turn to append within {self._timeout} s")
                 if status == 2:
-                    time.sleep(0.0002)  # the writer holding the turn needs one round trip
+                    # The turn's holder needs about one round trip; back off in case it died.
+                    time.sleep(min(0.001, 0.0001 * 2**waits))
+                    waits += 1
         except _FAILURES as exc:
             # A turn this call may hold lapses with its lease: asking a server that
             # just failed to free it could only add another timeout.
