@@ -45,6 +45,7 @@ __all__ = ["DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "RedisAuditLog", "RedisReplaySto
 
 DEFAULT_PREFIX = "execauth:"
 DEFAULT_TIMEOUT = 2.0
+_LOSSES_BEFORE_TURN = 2
 # Lua numbers are doubles: beyond 2^53 a counter could not be compared exactly.
 _MAX_EXACT = 2**53
 
@@ -55,10 +56,10 @@ _FAILURES: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 _APPEND = """
 -- KEYS[1] head hash, KEYS[2] entry list, KEYS[3] turn lock
 -- ARGV: expected seq, expected prev digest, new digest, stored item, genesis digest,
---       the append call's token, turn lease (ms)
+--       the append call's token, turn lease (ms), "1" to claim the turn on a loss
 -- Replies {status, head seq, head digest}: 1 appended (now or by an earlier try of
--- this call), 0 head moved (and the caller now holds the turn, if it was free),
--- 2 another writer holds the turn.
+-- this call), 0 head moved (and the caller now holds the turn, if it claimed a
+-- free one), 2 another writer holds the turn.
 local holder = redis.call('GET', KEYS[3])
 local cur = redis.call('HMGET', KEYS[1], 'seq', 'digest', 'writer')
 local seq = tonumber(cur[1]) or 0
@@ -72,8 +73,8 @@ if holder and holder ~= ARGV[6] then
   return {2, seq, dig}
 end
 if seq ~= tonumber(ARGV[1]) or dig ~= ARGV[2] then
-  -- A writer that lost the race gets the next turn, so it cannot starve.
-  if not holder then
+  -- A writer that keeps losing the race gets the next turn, so it cannot starve.
+  if not holder and ARGV[8] == '1' then
     redis.call('SET', KEYS[3], ARGV[6], 'PX', ARGV[7])
   end
   return {0, seq, dig}
@@ -218,8 +219,8 @@ class RedisAuditLog:
 
     The entry's digest depends on the previous head, so it is computed here and
     handed to a compare-and-set script. A writer whose head moved re-hashes on
-    the new head, and the script gives it the next turn (a short lease the other
-    writers wait for), so under contention every writer still gets through.
+    the new head; one that keeps losing gets the next turn (a short lease the
+    other writers wait for), so under contention every writer still gets through.
     """
 
     def __init__(
@@ -241,7 +242,7 @@ class RedisAuditLog:
         # when another writer appended an identical event.
         token = secrets.token_hex(12)
         tried: dict[str, AuditEntry] = {}
-        waits = 0
+        waits = losses = 0
         deadline = time.monotonic() + self._timeout
         try:
             while True:
@@ -250,8 +251,11 @@ class RedisAuditLog:
                 entry = AuditEntry(seq=seq + 1, digest=body_digest(raw), body=body)
                 tried[entry.digest] = entry
                 item = entry.digest.encode("ascii") + b" " + raw
+                # Optimistic at first; a turn only after repeated losses, since a
+                # turn holder the OS deschedules makes every other writer wait.
+                claim = "1" if losses >= _LOSSES_BEFORE_TURN else "0"
                 status, cur_seq, cur_digest = self._append(
-                    keys=self._keys, args=[seq, prev, entry.digest, item, GENESIS, token, self._lease_ms]
+                    keys=self._keys, args=[seq, prev, entry.digest, item, GENESIS, token, self._lease_ms, claim]
                 )
                 head = (int(cur_seq), _text(cur_digest))
                 if status == 1:
@@ -261,6 +265,7 @@ class RedisAuditLog:
                     self._head = head
                     return done
                 seq, prev = self._head = head
+                losses += status == 0
                 if time.monotonic() >= deadline:
                     self._give_up(token)
                     raise StoreUnavailable(f"Redis audit log: no turn to append within {self._timeout} s")
