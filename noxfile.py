@@ -50,6 +50,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Latency figures (p50/p99); targets are printed next to the measurements."""
-    session.install("./packages/core", "./packages/langgraph")
+    session.install("./packages/core[redis,postgres]", "./packages/langgraph")
     session.run("python", "bench/bench_core.py", *session.posargs)
     session.run("python", "bench/bench_langgraph.py")
+    session.run("python", "bench/bench_stores.py")
