@@ -54,3 +54,10 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_core.py", *session.posargs)
     session.run("python", "bench/bench_langgraph.py")
     session.run("python", "bench/bench_stores.py")
+
+
+@nox.session
+def bench_autogen(session: nox.Session) -> None:
+    """execauth-autogen overhead per tool call, AgentChat and classic (own venv)."""
+    session.install("./packages/core", "./packages/autogen[agentchat,classic,test]")
+    session.run("python", "bench/bench_autogen.py", *session.posargs)
