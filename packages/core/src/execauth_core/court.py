@@ -479,7 +479,6 @@ class Court:
             state_digest=digest(snapshot) if snapshot else None,
             stages=records,
             state_snapshot=dict(snapshot) if snapshot else None,
-            hold_id=hold_id if outcome is Outcome.ALLOW and shadow_outcome is None and debits else None,
             shadow_outcome=shadow_outcome,
             preflight=(
                 {"ok": preflight.ok, "grade": preflight.grade.value, "detail": preflight.detail[:200]}

@@ -33,8 +33,6 @@ class Evaluation:
     """Per-stage results (the Court's pipeline), recorded in the DecisionRecord."""
     state_snapshot: Mapping[str, int] | None = None
     """The counters the decision read, so it can be replayed."""
-    hold_id: str | None = None
-    """Set when state was debited: release it if the call does not run."""
     shadow_outcome: Outcome | None = None
     """In shadow mode: the outcome that was recorded but not enforced."""
     preflight: Mapping[str, Any] | None = None
