@@ -297,6 +297,54 @@ def test_postgres_backend_killed_mid_transaction(server: Server, stores: Stores)
     assert verify_chain(stores.audit.entries(), expected_head=stores.audit.head())[0] == 2
 
 
+@pytest.mark.parametrize("own_server", ["postgres"], indirect=True)
+def test_postgres_a_call_that_gave_up_never_commits_later(server: Server, stores: Stores) -> None:
+    """A retry on a fresh session, still waiting for a lock when the caller's deadline
+    passes, must end on the server too: else it commits after its caller was told
+    ``StoreUnavailable`` (seen in CI: an append reported failed, then present)."""
+    import psycopg
+
+    now = int(time.time())
+    stores.audit.append({"event": "decision", "executed": False, "time": now})
+    schema = stores.audit._db.schema  # type: ignore[attr-defined]
+    with psycopg.connect(server.url, autocommit=True) as admin, psycopg.connect(server.url) as blocker:
+        blocker.execute(f'SELECT 1 FROM "{schema}".audit_head FOR UPDATE')
+        outcome: list[object] = []
+
+        def append() -> None:
+            try:
+                outcome.append(stores.audit.append({"event": "denial", "executed": False, "time": now}))
+            except StoreUnavailable as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=append)
+        started = time.monotonic()
+        thread.start()
+        # Kill the pooled session once it waits for the lock, late in the call: the
+        # retry on a fresh session then has much less than the full timeout left.
+        waiting = "SELECT pid FROM pg_stat_activity WHERE application_name = 'execauth' AND wait_event_type = 'Lock'"
+        while not admin.execute(waiting).fetchall():
+            assert time.monotonic() - started < TIMEOUT, "the append never waited for the lock"
+            time.sleep(0.01)
+        time.sleep(max(0.0, started + TIMEOUT * 0.4 - time.monotonic()))
+        killed = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'execauth' AND wait_event_type = 'Lock'"
+        ).fetchall()
+        thread.join(timeout=10)
+        took = time.monotonic() - started
+        # The caller has given up; now the lock comes free.
+        blocker.rollback()
+        time.sleep(TIMEOUT)
+        print(f"\n[outage postgres] retry past the deadline: killed {len(killed)}, {outcome} after {took:.2f}s")
+    assert len(killed) == 1
+    assert len(outcome) == 1 and isinstance(outcome[0], StoreUnavailable)
+    assert took <= CALL_BOUND
+    # Only the first entry: the abandoned retry did not commit when the lock came free.
+    assert stores.audit.head()[0] == 1
+    assert verify_chain(stores.audit.entries(), expected_head=stores.audit.head())[0] == 1
+
+
 # -- through a real Guard ----------------------------------------------------------------
 
 

@@ -94,6 +94,9 @@ class _Handle:
     inode: int
     deadline: float = math.inf
     fired: bool = False
+    # This session's statement_timeout was lowered for one late call: reset before
+    # the session is pooled again, or closed if the reset fails.
+    narrowed: bool = False
 
 
 class _Watchdog:
@@ -196,7 +199,12 @@ class PostgresConnections:
         except psycopg.Error as exc:
             raise ConfigurationError(f"bad PostgreSQL URL: {exc}") from exc
         ms = max(1, int(timeout * 1000))
-        ours = f"-c statement_timeout={ms} -c idle_in_transaction_session_timeout={max(1000, ms)}"
+        # The server must give up on a statement before the client does: a statement
+        # still waiting (on a lock, say) when the watchdog cuts the socket could
+        # otherwise go on to commit after its caller was told it failed.
+        self._margin = min(0.2, max(0.02, timeout / 10))
+        self._statement_ms = max(1, ms - int(self._margin * 1000))
+        ours = f"-c statement_timeout={self._statement_ms} -c idle_in_transaction_session_timeout={max(1000, ms)}"
         params["options"] = f"{params['options']} {ours}" if params.get("options") else ours
         params.setdefault("application_name", "execauth")
         # libpq counts whole seconds and never less than 2.
@@ -238,7 +246,11 @@ class PostgresConnections:
 
     def _give_back(self, handle: _Handle) -> None:
         conn = handle.conn
-        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        if (
+            not handle.narrowed
+            and not conn.closed
+            and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        ):
             with self._lock:
                 if len(self._idle) < self._max_idle:
                     self._idle.append(handle)
@@ -265,10 +277,12 @@ class PostgresConnections:
                 raise StoreUnavailable(f"PostgreSQL {what}: {_first_line(exc)}") from exc
             self._watchdog.start(handle, deadline)
             try:
+                self._fit_statement_timeout(handle, deadline)
                 if tables is not None and tables.kind not in self._ready:
                     self._create(handle.conn, tables)
                     self._ready.add(tables.kind)
                 result = op(handle.conn)
+                self._restore_statement_timeout(handle)
             except BaseException as exc:
                 fired = self._watchdog.stop(handle)
                 dead = handle.conn.closed
@@ -288,6 +302,33 @@ class PostgresConnections:
                 self._give_back(handle)
             return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _fit_statement_timeout(self, handle: _Handle, deadline: float) -> None:
+        """Lower this session's statement_timeout when less time is left than it allows.
+
+        A pooled session at the start of a call needs nothing (its limit is the timeout
+        less the margin); a retry, or a call that spent time connecting, gets the time
+        actually left, so its statements end on the server before the client's deadline.
+        """
+        left_ms = int((deadline - time.monotonic() - self._margin) * 1000)
+        # Up to half the margin may go by before the first statement leaves; the other
+        # half covers the trip to the server.
+        if left_ms >= self._statement_ms - int(self._margin * 500):
+            return
+        if left_ms < 1:
+            raise psycopg.OperationalError("no time left for this call")
+        handle.narrowed = True
+        handle.conn.execute(f"SET statement_timeout = {left_ms}")
+
+    @staticmethod
+    def _restore_statement_timeout(handle: _Handle) -> None:
+        # The call succeeded: nothing here may turn it into a failure (and a retry).
+        if handle.narrowed:
+            try:
+                handle.conn.execute("RESET statement_timeout")
+                handle.narrowed = False
+            except (psycopg.Error, OSError):
+                pass  # still narrowed: closed instead of pooled
 
     def _create(self, conn: Conn, tables: _Tables) -> None:
         # When everything exists, skip the DDL: CREATE ... IF NOT EXISTS still takes
