@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .audit import AuditEntry
 from .authority import Authority
 from .clock import Clock, SystemClock
 from .errors import (
@@ -36,7 +37,7 @@ from .messages import (
 )
 from .policy import DecisionPoint
 from .reasons import ReasonCode as R
-from .stores.base import AuditLog, ReplayStore
+from .stores.base import AuditLog, JointAdmission, ReplayStore
 from .stores.memory import MemoryAuditLog, MemoryReplayStore
 from .stores.sqlite import SQLiteAuditLog, SQLiteReplayStore
 from .tokens import TokenVerifier
@@ -125,6 +126,7 @@ class Guard:
         self.audit_log = audit_log
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.id_factory = id_factory
+        self._joint: tuple[ReplayStore, AuditLog, JointAdmission | None] | None = None
 
     @classmethod
     def local(
@@ -340,29 +342,22 @@ class Guard:
                     "DENY", (R.TOKEN_POLICY_STALE.value,), "token was issued under a policy no longer in force"
                 )
             # Keep the id until the token can no longer pass the exp check.
-            keep_until = claims.exp + self.verifier.clock_skew
-            if self.replay_store.consume(claims.jti, expires_at=keep_until, now=now) is not True:
-                raise _Denial("DENY", (R.TOKEN_REPLAYED.value,), "this token was already used")
+            spend = [(claims.jti, claims.exp + self.verifier.clock_skew)]
             if decision is not None and decision.record.approval_id is not None and approval is not None:
                 # One person's approval authorizes one execution, not a stream of them.
-                spent = self.replay_store.consume(
-                    f"approval:{decision.record.approval_id}", expires_at=approval.expires_at, now=now
-                )
-                if spent is not True:
-                    raise _Denial("DENY", (R.APPROVAL_USED.value,), "this approval was already used")
-            entry = self.audit_log.append(
-                self._event(
-                    "execution",
-                    request,
-                    pd,
-                    outcome="ALLOW",
-                    codes=(decision.reason_codes if decision else (R.TOOL_ALLOWED.value,)),
-                    decision=decision,
-                    token_id=claims.jti,
-                    executed=True,
-                    record_digest=claims.record_digest,
-                )
+                spend.append((f"approval:{decision.record.approval_id}", approval.expires_at))
+            event = self._event(
+                "execution",
+                request,
+                pd,
+                outcome="ALLOW",
+                codes=(decision.reason_codes if decision else (R.TOOL_ALLOWED.value,)),
+                decision=decision,
+                token_id=claims.jti,
+                executed=True,
+                record_digest=claims.record_digest,
             )
+            entry = self._consume_and_record(spend, event, now)
             return Capability(_CAPABILITY_KEY, request, claims.jti, entry.seq, decision)
         except BaseException as exc:
             if not isinstance(exc, Exception):
@@ -383,6 +378,33 @@ class Guard:
             # An ALLOW that will not run gives back the budget it debited.
             self._release(decision)
             raise self._deny(request, pd, denial) from None
+
+    def _consume_and_record(self, spend: list[tuple[str, int]], event: dict[str, Any], now: int) -> AuditEntry:
+        """Consume every id of ``spend`` (the token's, then an approval's), then record
+        the execution; as one atomic store call when the replay store offers one for
+        this audit log. Raises a denial naming the first id found already used."""
+        joint = self._joint_admission()
+        if joint is not None:
+            outcome = joint.consume_and_append(spend, event, now=now)
+            if isinstance(outcome, AuditEntry):
+                return outcome
+            # Anything but an entry is a refusal: name the id if it is one of ours.
+            raise _spent(spend, outcome)
+        for token_id, expires_at in spend:
+            if self.replay_store.consume(token_id, expires_at=expires_at, now=now) is not True:
+                raise _spent(spend, token_id)
+        return self.audit_log.append(event)
+
+    def _joint_admission(self) -> JointAdmission | None:
+        # Worked out once per (replay store, audit log) pair: both may be swapped.
+        replay, audit = self.replay_store, self.audit_log
+        cached = self._joint
+        if cached is not None and cached[0] is replay and cached[1] is audit:
+            return cached[2]
+        offer = getattr(replay, "joint_with", None)
+        joint = offer(audit) if callable(offer) else None
+        self._joint = (replay, audit, joint)
+        return joint
 
     def _event(
         self,
@@ -569,6 +591,12 @@ def _printable(value: object, limit: int = 200) -> str:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:300]
+
+
+def _spent(spend: list[tuple[str, int]], spent: object) -> _Denial:
+    if len(spend) > 1 and spent == spend[1][0]:
+        return _Denial("DENY", (R.APPROVAL_USED.value,), "this approval was already used")
+    return _Denial("DENY", (R.TOKEN_REPLAYED.value,), "this token was already used")
 
 
 def _guard_error(exc: Exception) -> _Denial:

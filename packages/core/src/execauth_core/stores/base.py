@@ -4,13 +4,13 @@ guard turns into a denial."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from ..audit import AuditLog
+from ..audit import AuditEntry, AuditLog
 
-__all__ = ["AuditLog", "Debit", "ReplayStore", "StateStore", "window_start"]
+__all__ = ["AuditLog", "Debit", "JointAdmission", "ReplayStore", "StateStore", "window_start"]
 
 
 def window_start(now: int, window: int) -> int:
@@ -53,6 +53,36 @@ class ReplayStore(Protocol):
             True if this call consumed it; False if it was already consumed.
             Ids are kept at least until ``expires_at``; after that the token's
             own expiry refuses it, so the id may be forgotten (bounded growth).
+
+        Raises:
+            StoreUnavailable: the outcome is unknown; callers must deny.
+        """
+        ...
+
+    # Optional: ``joint_with(audit_log) -> JointAdmission | None``, the atomic
+    # consume-and-record for an audit log this store shares a database with. The
+    # guard uses it when offered and falls back to ``consume`` then ``append``.
+
+
+class JointAdmission(Protocol):
+    """Consume token ids and record their use in the audit log, as one atomic step.
+
+    Offered by a replay store for an audit log in the same database (see
+    ``joint_with`` on the Redis, PostgreSQL and SQLite replay stores): one round
+    trip instead of two, and no moment at which an id is consumed but its execution
+    not yet recorded, or recorded but not consumed.
+    """
+
+    def consume_and_append(
+        self, ids: Sequence[tuple[str, int]], event: Mapping[str, Any], *, now: int
+    ) -> AuditEntry | str:
+        """Consume every ``(token_id, expires_at)`` of ``ids`` and append ``event``,
+        all or nothing.
+
+        Returns:
+            The appended entry when every id was fresh. Otherwise the first id, in
+            the given order, that was already consumed: then nothing was consumed and
+            nothing appended.
 
         Raises:
             StoreUnavailable: the outcome is unknown; callers must deny.

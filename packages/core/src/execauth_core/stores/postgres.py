@@ -263,7 +263,7 @@ class PostgresConnections:
         for handle in stale:
             handle.conn.close()
 
-    def run(self, what: str, op: Callable[[Conn], T], *, tables: _Tables | None = None) -> T:
+    def run(self, what: str, op: Callable[[Conn], T], *, tables: _Tables | Sequence[_Tables] = ()) -> T:
         """Run ``op`` on a connection within the deadline; any failure is ``StoreUnavailable``.
 
         ``op`` must be safe to run twice: a connection that turns out dead after a
@@ -278,9 +278,10 @@ class PostgresConnections:
             self._watchdog.start(handle, deadline)
             try:
                 self._fit_statement_timeout(handle, deadline)
-                if tables is not None and tables.kind not in self._ready:
-                    self._create(handle.conn, tables)
-                    self._ready.add(tables.kind)
+                for needed in (tables,) if isinstance(tables, _Tables) else tables:
+                    if needed.kind not in self._ready:
+                        self._create(handle.conn, needed)
+                        self._ready.add(needed.kind)
                 result = op(handle.conn)
                 self._restore_statement_timeout(handle)
             except BaseException as exc:
@@ -408,8 +409,7 @@ class PostgresReplayStore:
         self._next_purge = 0
 
     def consume(self, token_id: str, *, expires_at: int, now: int) -> bool:
-        self._count += 1
-        purge = self._count % _PURGE_EVERY == 0 or now >= self._next_purge
+        purge = self._purge_due(now)
 
         def op(conn: Conn) -> bool:
             if purge:
@@ -423,8 +423,76 @@ class PostgresReplayStore:
             self._next_purge = now + _PURGE_SECONDS
         return fresh
 
+    def _purge_due(self, now: int) -> bool:
+        self._count += 1
+        return self._count % _PURGE_EVERY == 0 or now >= self._next_purge
+
+    def joint_with(self, audit_log: object) -> _PostgresJoint | None:
+        """The atomic consume-and-append for an audit log on the same connection pool
+        (as :func:`~execauth_core.stores.urls.open_stores` makes them); else ``None``."""
+        if isinstance(audit_log, PostgresAuditLog) and audit_log._db is self._db:
+            return _PostgresJoint(self, audit_log)
+        return None
+
     def close(self) -> None:
         self._db.close()
+
+
+class _PostgresJoint:
+    """Consume token ids and append the entry recording their use, in one statement.
+
+    The ids are inserted first; only if every one was fresh does the statement go on
+    to lock the head and append (else it divides by zero, which rolls the whole
+    statement back: nothing consumed, nothing appended). Taking the head row only
+    after the ids keeps the lock order the same for every writer.
+    """
+
+    def __init__(self, replay: PostgresReplayStore, audit: PostgresAuditLog) -> None:
+        self._replay = replay
+        self._audit = audit
+        t = replay._db.table("consumed_tokens")
+        self._statement = (
+            f"WITH ids AS (INSERT INTO {t} (jti, expires_at) "
+            "SELECT * FROM unnest(%(ids)s::text[], %(exps)s::bigint[]) "
+            "ON CONFLICT (jti) DO NOTHING RETURNING jti), "
+            "fresh AS (SELECT 1 / (count(*) = %(n)s)::int AS ok FROM ids), "
+            + audit._append_after("fresh", "fresh.ok = 1")
+        )
+        self._which = f"SELECT jti FROM {t} WHERE jti = ANY(%s)"
+
+    def consume_and_append(
+        self, ids: Sequence[tuple[str, int]], event: Mapping[str, Any], *, now: int
+    ) -> AuditEntry | str:
+        if not ids:
+            raise ValueError("consume_and_append needs at least one token id")
+        template = _template(event)  # a malformed event fails here, before any I/O
+        names = [token_id for token_id, _ in ids]
+        params = {"ids": names, "exps": [expires_at for _, expires_at in ids], "n": len(ids)}
+        replay = self._replay
+        purge = replay._purge_due(now)
+        attempts = 0
+
+        def op(conn: Conn) -> AuditEntry | str:
+            nonlocal attempts
+            attempts += 1
+            if purge:
+                conn.execute(replay._purge, (now - replay._margin,))
+            try:
+                return self._audit._write(conn, event, template, params, self._statement, retry=attempts > 1)
+            except psycopg.errors.DivisionByZero:
+                pass  # an id was consumed already: the statement was rolled back whole
+            taken = {str(row[0]) for row in conn.execute(self._which, (names,)).fetchall()}
+            for name in names:
+                if name in taken:
+                    return name
+            # Consumed by a writer that has not committed yet, and then rolled back:
+            # nothing is certain, so the caller denies.
+            raise StoreUnavailable("PostgreSQL replay store: a token id was taken by a transaction that rolled back")
+
+        result = self._audit._db.run("replay store and audit log", op, tables=(replay._tables, self._audit._tables))
+        if purge:
+            replay._next_purge = now + _PURGE_SECONDS
+        return result
 
 
 class PostgresAuditLog:
@@ -457,18 +525,8 @@ class PostgresAuditLog:
                 f"INSERT INTO {head_t} (id, seq, digest) VALUES (1, 0, '{GENESIS}') ON CONFLICT (id) DO NOTHING",
             ),
         )
-        # In READ COMMITTED, FOR UPDATE waits for a concurrent append to commit and
-        # then returns the head as that append left it.
-        self._append = (
-            f"WITH cur AS (SELECT seq, digest FROM {head_t} WHERE id = 1 FOR UPDATE), "
-            "new AS (SELECT seq + 1 AS seq, digest AS prev, %(a)s::bytea || convert_to(digest, 'UTF8') "
-            "|| %(b)s::bytea || convert_to((seq + 1)::text, 'UTF8') || %(c)s::bytea AS body FROM cur), "
-            f"ins AS (INSERT INTO {log_t} (seq, digest, body) "
-            "SELECT seq, 'sha256:' || encode(sha256(body), 'hex'), body FROM new RETURNING seq, digest), "
-            f"upd AS (UPDATE {head_t} AS h SET seq = ins.seq, digest = ins.digest, writer = %(writer)s "
-            "FROM ins WHERE h.id = 1) "
-            "SELECT ins.seq, new.prev, ins.digest FROM ins JOIN new USING (seq)"
-        )
+        self._log_t, self._head_t = log_t, head_t
+        self._append = "WITH " + self._append_after()
         self._mine = (
             f"SELECT h.seq, h.digest, l.body FROM {head_t} AS h JOIN {log_t} AS l ON l.seq = h.seq "
             "WHERE h.id = 1 AND h.writer = %s"
@@ -476,30 +534,66 @@ class PostgresAuditLog:
         self._read_head = f"SELECT seq, digest FROM {head_t} WHERE id = 1"
         self._page = f"SELECT seq, digest, body FROM {log_t} WHERE seq >= %s ORDER BY seq LIMIT {_PAGE}"
 
+    def _append_after(self, source: str | None = None, condition: str | None = None) -> str:
+        """The CTEs (and final SELECT) of an append: lock the head, splice it into the
+        template, hash on the server, insert, move the head. With ``source``, the head
+        is locked only once that CTE's row meets ``condition``."""
+        # In READ COMMITTED, FOR UPDATE waits for a concurrent append to commit and
+        # then returns the head as that append left it.
+        cur = (
+            f"cur AS (SELECT h.seq, h.digest FROM {self._head_t} AS h, {source} "
+            f"WHERE h.id = 1 AND {condition} FOR UPDATE OF h), "
+            if source
+            else f"cur AS (SELECT seq, digest FROM {self._head_t} WHERE id = 1 FOR UPDATE), "
+        )
+        return (
+            cur + "new AS (SELECT seq + 1 AS seq, digest AS prev, %(a)s::bytea || convert_to(digest, 'UTF8') "
+            "|| %(b)s::bytea || convert_to((seq + 1)::text, 'UTF8') || %(c)s::bytea AS body FROM cur), "
+            f"ins AS (INSERT INTO {self._log_t} (seq, digest, body) "
+            "SELECT seq, 'sha256:' || encode(sha256(body), 'hex'), body FROM new RETURNING seq, digest), "
+            f"upd AS (UPDATE {self._head_t} AS h SET seq = ins.seq, digest = ins.digest, writer = %(writer)s "
+            "FROM ins WHERE h.id = 1) "
+            "SELECT ins.seq, new.prev, ins.digest FROM ins JOIN new USING (seq)"
+        )
+
     def append(self, event: Mapping[str, Any]) -> AuditEntry:
-        a, b, c = _template(event)  # a malformed event fails here, before any I/O
-        # Marks the head this call wrote, so a retry recognises its own entry even
-        # when another writer appended an identical event.
-        token = secrets.token_hex(12)
+        template = _template(event)  # a malformed event fails here, before any I/O
+        params: dict[str, Any] = {}  # one writer token for every attempt of this call
         attempts = 0
 
         def op(conn: Conn) -> AuditEntry:
             nonlocal attempts
             attempts += 1
-            if attempts > 1:
-                mine = conn.execute(self._mine, (token,)).fetchone()
-                if mine is not None:  # the first attempt committed; only its reply was lost
-                    return _entry(int(mine[0]), str(mine[1]), bytes(mine[2]))
-            row = conn.execute(self._append, {"a": a, "b": b, "c": c, "writer": token}).fetchone()
-            if row is None:
-                raise StoreUnavailable("PostgreSQL audit log: the head row is missing")
-            seq, prev, dig = int(row[0]), str(row[1]), str(row[2])
-            # The server hashed exactly the bytes this template makes with its head.
-            if body_digest(a + prev.encode("ascii") + b + str(seq).encode("ascii") + c) != dig:
-                raise StoreUnavailable(f"PostgreSQL audit log: entry {seq} was not stored as hashed here")
-            return AuditEntry(seq=seq, digest=dig, body=make_body(event, seq=seq, prev=prev))
+            return self._write(conn, event, template, params, self._append, retry=attempts > 1)
 
         return self._db.run("audit log", op, tables=self._tables)
+
+    def _write(
+        self,
+        conn: Conn,
+        event: Mapping[str, Any],
+        template: tuple[bytes, bytes, bytes],
+        params: dict[str, Any],
+        statement: str,
+        *,
+        retry: bool,
+    ) -> AuditEntry:
+        # Marks the head this call wrote, so a retry recognises its own entry even
+        # when another writer appended an identical event.
+        token = params.setdefault("writer", secrets.token_hex(12))
+        if retry:
+            mine = conn.execute(self._mine, (token,)).fetchone()
+            if mine is not None:  # the first attempt committed; only its reply was lost
+                return _entry(int(mine[0]), str(mine[1]), bytes(mine[2]))
+        a, b, c = template
+        row = conn.execute(statement, {**params, "a": a, "b": b, "c": c}).fetchone()
+        if row is None:
+            raise StoreUnavailable("PostgreSQL audit log: the head row is missing")
+        seq, prev, dig = int(row[0]), str(row[1]), str(row[2])
+        # The server hashed exactly the bytes this template makes with its head.
+        if body_digest(a + prev.encode("ascii") + b + str(seq).encode("ascii") + c) != dig:
+            raise StoreUnavailable(f"PostgreSQL audit log: entry {seq} was not stored as hashed here")
+        return AuditEntry(seq=seq, digest=dig, body=make_body(event, seq=seq, prev=prev))
 
     def head(self) -> tuple[int, str]:
         def op(conn: Conn) -> tuple[int, str]:

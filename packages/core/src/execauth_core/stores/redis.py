@@ -54,12 +54,15 @@ _MAX_EXACT = 2**53
 _FAILURES: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 
 _APPEND = """
--- KEYS[1] head hash, KEYS[2] entry list, KEYS[3] turn lock
+-- KEYS[1] head hash, KEYS[2] entry list, KEYS[3] turn lock, KEYS[4..] token ids the
+-- entry records the use of (consumed with it, all or nothing; none for a plain append)
 -- ARGV: expected seq, expected prev digest, new digest, stored item, genesis digest,
---       the append call's token, turn lease (ms), "1" to claim the turn on a loss
--- Replies {status, head seq, head digest}: 1 appended (now or by an earlier try of
--- this call), 0 head moved (and the caller now holds the turn, if it claimed a
--- free one), 2 another writer holds the turn.
+--       the append call's token, turn lease (ms), "1" to claim the turn on a loss,
+--       then each id's time to live (ms)
+-- Replies {status, head seq, head digest[, index]}: 1 appended (now or by an earlier
+-- try of this call), 0 head moved (and the caller now holds the turn, if it claimed a
+-- free one), 2 another writer holds the turn, 3 the id KEYS[3 + index] was consumed
+-- already (nothing written).
 local holder = redis.call('GET', KEYS[3])
 local cur = redis.call('HMGET', KEYS[1], 'seq', 'digest', 'writer')
 local seq = tonumber(cur[1]) or 0
@@ -68,6 +71,27 @@ if cur[3] == ARGV[6] then
   -- A retry whose first try landed (its reply was lost): done already.
   if holder == ARGV[6] then redis.call('DEL', KEYS[3]) end
   return {1, seq, dig}
+end
+if #KEYS > 3 then
+  -- An id names the call that consumed it and the entry that call wrote, so a retry
+  -- finds its own entry even after other writers moved the head on.
+  local first = redis.call('GET', KEYS[4])
+  local sp = first and string.find(first, ' ', 1, true)
+  if sp and string.sub(first, 1, sp - 1) == ARGV[6] then
+    local at = tonumber(string.sub(first, sp + 1))
+    local item = redis.call('LINDEX', KEYS[2], at - 1)
+    if holder == ARGV[6] then redis.call('DEL', KEYS[3]) end
+    if not item then
+      return redis.error_reply('execauth audit entry of a consumed id is missing')
+    end
+    return {1, at, string.sub(item, 1, string.find(item, ' ', 1, true) - 1)}
+  end
+  for i = 4, #KEYS do
+    if redis.call('EXISTS', KEYS[i]) == 1 then
+      if holder == ARGV[6] then redis.call('DEL', KEYS[3]) end
+      return {3, seq, dig, i - 3}
+    end
+  end
 end
 if holder and holder ~= ARGV[6] then
   return {2, seq, dig}
@@ -84,6 +108,9 @@ if redis.call('LLEN', KEYS[2]) ~= seq then
 end
 redis.call('RPUSH', KEYS[2], ARGV[4])
 redis.call('HSET', KEYS[1], 'seq', seq + 1, 'digest', ARGV[3], 'writer', ARGV[6])
+for i = 4, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[6] .. ' ' .. string.format('%d', seq + 1), 'PX', ARGV[i + 5])
+end
 if holder then
   redis.call('DEL', KEYS[3])
 end
@@ -203,15 +230,52 @@ class RedisReplayStore:
         try:
             # The id's expiry is relative to the caller's clock, the clock that
             # also judges the token's exp; the value only helps an operator read it.
-            fresh = self._redis.set(self._prefix + token_id, str(expires_at), nx=True, px=_ttl(expires_at, now) * 1000)
+            fresh = self._redis.set(self._prefix + token_id, str(expires_at), nx=True, px=self._ttl_ms(expires_at, now))
         except _FAILURES as exc:
             raise StoreUnavailable(f"Redis replay store: {exc}") from exc
         # A lost reply retried by the client finds the key set: the id reads as
         # already consumed, which denies (fail closed), never double-spends.
         return fresh is True
 
+    def _ttl_ms(self, expires_at: int, now: int) -> int:
+        # Kept past expires_at by the margin: a replica whose clock runs behind this
+        # one's still accepts the token that long.
+        return (_ttl(expires_at, now) + self._margin) * 1000
+
+    def joint_with(self, audit_log: object) -> _RedisJoint | None:
+        """The atomic consume-and-append for an audit log on the same Redis client
+        (as :func:`~execauth_core.stores.urls.open_stores` makes them); else ``None``.
+
+        Not on a Redis Cluster client: one script may only touch keys of one slot.
+        """
+        if (
+            isinstance(audit_log, RedisAuditLog)
+            and audit_log._redis is self._redis
+            and not isinstance(self._redis, redis.RedisCluster)
+        ):
+            return _RedisJoint(self, audit_log)
+        return None
+
     def close(self) -> None:
         self._redis.close()
+
+
+class _RedisJoint:
+    """Consume token ids and append the entry recording their use, in one script."""
+
+    def __init__(self, replay: RedisReplayStore, audit: RedisAuditLog) -> None:
+        self._replay = replay
+        self._audit = audit
+
+    def consume_and_append(
+        self, ids: Sequence[tuple[str, int]], event: Mapping[str, Any], *, now: int
+    ) -> AuditEntry | str:
+        if not ids:
+            raise ValueError("consume_and_append needs at least one token id")
+        keys = [self._replay._prefix + token_id for token_id, _ in ids]
+        ttls = [self._replay._ttl_ms(expires_at, now) for _, expires_at in ids]
+        written = self._audit._write(event, keys, ttls)
+        return written if isinstance(written, AuditEntry) else ids[written][0]
 
 
 class RedisAuditLog:
@@ -237,6 +301,14 @@ class RedisAuditLog:
         self._head: tuple[int, str] = (0, GENESIS)
 
     def append(self, event: Mapping[str, Any]) -> AuditEntry:
+        written = self._write(event, [], [])
+        if not isinstance(written, AuditEntry):  # pragma: no cover - no ids, nothing to find consumed
+            raise StoreUnavailable("Redis audit log: a plain append reported a consumed id")
+        return written
+
+    def _write(self, event: Mapping[str, Any], ids: list[str], ttls: list[int]) -> AuditEntry | int:
+        """Append ``event``, consuming the id keys ``ids`` with it; returns the entry,
+        or the index in ``ids`` of one consumed already (then nothing was written)."""
         seq, prev = self._head
         # Marks the head this call wrote, so a retry recognises its own entry even
         # when another writer appended an identical event.
@@ -254,15 +326,20 @@ class RedisAuditLog:
                 # Optimistic at first; a turn only after repeated losses, since a
                 # turn holder the OS deschedules makes every other writer wait.
                 claim = "1" if losses >= _LOSSES_BEFORE_TURN else "0"
-                status, cur_seq, cur_digest = self._append(
-                    keys=self._keys, args=[seq, prev, entry.digest, item, GENESIS, token, self._lease_ms, claim]
+                reply = self._append(
+                    keys=[*self._keys, *ids],
+                    args=[seq, prev, entry.digest, item, GENESIS, token, self._lease_ms, claim, *ttls],
                 )
-                head = (int(cur_seq), _text(cur_digest))
+                status, head = int(reply[0]), (int(reply[1]), _text(reply[2]))
+                if status == 3:
+                    self._head = head
+                    return int(reply[3]) - 1
                 if status == 1:
                     done = tried.get(head[1])
                     if done is None or done.seq != head[0]:
                         raise StoreUnavailable("Redis audit log: the head does not hold the entry just written")
-                    self._head = head
+                    if done.seq > self._head[0]:
+                        self._head = head
                     return done
                 seq, prev = self._head = head
                 losses += status == 0

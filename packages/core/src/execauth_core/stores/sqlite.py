@@ -58,26 +58,79 @@ class SQLiteReplayStore:
     def consume(self, token_id: str, *, expires_at: int, now: int) -> bool:
         with self._lock:
             try:
-                cur = self._conn.execute(
-                    "INSERT OR IGNORE INTO consumed_tokens (jti, expires_at) VALUES (?, ?)",
-                    (token_id, expires_at),
-                )
-                fresh = cur.rowcount == 1
-                self._count += 1
-                # Purge by count and by time, so the table stays bounded by
-                # (live tokens + one purge interval) under any traffic pattern.
-                if self._count % _PURGE_EVERY == 0 or now >= self._next_purge:
-                    # The margin keeps ids a replica with a slower clock still needs.
-                    self._conn.execute(
-                        "DELETE FROM consumed_tokens WHERE expires_at < ?", (now - _REPLICA_CLOCK_MARGIN,)
-                    )
-                    self._next_purge = now + _PURGE_SECONDS
+                fresh = self._insert(self._conn, token_id, expires_at)
+                self._purge_if_due(self._conn, now)
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"replay store: {exc}") from exc
             return fresh
 
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, token_id: str, expires_at: int) -> bool:
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO consumed_tokens (jti, expires_at) VALUES (?, ?)", (token_id, expires_at)
+        )
+        return cur.rowcount == 1
+
+    def _purge_if_due(self, conn: sqlite3.Connection, now: int) -> None:
+        self._count += 1
+        # Purge by count and by time, so the table stays bounded by
+        # (live tokens + one purge interval) under any traffic pattern.
+        if self._count % _PURGE_EVERY == 0 or now >= self._next_purge:
+            # The margin keeps ids a replica with a slower clock still needs.
+            conn.execute("DELETE FROM consumed_tokens WHERE expires_at < ?", (now - _REPLICA_CLOCK_MARGIN,))
+            self._next_purge = now + _PURGE_SECONDS
+
+    def joint_with(self, audit_log: object) -> _SQLiteJoint | None:
+        """The atomic consume-and-append for an audit log in the same database file
+        (as :meth:`Guard.local <execauth_core.Guard.local>` makes them); else ``None``."""
+        if isinstance(audit_log, SQLiteAuditLog) and _same_file(self.path, audit_log.path):
+            return _SQLiteJoint(self, audit_log)
+        return None
+
     def close(self) -> None:
         self._conn.close()
+
+
+def _same_file(a: str, b: str) -> bool:
+    # Two connections to ":memory:" (or to "") are two databases, never one.
+    if a in ("", ":memory:") or b in ("", ":memory:") or a.startswith("file:") or b.startswith("file:"):
+        return False
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+class _SQLiteJoint:
+    """Consume token ids and append the entry recording their use, in one
+    ``BEGIN IMMEDIATE`` transaction (one commit instead of two)."""
+
+    def __init__(self, replay: SQLiteReplayStore, audit: SQLiteAuditLog) -> None:
+        self._replay = replay
+        self._audit = audit
+
+    def consume_and_append(
+        self, ids: Sequence[tuple[str, int]], event: Mapping[str, Any], *, now: int
+    ) -> AuditEntry | str:
+        if not ids:
+            raise ValueError("consume_and_append needs at least one token id")
+        audit, replay = self._audit, self._replay
+        # Lock order audit -> replay here; the replay store alone never takes the audit lock.
+        with audit._lock, replay._lock:
+            try:
+                audit._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for token_id, expires_at in ids:
+                        if not replay._insert(audit._conn, token_id, expires_at):
+                            audit._conn.execute("ROLLBACK")
+                            return token_id
+                    entry = audit._write(event)
+                    replay._purge_if_due(audit._conn, now)
+                    audit._conn.execute("COMMIT")
+                except BaseException:
+                    if audit._conn.in_transaction:
+                        audit._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"replay store and audit log: {exc}") from exc
+            return entry
 
 
 class SQLiteAuditLog:
@@ -106,18 +159,7 @@ class SQLiteAuditLog:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    seq, prev = self._conn.execute("SELECT seq, digest FROM audit_head WHERE id = 1").fetchone()
-                    body = make_body(event, seq=seq + 1, prev=prev)
-                    raw = canonical_body(body)
-                    entry = AuditEntry(seq=seq + 1, digest=body_digest(raw), body=body)
-                    self._conn.execute(
-                        "INSERT INTO audit_log (seq, digest, body) VALUES (?, ?, ?)",
-                        (entry.seq, entry.digest, raw),
-                    )
-                    self._conn.execute(
-                        "UPDATE audit_head SET seq = ?, digest = ? WHERE id = 1",
-                        (entry.seq, entry.digest),
-                    )
+                    entry = self._write(event)
                     self._conn.execute("COMMIT")
                 except BaseException:
                     self._conn.execute("ROLLBACK")
@@ -125,6 +167,16 @@ class SQLiteAuditLog:
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"audit log: {exc}") from exc
             return entry
+
+    def _write(self, event: Mapping[str, Any]) -> AuditEntry:
+        """Append inside the caller's transaction."""
+        seq, prev = self._conn.execute("SELECT seq, digest FROM audit_head WHERE id = 1").fetchone()
+        body = make_body(event, seq=seq + 1, prev=prev)
+        raw = canonical_body(body)
+        entry = AuditEntry(seq=seq + 1, digest=body_digest(raw), body=body)
+        self._conn.execute("INSERT INTO audit_log (seq, digest, body) VALUES (?, ?, ?)", (entry.seq, entry.digest, raw))
+        self._conn.execute("UPDATE audit_head SET seq = ?, digest = ? WHERE id = 1", (entry.seq, entry.digest))
+        return entry
 
     def head(self) -> tuple[int, str]:
         with self._lock:
