@@ -61,3 +61,18 @@ def bench_autogen(session: nox.Session) -> None:
     """execauth-autogen overhead per tool call, AgentChat and classic (own venv)."""
     session.install("./packages/core", "./packages/autogen[agentchat,classic,test]")
     session.run("python", "bench/bench_autogen.py", *session.posargs)
+
+
+@nox.session
+def bench_crewai(session: nox.Session) -> None:
+    """execauth-crewai overhead per tool call and per kickoff, offline (own venv: crewai pins)."""
+    session.install("./packages/core", "./packages/crewai")
+    env = {"CREWAI_DISABLE_TELEMETRY": "true", "CREWAI_TRACING_ENABLED": "false", "OTEL_SDK_DISABLED": "true"}
+    session.run("python", "bench/bench_crewai.py", *session.posargs, env=env)
+
+
+@nox.session
+def bench_openai_agents(session: nox.Session) -> None:
+    """execauth-openai-agents overhead per tool call and per Runner.run, offline (own venv)."""
+    session.install("./packages/core", "./packages/openai_agents")
+    session.run("python", "bench/bench_openai_agents.py", *session.posargs, env={"OPENAI_AGENTS_DISABLE_TRACING": "1"})
