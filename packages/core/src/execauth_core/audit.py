@@ -13,6 +13,7 @@ checkpoint``) and verify against the latest one.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -204,3 +205,29 @@ def canonical_body(body: Mapping[str, Any]) -> bytes:
 
 def body_digest(raw: bytes) -> str:
     return digest_bytes(raw)
+
+
+def body_template(event: Mapping[str, Any]) -> tuple[bytes, bytes, bytes]:
+    """The entry's canonical bytes, cut around the values of ``prev`` and ``seq``:
+    ``a + prev + b + str(seq) + c`` is ``canonical_body(make_body(event, seq=seq, prev=prev))``
+    for every head, so a writer that lost a race re-hashes without re-canonicalizing
+    (and a server can hash what it splices).
+
+    JCS orders keys by name alone, a digest and an integer need no escaping, and
+    ``"prev":"`` / ``"seq":`` with a bare quote appear only as top-level keys (quotes
+    inside strings are escaped), so the server can splice the real head in and get
+    exactly the canonical bytes of the finished entry. Random markers make the cut
+    points unambiguous.
+    """
+    while True:
+        prev_mark = "execauth-prev-" + secrets.token_hex(16)
+        seq_mark = 10**15 + secrets.randbelow(2**53 - 10**15)
+        raw = canonical_body(make_body(event, seq=seq_mark, prev=prev_mark))
+        prev_at, seq_at = f'"prev":"{prev_mark}"'.encode(), f'"seq":{seq_mark}'.encode()
+        if raw.count(prev_at) == 1 and raw.count(seq_at) == 1:
+            break
+    p = raw.index(prev_at) + len(b'"prev":"')
+    q = raw.index(seq_at) + len(b'"seq":')
+    if p > q:  # pragma: no cover - "prev" sorts before "seq" in JCS
+        raise AssertionError("unexpected key order")
+    return raw[:p], raw[p + len(prev_mark) : q], raw[q + len(str(seq_mark)) :]

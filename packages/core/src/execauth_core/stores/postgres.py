@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..audit import GENESIS, AuditEntry, body_digest, canonical_body, make_body
+from ..audit import GENESIS, AuditEntry, body_digest, body_template, make_body
 from ..canonical import CanonicalizationError, canonicalize_trusted, loads_strict
 from ..errors import AuditIntegrityError, ConfigurationError, StoreUnavailable
 from ..tokens import MAX_CLOCK_SKEW
@@ -465,7 +465,7 @@ class _PostgresJoint:
     ) -> AuditEntry | str:
         if not ids:
             raise ValueError("consume_and_append needs at least one token id")
-        template = _template(event)  # a malformed event fails here, before any I/O
+        template = body_template(event)  # a malformed event fails here, before any I/O
         names = [token_id for token_id, _ in ids]
         params = {"ids": names, "exps": [expires_at for _, expires_at in ids], "n": len(ids)}
         replay = self._replay
@@ -557,7 +557,7 @@ class PostgresAuditLog:
         )
 
     def append(self, event: Mapping[str, Any]) -> AuditEntry:
-        template = _template(event)  # a malformed event fails here, before any I/O
+        template = body_template(event)  # a malformed event fails here, before any I/O
         params: dict[str, Any] = {}  # one writer token for every attempt of this call
         attempts = 0
 
@@ -621,29 +621,6 @@ class PostgresAuditLog:
 
     def close(self) -> None:
         self._db.close()
-
-
-def _template(event: Mapping[str, Any]) -> tuple[bytes, bytes, bytes]:
-    """The entry's canonical bytes, cut around the values of ``prev`` and ``seq``.
-
-    JCS orders keys by name alone, a digest and an integer need no escaping, and
-    ``"prev":"`` / ``"seq":`` with a bare quote appear only as top-level keys (quotes
-    inside strings are escaped), so the server can splice the real head in and get
-    exactly the canonical bytes of the finished entry. Random markers make the cut
-    points unambiguous.
-    """
-    while True:
-        prev_mark = "execauth-prev-" + secrets.token_hex(16)
-        seq_mark = 10**15 + secrets.randbelow(2**53 - 10**15)
-        raw = canonical_body(make_body(event, seq=seq_mark, prev=prev_mark))
-        prev_at, seq_at = f'"prev":"{prev_mark}"'.encode(), f'"seq":{seq_mark}'.encode()
-        if raw.count(prev_at) == 1 and raw.count(seq_at) == 1:
-            break
-    p = raw.index(prev_at) + len(b'"prev":"')
-    q = raw.index(seq_at) + len(b'"seq":')
-    if p > q:  # pragma: no cover - "prev" sorts before "seq" in JCS
-        raise AssertionError("unexpected key order")
-    return raw[:p], raw[p + len(prev_mark) : q], raw[q + len(str(seq_mark)) :]
 
 
 def _entry(seq: int, dig: str, raw: bytes) -> AuditEntry:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ..audit import GENESIS, AuditEntry, body_digest, canonical_body, make_body
+from ..audit import GENESIS, AuditEntry, body_digest, body_template, make_body
 from ..canonical import CanonicalizationError, canonicalize_trusted, loads_strict
 from ..errors import AuditIntegrityError, ConfigurationError, StoreUnavailable
 from ..tokens import MAX_CLOCK_SKEW
@@ -309,6 +309,7 @@ class RedisAuditLog:
     def _write(self, event: Mapping[str, Any], ids: list[str], ttls: list[int]) -> AuditEntry | int:
         """Append ``event``, consuming the id keys ``ids`` with it; returns the entry,
         or the index in ``ids`` of one consumed already (then nothing was written)."""
+        a, b, c = body_template(event)  # a malformed event fails here, before any I/O
         seq, prev = self._head
         # Marks the head this call wrote, so a retry recognises its own entry even
         # when another writer appended an identical event.
@@ -318,9 +319,9 @@ class RedisAuditLog:
         deadline = time.monotonic() + self._timeout
         try:
             while True:
-                body = make_body(event, seq=seq + 1, prev=prev)  # a malformed event fails here, before any I/O
-                raw = canonical_body(body)
-                entry = AuditEntry(seq=seq + 1, digest=body_digest(raw), body=body)
+                # Canonicalized once: a writer that lost the race only splices and re-hashes.
+                raw = a + prev.encode("ascii") + b + str(seq + 1).encode("ascii") + c
+                entry = AuditEntry(seq=seq + 1, digest=body_digest(raw), body=make_body(event, seq=seq + 1, prev=prev))
                 tried[entry.digest] = entry
                 item = entry.digest.encode("ascii") + b" " + raw
                 # Optimistic at first; a turn only after repeated losses, since a
