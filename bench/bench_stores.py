@@ -1,6 +1,6 @@
 """Guarded-call latency and throughput on each store backend, 1 and 4 processes.
 
-    python bench/bench_stores.py [--n 2000] [--backends memory,sqlite,redis,redis-aof,postgres,postgres-nosync]
+    python bench/bench_stores.py [--n 2000] [--backends memory,sqlite,redis,redis-aof,postgres,...]
 
 Each process runs its own guard (decide -> token -> verify -> consume the id ->
 audit "execution" -> call -> audit "result") on the backend under test; with 4
@@ -11,7 +11,15 @@ key prefix / schema removed afterwards. Two rows show what durability costs:
 ``redis-aof`` is a throwaway redis-server with ``appendfsync always`` (the setting
 docs/deploying.md asks for; the shared test Redis keeps nothing on disk), and
 ``postgres-nosync`` runs with ``synchronous_commit=off`` (NOT durable: a server
-crash can forget the last consumed ids; for comparison only).
+crash can forget the last consumed ids; for comparison only). ``postgres-asyncres``
+is ``?result_commit=async``: only result entries (written after the tool ran)
+commit asynchronously, everything else stays durable. ``redis+pg`` is the split
+docs/deploying.md suggests for many replicas: replay on Redis, audit log on
+PostgreSQL (two stores, so the guard consumes and appends in two calls).
+
+The ``memory`` row with 4 processes (4 separate stores, nothing shared) is this
+machine's ceiling for the 4-process figure: no shared backend can scale better.
+A pure-Python calibration loop is printed first, to compare machines.
 
 Targets (issue 9, loopback): Redis and PostgreSQL guarded-call p50 <= 1.5 ms;
 4 processes give >= 2.5x the throughput of 1.
@@ -46,17 +54,21 @@ def with_query(url: str, **params: str) -> str:
 
 
 def worker(url: str, n: int, warmup: int) -> None:
-    """One replica: build a guard on ``url``, wait for "go", time ``n`` guarded calls."""
+    """One replica: build a guard on ``url``, wait for "go", time ``n`` guarded calls.
+
+    ``url`` may be ``REPLAY_URL|AUDIT_URL`` for stores on two backends."""
     from execauth_core import AllowListPolicy, Authority, Guard, KeySet, LocalSigner, TokenVerifier
     from execauth_core.stores.urls import open_stores
 
-    stores = open_stores(url)
+    replay_url, _, audit_url = url.partition("|")
+    stores = open_stores(replay_url)
+    audit = open_stores(audit_url) if audit_url else stores
     signer = LocalSigner.generate()
     guard = Guard(
         authority=Authority(AllowListPolicy(["search"]), signer, issuer="bench", audience="bench"),
         verifier=TokenVerifier(keys=KeySet.of_signer(signer), issuer="bench", audience="bench", max_ttl=60),
         replay_store=stores.replay,
-        audit_log=stores.audit,
+        audit_log=audit.audit,
     )
 
     def call(i: int) -> None:
@@ -75,7 +87,20 @@ def worker(url: str, n: int, warmup: int) -> None:
         samples.append((time.perf_counter_ns() - t) / 1e6)
     elapsed = time.perf_counter() - start
     stores.close()
+    audit.close()
     print(json.dumps({"samples": samples, "elapsed": elapsed}))  # noqa: TID251 - timings for the parent, never signed
+
+
+def calibrate() -> float:
+    """Milliseconds for a fixed pure-Python loop (best of 3): how fast this machine is."""
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        total = 0
+        for i in range(5_000_000):
+            total += i
+        best = min(best, time.perf_counter() - t)
+    return best * 1000
 
 
 def run(url: str, processes: int, n: int, warmup: int) -> dict[str, float]:
@@ -132,7 +157,11 @@ def redis_with_aof(tmp: str) -> Iterator[str]:
 
 
 def cleanup(name: str, url: str) -> None:
-    if name == "redis":
+    if name == "redis+pg":
+        replay_url, _, audit_url = url.partition("|")
+        cleanup("redis", replay_url)
+        cleanup("postgres", audit_url)
+    elif name == "redis":
         import redis
 
         client = redis.Redis.from_url(REDIS_URL)
@@ -153,7 +182,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=2000, help="timed guarded calls per process")
     parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--backends", default="memory,sqlite,redis,redis-aof,postgres,postgres-nosync")
+    parser.add_argument(
+        "--backends", default="memory,sqlite,redis,redis-aof,postgres,postgres-asyncres,postgres-nosync,redis+pg"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -161,8 +192,9 @@ def main() -> None:
         return
     tag = secrets.token_hex(4)
     print(f"execauth guarded call (decide + enforce, AllowListPolicy) per backend; n={args.n} per process")
-    print(f"machine: {os.cpu_count()} CPUs; latencies in ms, throughput in guarded calls/s\n")
-    header = f"{'backend':15} {'procs':>5} {'p50':>7} {'p99':>7} {'calls/s':>9}  target"
+    print(f"machine: {os.cpu_count()} CPUs; calibration: {calibrate():.0f} ms for 5M pure-Python loop steps")
+    print("latencies in ms, throughput in guarded calls/s\n")
+    header = f"{'backend':17} {'procs':>5} {'p50':>7} {'p99':>7} {'calls/s':>9}  target"
     print(header)
     for name in args.backends.split(","):
         with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
@@ -173,30 +205,38 @@ def main() -> None:
                     "redis": lambda: with_query(REDIS_URL, prefix=f"execauth-bench:{tag}:"),
                     "redis-aof": lambda: stack.enter_context(redis_with_aof(tmp)),
                     "postgres": lambda: with_query(DATABASE_URL, schema=f"execauth_bench_{tag}"),
+                    "postgres-asyncres": lambda: with_query(
+                        DATABASE_URL, schema=f"execauth_bench_{tag}_asyncres", result_commit="async"
+                    ),
                     "postgres-nosync": lambda: with_query(
                         DATABASE_URL, schema=f"execauth_bench_{tag}_nosync", options="-c synchronous_commit=off"
+                    ),
+                    "redis+pg": lambda: (
+                        with_query(REDIS_URL, prefix=f"execauth-bench:{tag}:split:")
+                        + "|"
+                        + with_query(DATABASE_URL, schema=f"execauth_bench_{tag}_split")
                     ),
                 }[name]()
                 one = run(url, 1, args.n, args.warmup)
                 four = run(url, 4, args.n, args.warmup)
             except Exception as exc:  # noqa: BLE001 - report a backend that cannot run, go on with the rest
-                print(f"{name:15} unavailable: {exc}")
+                print(f"{name:17} unavailable: {exc}")
                 continue
             finally:
-                if name in ("redis", "postgres", "postgres-nosync"):
+                if name in ("redis", "postgres", "postgres-asyncres", "postgres-nosync", "redis+pg"):
                     try:
                         cleanup(name, url)
                     except Exception as exc:  # noqa: BLE001 - cleanup is best effort
                         print(f"  (cleanup of {name} failed: {exc})")
-        wants_p50 = name in ("redis", "redis-aof", "postgres")
+        wants_p50 = name in ("redis", "redis-aof", "postgres", "postgres-asyncres", "redis+pg")
         verdict = (
             f"p50 <= {P50_TARGET_MS} ms: {'MET' if one['p50'] <= P50_TARGET_MS else 'MISSED'}" if wants_p50 else ""
         )
-        print(f"{name:15} {1:5} {one['p50']:7.3f} {one['p99']:7.3f} {one['throughput']:9.0f}  {verdict}")
+        print(f"{name:17} {1:5} {one['p50']:7.3f} {one['p99']:7.3f} {one['throughput']:9.0f}  {verdict}")
         scale = four["throughput"] / one["throughput"]
         shared = " (4 separate memory stores)" if name == "memory" else ""
         print(
-            f"{name:15} {4:5} {four['p50']:7.3f} {four['p99']:7.3f} {four['throughput']:9.0f}  "
+            f"{name:17} {4:5} {four['p50']:7.3f} {four['p99']:7.3f} {four['throughput']:9.0f}  "
             f"x{scale:.2f} of 1 process, >= {SCALE_TARGET}x: {'MET' if scale >= SCALE_TARGET else 'MISSED'}{shared}"
         )
 

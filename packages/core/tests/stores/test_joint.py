@@ -18,6 +18,7 @@ import pytest
 from execauth_core import (
     AllowListPolicy,
     Authority,
+    ConfigurationError,
     ExecutionDenied,
     Guard,
     KeySet,
@@ -394,3 +395,44 @@ def test_sqlite_joint_step_is_one_transaction(tmp_path: Path) -> None:
     assert stores.replay.consume("tok", expires_at=NOW + 60, now=NOW) is True
     token = secrets.token_hex(4)
     assert isinstance(joint.consume_and_append([(token, NOW + 60)], execution(token), now=NOW), AuditEntry)
+
+
+# -- PostgreSQL: result entries may commit asynchronously -------------------------------
+
+
+@pytest.mark.postgres
+def test_postgres_async_result_commit_relaxes_only_result_entries(tmp_path: Path) -> None:
+    from execauth_core.stores.postgres import PostgresAuditLog
+
+    backend: Any = make_backend("postgres", tmp_path)
+    try:
+        stores = open_stores(backend.url + "&result_commit=async")
+        assert stores.audit._async_results is True  # type: ignore[attr-defined]
+        stores.audit.append({"event": "decision", "executed": False, "time": NOW})  # tables, a pooled session
+        conn = stores.audit._db._idle[-1].conn  # type: ignore[attr-defined]
+        seen: list[str] = []
+        execute = conn.execute
+
+        def recording(query: Any, params: Any = None, **kw: Any) -> Any:
+            seen.append(str(query))
+            return execute(query, params, **kw)
+
+        conn.execute = recording
+        joint_of(stores).consume_and_append([("tok", NOW + 60)], execution("tok"), now=NOW)
+        stores.audit.append({"event": "result", "executed": True, "time": NOW, "token_id": "tok", "detail": {}})
+        stores.audit.append({"event": "denial", "executed": False, "time": NOW})
+        relaxed = ["set_config('synchronous_commit', 'off', true)" in q for q in seen if "sha256(body)" in q]
+        assert relaxed == [False, True, False]  # execution (joint), result, denial
+        # The setting lasted for that statement's transaction only.
+        assert execute("SHOW synchronous_commit").fetchone() == ("on",)
+        entries = list(stores.audit.entries())
+        assert [e.body["event"] for e in entries] == ["decision", "execution", "result", "denial"]
+        assert verify_chain(entries, expected_head=stores.audit.head())[0] == 4
+        stores.close()
+        assert open_stores(backend.url).audit._async_results is False  # type: ignore[attr-defined]  # durable default
+        with pytest.raises(ConfigurationError, match="result_commit"):
+            open_stores(backend.url + "&result_commit=sometimes")
+        with pytest.raises(ConfigurationError, match="result_commit"):
+            PostgresAuditLog(backend.url, result_commit="off")
+    finally:
+        backend.close()

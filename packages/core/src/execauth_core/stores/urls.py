@@ -9,8 +9,10 @@
 ==============================================  ===========================================
 
 Query parameters understood here (and removed before the URL reaches the client):
-``timeout`` (seconds, every backend), ``prefix`` (Redis key namespace) and
-``schema`` (PostgreSQL schema). The Redis and PostgreSQL clients are imported
+``timeout`` (seconds, every backend), ``prefix`` (Redis key namespace),
+``schema`` (PostgreSQL schema) and ``result_commit`` (PostgreSQL: ``durable``, the
+default, or ``async`` for result entries; see
+:class:`~execauth_core.stores.postgres.PostgresAuditLog`). The Redis and PostgreSQL clients are imported
 only when such a URL is opened.
 """
 
@@ -118,11 +120,10 @@ def open_stores(url: str, *, timeout: float | None = None) -> Stores:
     if scheme in ("postgresql", "postgres"):
         from . import postgres as pg_stores  # raises ConfigurationError naming the extra if psycopg is missing
 
-        bare, ours = _split_options(url, ("timeout", "schema"))
+        bare, ours = _split_options(url, ("timeout", "schema", "result_commit"))
         db = pg_stores.PostgresConnections(
             bare, schema=ours.get("schema", pg_stores.DEFAULT_SCHEMA), **_timeout(ours, timeout)
         )
-        return Stores(
-            pg_stores.PostgresReplayStore(db), pg_stores.PostgresAuditLog(db), pg_stores.PostgresStateStore(db)
-        )
+        audit = pg_stores.PostgresAuditLog(db, result_commit=ours.get("result_commit", "durable"))
+        return Stores(pg_stores.PostgresReplayStore(db), audit, pg_stores.PostgresStateStore(db))
     raise ConfigurationError(f"unknown store URL scheme {scheme!r}: use memory, sqlite, redis or postgresql")
