@@ -185,60 +185,87 @@ def main() -> None:
     parser.add_argument(
         "--backends", default="memory,sqlite,redis,redis-aof,postgres,postgres-asyncres,postgres-nosync,redis+pg"
     )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per backend, taking turns; medians reported")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.n, args.warmup)
         return
-    tag = secrets.token_hex(4)
+    names = args.backends.split(",")
     print(f"execauth guarded call (decide + enforce, AllowListPolicy) per backend; n={args.n} per process")
     print(f"machine: {os.cpu_count()} CPUs; calibration: {calibrate():.0f} ms for 5M pure-Python loop steps")
+    if args.repeat > 1:
+        print(f"each row: the median of {args.repeat} runs, the backends taking turns (p50 range in brackets)")
     print("latencies in ms, throughput in guarded calls/s\n")
-    header = f"{'backend':17} {'procs':>5} {'p50':>7} {'p99':>7} {'calls/s':>9}  target"
-    print(header)
-    for name in args.backends.split(","):
-        with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-            try:
-                url = {
-                    "memory": lambda: "memory://",
-                    "sqlite": lambda: f"sqlite://{tmp}/bench.db",
-                    "redis": lambda: with_query(REDIS_URL, prefix=f"execauth-bench:{tag}:"),
-                    "redis-aof": lambda: stack.enter_context(redis_with_aof(tmp)),
-                    "postgres": lambda: with_query(DATABASE_URL, schema=f"execauth_bench_{tag}"),
-                    "postgres-asyncres": lambda: with_query(
-                        DATABASE_URL, schema=f"execauth_bench_{tag}_asyncres", result_commit="async"
-                    ),
-                    "postgres-nosync": lambda: with_query(
-                        DATABASE_URL, schema=f"execauth_bench_{tag}_nosync", options="-c synchronous_commit=off"
-                    ),
-                    "redis+pg": lambda: (
-                        with_query(REDIS_URL, prefix=f"execauth-bench:{tag}:split:")
-                        + "|"
-                        + with_query(DATABASE_URL, schema=f"execauth_bench_{tag}_split")
-                    ),
-                }[name]()
-                one = run(url, 1, args.n, args.warmup)
-                four = run(url, 4, args.n, args.warmup)
-            except Exception as exc:  # noqa: BLE001 - report a backend that cannot run, go on with the rest
-                print(f"{name:17} unavailable: {exc}")
+    runs: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = {name: [] for name in names}
+    failed: dict[str, str] = {}
+    for _ in range(args.repeat):
+        for name in names:
+            if name in failed:
                 continue
-            finally:
-                if name in ("redis", "postgres", "postgres-asyncres", "postgres-nosync", "redis+pg"):
-                    try:
-                        cleanup(name, url)
-                    except Exception as exc:  # noqa: BLE001 - cleanup is best effort
-                        print(f"  (cleanup of {name} failed: {exc})")
+            try:
+                runs[name].append(measure(name, args.n, args.warmup))
+            except Exception as exc:  # noqa: BLE001 - report a backend that cannot run, go on with the rest
+                failed[name] = str(exc)
+    print(f"{'backend':17} {'procs':>5} {'p50':>7} {'p99':>7} {'calls/s':>9}  target")
+    for name in names:
+        if name in failed:
+            print(f"{name:17} unavailable: {failed[name]}")
+            continue
+        one, four = (median_of([r[k] for r in runs[name]]) for k in (0, 1))
+        spread = (
+            f" [{min(r[0]['p50'] for r in runs[name]):.2f}-{max(r[0]['p50'] for r in runs[name]):.2f}]"
+            if args.repeat > 1
+            else ""
+        )
         wants_p50 = name in ("redis", "redis-aof", "postgres", "postgres-asyncres", "redis+pg")
         verdict = (
             f"p50 <= {P50_TARGET_MS} ms: {'MET' if one['p50'] <= P50_TARGET_MS else 'MISSED'}" if wants_p50 else ""
         )
-        print(f"{name:17} {1:5} {one['p50']:7.3f} {one['p99']:7.3f} {one['throughput']:9.0f}  {verdict}")
+        print(f"{name:17} {1:5} {one['p50']:7.3f} {one['p99']:7.3f} {one['throughput']:9.0f}  {verdict}{spread}")
         scale = four["throughput"] / one["throughput"]
-        shared = " (4 separate memory stores)" if name == "memory" else ""
+        shared = " (4 separate memory stores: this machine's ceiling)" if name == "memory" else ""
         print(
             f"{name:17} {4:5} {four['p50']:7.3f} {four['p99']:7.3f} {four['throughput']:9.0f}  "
             f"x{scale:.2f} of 1 process, >= {SCALE_TARGET}x: {'MET' if scale >= SCALE_TARGET else 'MISSED'}{shared}"
         )
+
+
+def median_of(results: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in results) for key in results[0]}
+
+
+def measure(name: str, n: int, warmup: int) -> tuple[dict[str, float], dict[str, float]]:
+    """One run of ``name`` with 1, then 4 processes, on a fresh namespace (removed after)."""
+    tag = secrets.token_hex(4)
+    url = ""
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        try:
+            url = {
+                "memory": lambda: "memory://",
+                "sqlite": lambda: f"sqlite://{tmp}/bench.db",
+                "redis": lambda: with_query(REDIS_URL, prefix=f"execauth-bench:{tag}:"),
+                "redis-aof": lambda: stack.enter_context(redis_with_aof(tmp)),
+                "postgres": lambda: with_query(DATABASE_URL, schema=f"execauth_bench_{tag}"),
+                "postgres-asyncres": lambda: with_query(
+                    DATABASE_URL, schema=f"execauth_bench_{tag}_asyncres", result_commit="async"
+                ),
+                "postgres-nosync": lambda: with_query(
+                    DATABASE_URL, schema=f"execauth_bench_{tag}_nosync", options="-c synchronous_commit=off"
+                ),
+                "redis+pg": lambda: (
+                    with_query(REDIS_URL, prefix=f"execauth-bench:{tag}:split:")
+                    + "|"
+                    + with_query(DATABASE_URL, schema=f"execauth_bench_{tag}_split")
+                ),
+            }[name]()
+            return run(url, 1, n, warmup), run(url, 4, n, warmup)
+        finally:
+            if url and name in ("redis", "postgres", "postgres-asyncres", "postgres-nosync", "redis+pg"):
+                try:
+                    cleanup(name, url)
+                except Exception as exc:  # noqa: BLE001 - cleanup is best effort
+                    print(f"  (cleanup of {name} failed: {exc})")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import pytest
 
 from execauth_core import (
     AllowListPolicy,
+    ApprovalRequired,
     Authority,
     ConfigurationError,
     ExecutionDenied,
@@ -316,6 +317,36 @@ def test_the_guard_admits_through_the_joint_step(kind: str, tmp_path: Path) -> N
         events = [(e.body["event"], e.body["executed"]) for e in stores.audit.entries()]
         assert events == [("decision", False), ("execution", True), ("result", True), ("denial", False)]
         assert verify_chain(stores.audit.entries(), expected_head=stores.audit.head())[0] == 4
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("kind", [_param(n) for n in BACKENDS])
+def test_one_approval_runs_once_through_the_joint_step(kind: str, tmp_path: Path) -> None:
+    backend = make_backend(kind, tmp_path)
+    try:
+        stores = backend.open()
+        signer = LocalSigner.generate()
+        policy = AllowListPolicy(["transfer"], require_approval=["transfer"])
+        guard = Guard(
+            authority=Authority(policy, signer, issuer="iss", audience="aud"),
+            verifier=TokenVerifier(keys=KeySet.of_signer(signer), issuer="iss", audience="aud", max_ttl=60),
+            replay_store=stores.replay,
+            audit_log=stores.audit,
+        )
+        assert (guard._joint_admission() is None) == (kind == "memory")
+        req = guard.proposal("transfer", {"amount": "25.00", "to": "bob"}, principal="alice")
+        ran: list[str] = []
+        with pytest.raises(ApprovalRequired) as info:
+            guard.run(req, lambda: ran.append("early"))
+        grant = guard.approve(info.value.pending, approver="carol")
+        guard.run(req, lambda: ran.append("approved"), approval=grant)
+        with pytest.raises(ExecutionDenied) as again:
+            guard.run(req, lambda: ran.append("again"), approval=grant)
+        assert again.value.reason_codes == ("APPROVAL_USED",)
+        assert ran == ["approved"]
+        events = [(e.body["event"], e.body["executed"]) for e in stores.audit.entries()]
+        assert events == [("denial", False), ("execution", True), ("result", True), ("denial", False)]
     finally:
         backend.close()
 
