@@ -10,28 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import statistics
 import time
 import warnings
+
+from _report import report  # bench/ is on sys.path: these run as scripts
 
 from execauth_core import AllowListPolicy, Guard
 
 
 def search(query: str, limit: int = 10) -> str:
     return f"{len(query) + limit}"
-
-
-def pct(xs: list[float]) -> tuple[float, float]:
-    xs = sorted(xs)
-    return statistics.median(xs), xs[min(len(xs) - 1, int(len(xs) * 0.99))]
-
-
-def report(name: str, bare: list[float], guarded: list[float]) -> None:
-    b, g = pct(bare), pct(guarded)
-    print(
-        f"{name}: bare p50 {b[0]:.0f} us p99 {b[1]:.0f} | guarded p50 {g[0]:.0f} us p99 {g[1]:.0f}"
-        f" | overhead p50 {g[0] - b[0]:.0f} us"
-    )
 
 
 def agentchat(n: int) -> None:

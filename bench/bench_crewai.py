@@ -32,6 +32,7 @@ import statistics
 import time
 from typing import Any
 
+from _report import pct, report  # bench/ is on sys.path: these run as scripts
 from crewai import Agent, Crew, Task
 from crewai.hooks.dispatch import InterceptionPoint, scoped_hooks
 from crewai.hooks.tool_hooks import ToolCallHookContext, run_after_tool_call_hooks, run_before_tool_call_hooks
@@ -89,19 +90,6 @@ class BenchLLM(BaseLLM):
 
 def agent_with(tool: BaseTool, llm: BaseLLM) -> Agent:
     return Agent(role="researcher", goal="answer", backstory="a bench agent", llm=llm, tools=[tool], verbose=False)
-
-
-def pct(xs: list[float]) -> tuple[float, float]:
-    xs = sorted(xs)
-    return statistics.median(xs), xs[min(len(xs) - 1, int(len(xs) * 0.99))]
-
-
-def report(name: str, bare: list[float], guarded: list[float]) -> None:
-    b, g = pct(bare), pct(guarded)
-    print(
-        f"{name}: bare p50 {b[0]:.0f} us p99 {b[1]:.0f} | guarded p50 {g[0]:.0f} us p99 {g[1]:.0f}"
-        f" | overhead p50 {g[0] - b[0]:.0f} us"
-    )
 
 
 def us(t0: int, t1: int) -> float:

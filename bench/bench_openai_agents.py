@@ -22,13 +22,13 @@ os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
 import argparse
 import asyncio
 import itertools
-import statistics
 import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version
 from typing import Any
 
 import agents
+from _report import pct, report  # bench/ is on sys.path: these run as scripts
 from agents import Agent, FunctionTool, ModelResponse, Runner, Usage, function_tool
 from agents.models.interface import Model
 from agents.run_context import RunContextWrapper
@@ -50,19 +50,6 @@ RUN_WARMUP = 20
 ANSWER = "done"
 
 Step = Callable[[int], Awaitable[float]]  # one timed iteration -> microseconds
-
-
-def pct(xs: list[float]) -> tuple[float, float]:
-    xs = sorted(xs)
-    return statistics.median(xs), xs[min(len(xs) - 1, int(len(xs) * 0.99))]
-
-
-def report(name: str, bare: list[float], guarded: list[float]) -> None:
-    b, g = pct(bare), pct(guarded)
-    print(
-        f"{name}: bare p50 {b[0]:.0f} us p99 {b[1]:.0f} | guarded p50 {g[0]:.0f} us p99 {g[1]:.0f}"
-        f" | overhead p50 {g[0] - b[0]:.0f} us"
-    )
 
 
 def make_search(ran: list[int]) -> FunctionTool:
