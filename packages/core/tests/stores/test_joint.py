@@ -7,6 +7,7 @@ stores and mixed backends fall back to consume-then-append.
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
@@ -27,7 +28,7 @@ from execauth_core import (
     TokenVerifier,
     verify_chain,
 )
-from execauth_core.audit import AuditEntry
+from execauth_core.audit import AuditEntry, body_template
 from execauth_core.stores.urls import Stores, open_stores
 from execauth_core.tokens import MAX_CLOCK_SKEW
 
@@ -258,6 +259,18 @@ def test_only_stores_of_one_database_pair(tmp_path: Path) -> None:
     from execauth_core.stores.sqlite import SQLiteAuditLog, SQLiteReplayStore
 
     assert SQLiteReplayStore(":memory:").joint_with(SQLiteAuditLog(":memory:")) is None
+    # One file under other names (a link, a relative path) is one database.
+    (tmp_path / "link.db").symlink_to(tmp_path / "a.db")
+    assert one.replay.joint_with(SQLiteAuditLog(tmp_path / "link.db")) is not None  # type: ignore[attr-defined]
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        relative = SQLiteAuditLog("a.db")
+        os.chdir(tmp_path.parent)  # the same string now names another file: still the one opened
+        assert one.replay.joint_with(relative) is not None  # type: ignore[attr-defined]
+        assert SQLiteReplayStore("a.db").joint_with(relative) is None
+    finally:
+        os.chdir(cwd)
     for s in (one, again, other):
         s.close()
 
@@ -456,6 +469,16 @@ def test_postgres_async_result_commit_relaxes_only_result_entries(tmp_path: Path
         assert relaxed == [False, True, False]  # execution (joint), result, denial
         # The setting lasted for that statement's transaction only.
         assert execute("SHOW synchronous_commit").fetchone() == ("on",)
+        # And the server really applies it: inside a transaction that is rolled back,
+        # the relaxed statement leaves synchronous_commit off for that transaction.
+        audit: Any = stores.audit
+        a, b, c = body_template({"event": "result", "executed": True, "time": NOW, "detail": {}})
+        with conn.transaction(force_rollback=True):
+            execute(audit._append_async, {"a": a, "b": b, "c": c, "writer": "probe"}).fetchone()
+            assert execute("SHOW synchronous_commit").fetchone() == ("off",)
+        with conn.transaction(force_rollback=True):
+            execute(audit._append, {"a": a, "b": b, "c": c, "writer": "probe"}).fetchone()
+            assert execute("SHOW synchronous_commit").fetchone() == ("on",)
         entries = list(stores.audit.entries())
         assert [e.body["event"] for e in entries] == ["decision", "execution", "result", "denial"]
         assert verify_chain(entries, expected_head=stores.audit.head())[0] == 4

@@ -485,9 +485,9 @@ class _PostgresJoint:
             for name in names:
                 if name in taken:
                     return name
-            # Consumed by a writer that has not committed yet, and then rolled back:
-            # nothing is certain, so the caller denies.
-            raise StoreUnavailable("PostgreSQL replay store: a token id was taken by a transaction that rolled back")
+            # The conflicting id is gone again (another replica purged it as expired in
+            # between): nothing is certain, so the caller denies.
+            raise StoreUnavailable("PostgreSQL replay store: a token id was consumed, then no longer found")
 
         result = self._audit._db.run("replay store and audit log", op, tables=(replay._tables, self._audit._tables))
         if purge:

@@ -43,6 +43,7 @@ class SQLiteReplayStore:
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
         self.path = os.fspath(path)
         self._conn = _connect(path, timeout)
+        self._file = _database_file(self._conn)
         self._lock = threading.Lock()
         self._count = 0
         self._next_purge = 0
@@ -83,7 +84,9 @@ class SQLiteReplayStore:
     def joint_with(self, audit_log: object) -> _SQLiteJoint | None:
         """The atomic consume-and-append for an audit log in the same database file
         (as :meth:`Guard.local <execauth_core.Guard.local>` makes them); else ``None``."""
-        if isinstance(audit_log, SQLiteAuditLog) and _same_file(self.path, audit_log.path):
+        # Compared as SQLite itself resolved the files when they were opened, not by
+        # the path strings (relative paths, links, the working directory moving on).
+        if isinstance(audit_log, SQLiteAuditLog) and self._file and self._file == audit_log._file:
             return _SQLiteJoint(self, audit_log)
         return None
 
@@ -91,11 +94,14 @@ class SQLiteReplayStore:
         self._conn.close()
 
 
-def _same_file(a: str, b: str) -> bool:
-    # Two connections to ":memory:" (or to "") are two databases, never one.
-    if a in ("", ":memory:") or b in ("", ":memory:") or a.startswith("file:") or b.startswith("file:"):
-        return False
-    return os.path.realpath(a) == os.path.realpath(b)
+def _database_file(conn: sqlite3.Connection) -> str:
+    """The absolute file of the connection's main database, as SQLite opened it
+    ("" for an in-memory or temporary database: never shared with another connection)."""
+    try:
+        rows = conn.execute("PRAGMA database_list").fetchall()
+    except sqlite3.Error:
+        return ""  # unknown: never paired, the guard consumes and appends in two steps
+    return next((str(file or "") for _, name, file in rows if name == "main"), "")
 
 
 class _SQLiteJoint:
@@ -140,6 +146,7 @@ class SQLiteAuditLog:
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
         self.path = os.fspath(path)
         self._conn = _connect(path, timeout)
+        self._file = _database_file(self._conn)
         self._lock = threading.Lock()
         try:
             self._conn.execute(
