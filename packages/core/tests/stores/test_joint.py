@@ -451,6 +451,7 @@ def test_postgres_async_result_commit_relaxes_only_result_entries(tmp_path: Path
     backend: Any = make_backend("postgres", tmp_path)
     try:
         stores = open_stores(backend.url + "&result_commit=async")
+        backend._opened.append(stores)  # closed with the backend, even if an assertion fails
         assert stores.audit._async_results is True  # type: ignore[attr-defined]
         stores.audit.append({"event": "decision", "executed": False, "time": NOW})  # tables, a pooled session
         conn = stores.audit._db._idle[-1].conn  # type: ignore[attr-defined]
