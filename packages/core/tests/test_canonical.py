@@ -6,9 +6,12 @@ import hashlib
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from execauth_core import CanonicalizationError, canonicalize, digest, loads_strict
-from execauth_core.canonical import MAX_DEPTH, signing_input
+from execauth_core.canonical import MAX_DEPTH, canonicalize_spliced, signing_input
+from execauth_core.messages import PolicyRef
 
 
 def f64(bits: str) -> float:
@@ -139,3 +142,53 @@ def test_strict_reader_rejects_invalid_utf8_and_deep_nesting() -> None:
 def test_canonicalize_rejects(value: object) -> None:
     with pytest.raises(CanonicalizationError):
         canonicalize(value)
+
+
+# -- splicing already-canonical members ---------------------------------------
+
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.text(max_size=12)
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
+_json_values = st.recursive(
+    _json_scalars,
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=4),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.dictionaries(st.text(max_size=6), _json_values, min_size=1, max_size=6), data=st.data())
+def test_spliced_members_give_the_same_bytes_as_canonicalizing_whole(
+    value: dict[str, object], data: st.DataObject
+) -> None:
+    keys = data.draw(st.sets(st.sampled_from(sorted(value)), min_size=1))
+    parts = {k: canonicalize(value[k]) for k in keys}
+    assert canonicalize_spliced(value, parts) == canonicalize(value)
+
+
+def test_a_value_holding_a_marker_is_canonicalized_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The markers are random; make the next one predictable and plant it in another member.
+    monkeypatch.setattr("execauth_core.canonical.secrets.token_hex", lambda n: "0" * (2 * n))
+    marker = "execauth-splice-" + "0" * 32
+    value = {"a": {"x": 1}, "b": marker}
+    # The spliced part is deliberately wrong: it must not be used when the marker is ambiguous.
+    assert canonicalize_spliced(value, {"a": b'{"x":2}'}) == canonicalize(value)
+
+
+def test_splicing_a_missing_member_is_refused() -> None:
+    with pytest.raises(CanonicalizationError, match="no member 'b'"):
+        canonicalize_spliced({"a": 1}, {"b": b"1"})
+
+
+def test_policy_reference_bytes_follow_their_values() -> None:
+    ref = PolicyRef(id="p", epoch=1, digest="sha256:" + "0" * 64)
+    assert ref.canonical_bytes() == canonicalize(ref.model_dump(mode="json"))
+    moved = ref.model_copy(update={"epoch": 2})  # a copy must not reuse the first one's bytes
+    assert moved.canonical_bytes() == canonicalize({"digest": ref.digest, "epoch": 2, "id": "p"})
+    assert ref.canonical_bytes() == canonicalize(ref.model_dump(mode="json"))
+    # Equality is by value: remembering bytes must not make two equal references differ.
+    assert ref == PolicyRef(id="p", epoch=1, digest=ref.digest)

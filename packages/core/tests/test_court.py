@@ -509,3 +509,34 @@ def test_court_policy_cannot_be_swapped_in_place() -> None:
     _, court, _ = make()
     with pytest.raises(AttributeError):
         court.policy = None  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("args", [REFUND_OK, {**REFUND_OK, "amount": "600.00"}])
+def test_a_decision_made_from_the_request_bytes_is_the_same_decision(args: dict[str, Any]) -> None:
+    # The guard hands the Court the request's canonical bytes (computed once for the
+    # digest); the record, its signature and the token must not differ by a byte.
+    guard, court, clock = make()
+    assert guard.authority is not None
+    req = guard.proposal("refund", args, principal="user-42", agent="billing-bot")
+    raw = req.canonical_bytes()
+    plain = guard.authority.decide(req, now=clock.now(), token_id="court-token-same-0001")
+    court.release("court-token-same-0001")  # give back the hold, so the second decision sees the same state
+    spliced = guard.authority.decide(req, now=clock.now(), token_id="court-token-same-0001", request_bytes=raw)
+    assert spliced.canonical_bytes() == plain.canonical_bytes()
+    assert spliced.record.canonical_bytes() == plain.record.canonical_bytes()
+    assert raw in spliced.record.canonical_bytes()
+    assert spliced.record.stages  # the Court's record is not a trivial one
+
+
+def test_request_bytes_that_do_not_match_the_digest_are_refused() -> None:
+    guard, _, clock = make()
+    assert guard.authority is not None
+    req = guard.proposal("search_docs", {"query": "a"}, principal="user-42")
+    with pytest.raises(ConfigurationError, match="not the digest"):
+        guard.authority.decide(
+            req,
+            now=clock.now(),
+            token_id="court-token-odd-00001",
+            proposal_digest="sha256:" + "0" * 64,
+            request_bytes=req.canonical_bytes(),
+        )

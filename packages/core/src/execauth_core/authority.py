@@ -99,9 +99,25 @@ class Authority:
         token_id: str,
         approval: ApprovalGrant | None = None,
         proposal_digest: str | None = None,
+        request_bytes: bytes | None = None,
     ) -> AuthorizationDecision:
-        """Decide a proposal and, only on ALLOW, issue a token with id ``token_id``."""
-        pd = proposal_digest or request.content_digest()
+        """Decide a proposal and, only on ALLOW, issue a token with id ``token_id``.
+
+        Args:
+            proposal_digest: ``request.content_digest()``, if the caller has it.
+            request_bytes: ``request.canonical_bytes()``, if the caller has them (the
+                guard does): the record embeds them as they are, and the proposal
+                digest is theirs.
+
+        Raises:
+            ConfigurationError: ``proposal_digest`` is not the digest of ``request_bytes``.
+        """
+        if request_bytes is not None:
+            pd = digest_bytes(request_bytes)
+            if proposal_digest is not None and proposal_digest != pd:
+                raise ConfigurationError("proposal_digest is not the digest of request_bytes")
+        else:
+            pd = proposal_digest or request.content_digest()
         approved, approval_problem = self._check_approval(approval, pd, now)
         ev = self.decision_point.evaluate(request, now=now, approved=approved, hold_id=token_id)
         outcome = Outcome(ev.outcome)
@@ -134,7 +150,7 @@ class Authority:
             state_snapshot=dict(ev.state_snapshot) if ev.state_snapshot is not None else None,
             preflight=dict(ev.preflight) if ev.preflight is not None else None,
         )
-        record_bytes = record.canonical_bytes()
+        record_bytes = record._canonical_with({"request": request_bytes} if request_bytes is not None else {})
         record_digest = digest_bytes(record_bytes)
         record_sig = self.signer.sign(signing_input_bytes("decision_record", record_bytes))
         token = None

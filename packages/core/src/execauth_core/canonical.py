@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +27,7 @@ __all__ = [
     "MAX_SAFE_INTEGER",
     "CanonicalizationError",
     "canonicalize",
+    "canonicalize_spliced",
     "canonicalize_trusted",
     "digest",
     "digest_bytes",
@@ -90,6 +92,45 @@ def canonicalize_trusted(value: Any) -> bytes:
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, UnicodeError, RecursionError, TypeError, ValueError) as exc:
         raise CanonicalizationError(f"cannot canonicalize: {exc}") from exc
+
+
+def canonicalize_spliced(value: Mapping[str, Any], parts: Mapping[str, bytes]) -> bytes:
+    """RFC 8785 bytes of the object ``value``, taking the members named in ``parts``
+    as already canonical: ``parts[key]`` must be the JCS bytes of ``value[key]``.
+
+    JCS orders an object's members by key alone and serializes each member's value
+    on its own, so a value canonicalized once (a proposal, a policy reference) can
+    be spliced into every object that embeds it. ``rfc8785`` still canonicalizes the
+    whole object, with a fresh random marker string in each spliced member's place;
+    each marker is then replaced by its bytes. A marker can only occur as a whole
+    JSON string (a quote inside a string is escaped), and each must occur exactly
+    once; if not (a value that happens to hold one), the object is canonicalized
+    whole instead. The result is byte for byte ``canonicalize_trusted(value)``.
+    """
+    if not parts:
+        return canonicalize_trusted(value)
+    stand_in = dict(value)
+    quoted: dict[bytes, bytes] = {}
+    for key, raw in parts.items():
+        if key not in stand_in:
+            raise CanonicalizationError(f"no member {key!r} to splice")
+        marker = "execauth-splice-" + secrets.token_hex(16)
+        stand_in[key] = marker
+        quoted[b'"' + marker.encode("ascii") + b'"'] = raw
+    out = canonicalize_trusted(stand_in)
+    cuts = []
+    for q, raw in quoted.items():
+        at = out.find(q)
+        if at < 0 or out.find(q, at + 1) >= 0:  # a value held a marker: splice nothing
+            return canonicalize_trusted(value)
+        cuts.append((at, len(q), raw))
+    pieces: list[bytes] = []
+    done = 0
+    for at, length, raw in sorted(cuts, key=lambda cut: cut[0]):
+        pieces += (out[done:at], raw)
+        done = at + length
+    pieces.append(out[done:])
+    return b"".join(pieces)
 
 
 def digest_bytes(data: bytes) -> str:

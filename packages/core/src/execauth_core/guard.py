@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from .audit import AuditEntry
 from .authority import Authority
+from .canonical import digest_bytes
 from .clock import Clock, SystemClock
 from .errors import (
     ApprovalRequired,
@@ -216,11 +217,18 @@ class Guard:
 
     # -- decisions -----------------------------------------------------------
 
-    def _decide(self, request: AuthorizationRequest, approval: ApprovalGrant | None, pd: str) -> AuthorizationDecision:
+    def _decide(
+        self, request: AuthorizationRequest, approval: ApprovalGrant | None, pd: str, raw: bytes | None = None
+    ) -> AuthorizationDecision:
         if self.authority is None:
             raise _Denial(Outcome.DENY.value, (R.NO_TOKEN.value,), "verify-only guard: no token presented")
         return self.authority.decide(
-            request, now=self.clock.now(), token_id=self.id_factory(), approval=approval, proposal_digest=pd
+            request,
+            now=self.clock.now(),
+            token_id=self.id_factory(),
+            approval=approval,
+            proposal_digest=pd,
+            request_bytes=raw,
         )
 
     def authorize(
@@ -320,9 +328,11 @@ class Guard:
         try:
             if not isinstance(request, AuthorizationRequest):
                 raise _Denial("DENY", (R.REQUEST_INVALID.value,), "the proposal is not an AuthorizationRequest")
-            pd = request.content_digest()
+            # Canonicalized once: the digest, and the decision record, are these bytes.
+            raw = request.canonical_bytes()
+            pd = digest_bytes(raw)
             if decide:
-                decision = self._decide(request, approval, pd)
+                decision = self._decide(request, approval, pd, raw)
                 if decision.outcome is not Outcome.ALLOW or decision.token is None:
                     raise _Denial(
                         decision.outcome.value,

@@ -7,13 +7,15 @@ every field, including ``v``, is covered.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Mapping
 from enum import Enum
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from .canonical import canonicalize, canonicalize_trusted, digest_bytes
+from .canonical import canonicalize, canonicalize_spliced, canonicalize_trusted, digest_bytes
 
 Digest = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -36,11 +38,21 @@ class Outcome(str, Enum):
 class _Wire(BaseModel):
     # defer_build: schemas are built on first use, keeping `import execauth_core` fast.
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    # Fields holding a model that keeps its own canonical bytes (see PolicyRef),
+    # spliced in rather than canonicalized again each time.
+    _SPLICED: ClassVar[tuple[str, ...]] = ()
 
     def canonical_bytes(self) -> bytes:
         """RFC 8785 bytes of this object."""
+        return self._canonical_with({})
+
+    def _canonical_with(self, parts: Mapping[str, bytes]) -> bytes:
         # Fields were validated on construction (args through canonicalize).
-        return canonicalize_trusted(self.model_dump(mode="json"))
+        spliced = dict(parts)
+        for name in self._SPLICED:
+            if name not in spliced:
+                spliced[name] = getattr(self, name).canonical_bytes()
+        return canonicalize_spliced(self.model_dump(mode="json"), spliced)
 
     def content_digest(self) -> str:
         """``sha256:<hex>`` of this object's canonical form."""
@@ -48,6 +60,13 @@ class _Wire(BaseModel):
 
 
 _W = TypeVar("_W", bound=_Wire)
+
+
+@functools.lru_cache(maxsize=256)
+def _flat_canonical(members: tuple[tuple[str, type, Any], ...]) -> bytes:
+    # Keyed by name, type and value of every member (so 1, 1.0 and True never share
+    # an entry); members are JSON scalars.
+    return canonicalize_trusted({name: value for name, _, value in members})
 
 
 class AuthorizationRequest(_Wire):
@@ -99,6 +118,11 @@ class PolicyRef(_Wire):
     epoch: int = Field(ge=0)
     digest: Digest
 
+    def canonical_bytes(self) -> bytes:
+        """RFC 8785 bytes, remembered by value: a decision point hands the same
+        policy reference to every record and token it makes."""
+        return _flat_canonical(tuple((k, type(v), v) for k, v in self.model_dump(mode="json").items()))
+
 
 class Scope(_Wire):
     """What a token permits: one tool, its declared effects, and limits."""
@@ -119,6 +143,8 @@ class StageResult(_Wire):
 
 class DecisionRecord(_Wire):
     """Everything needed to replay a decision: inputs, outcome and why."""
+
+    _SPLICED: ClassVar[tuple[str, ...]] = ("policy",)
 
     v: Literal["execauth.decision_record/1"] = "execauth.decision_record/1"
     request: AuthorizationRequest
@@ -161,6 +187,8 @@ class AuthorizationDecision(_Wire):
 
 class TokenClaims(_Wire):
     """Claims of an authority token (the JWS payload)."""
+
+    _SPLICED: ClassVar[tuple[str, ...]] = ("policy",)
 
     v: Literal["execauth.token/1"] = "execauth.token/1"
     iss: Name
