@@ -107,11 +107,13 @@ class Checkpoint:
         return {**self.signed_part(), "signature": self.signature}
 
     @classmethod
-    def sign(cls, log: AuditLog, signer: Signer, *, now: int) -> Checkpoint:
-        seq, head = log.head()
-        unsigned = cls(seq=seq, digest=head, time=now, kid=signer.kid, signature="")
+    def sign(cls, log: AuditLog, signer: Signer, *, now: int, head: tuple[int, str] | None = None) -> Checkpoint:
+        """Sign the log's head, or ``head`` (a ``(seq, digest)`` just verified, so
+        that appends made since by other writers are not vouched for unread)."""
+        seq, head_digest = head if head is not None else log.head()
+        unsigned = cls(seq=seq, digest=head_digest, time=now, kid=signer.kid, signature="")
         sig = signer.sign(signing_input("checkpoint", unsigned.signed_part()))
-        return cls(seq=seq, digest=head, time=now, kid=signer.kid, signature=b64url_encode(sig))
+        return cls(seq=seq, digest=head_digest, time=now, kid=signer.kid, signature=b64url_encode(sig))
 
     @classmethod
     def from_json(cls, data: Any, keys: KeySet) -> Checkpoint:

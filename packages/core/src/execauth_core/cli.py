@@ -8,6 +8,7 @@ malformed files). Errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -90,34 +91,60 @@ def cmd_token_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit_verify(args: argparse.Namespace) -> int:
+def _audit_log(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The audit log named by ``--db FILE`` (SQLite) or ``--store URL`` (any backend),
+    and what to close when done."""
+    if args.store is not None:
+        from .stores.urls import open_stores, sqlite_path
+
+        scheme = args.store.split(":", 1)[0].lower()
+        if scheme == "memory":
+            raise UsageError("memory:// is a new, empty log in this process: nothing to verify")
+        if scheme == "sqlite" and not Path(sqlite_path(args.store)).is_file():
+            raise UsageError(f"{sqlite_path(args.store)}: no such file")
+        stores = open_stores(args.store)
+        return stores.audit, stores
     from .stores.sqlite import SQLiteAuditLog
 
     if not Path(args.db).is_file():
         raise UsageError(f"{args.db}: no such file")
+    log = SQLiteAuditLog(args.db)
+    return log, log
+
+
+def _verify_to_head(log: Any, checkpoint: Checkpoint | None = None) -> tuple[int, str]:
+    """Verify the chain up to the head as read now. Writers may go on appending to a
+    live log meanwhile: the entries after that head are left for the next run."""
+    head = log.head()
+    upto = itertools.takewhile(lambda entry: entry.seq <= head[0], log.entries())
+    return verify_chain(upto, checkpoint=checkpoint, expected_head=head)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
     checkpoint = None
     if args.checkpoint:
         if not args.jwks:
             raise UsageError("--checkpoint needs --jwks to check its signature")
         checkpoint = Checkpoint.from_json(_json_file(args.checkpoint), KeySet.load(args.jwks))
-    log = SQLiteAuditLog(args.db)
+    log, opened = _audit_log(args)
     try:
-        seq, head = verify_chain(log.entries(), checkpoint=checkpoint, expected_head=log.head())
+        seq, head = _verify_to_head(log, checkpoint)
     except AuditIntegrityError as exc:
         _print({"ok": False, "first_bad_seq": exc.seq, "message": str(exc)})
         return 1
+    finally:
+        opened.close()
     _print({"ok": True, "records": seq, "head": head, "checkpoint_seq": checkpoint.seq if checkpoint else None})
     return 0
 
 
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
-    from .stores.sqlite import SQLiteAuditLog
-
-    if not Path(args.db).is_file():
-        raise UsageError(f"{args.db}: no such file")
-    log = SQLiteAuditLog(args.db)
-    verify_chain(log.entries(), expected_head=log.head())
-    cp = Checkpoint.sign(log, LocalSigner.load(args.key), now=SystemClock().now())
+    log, opened = _audit_log(args)
+    try:
+        verified = _verify_to_head(log)
+        cp = Checkpoint.sign(log, LocalSigner.load(args.key), now=SystemClock().now(), head=verified)
+    finally:
+        opened.close()
     text = json.dumps(cp.to_json(), indent=2) + "\n"
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
@@ -323,12 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="sub", required=True)
     av = audit.add_parser("verify", help="verify the hash chain (exit 0 ok, 1 broken)")
-    av.add_argument("--db", required=True, help="SQLite database file")
+    where = av.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", help="SQLite database file")
+    where.add_argument("--store", help="store URL of the log: sqlite:, redis://, postgresql:// (see docs/deploying.md)")
     av.add_argument("--checkpoint", help="a signed checkpoint file to check the log against")
     av.add_argument("--jwks", help="trusted keys for the checkpoint signature")
     av.set_defaults(fn=cmd_audit_verify)
     ac = audit.add_parser("checkpoint", help="sign the current head; keep the file elsewhere")
-    ac.add_argument("--db", required=True)
+    where = ac.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", help="SQLite database file")
+    where.add_argument("--store", help="store URL of the log: sqlite:, redis://, postgresql://")
     ac.add_argument("--key", required=True, help="private key file")
     ac.add_argument("--out", help="write the checkpoint here too")
     ac.set_defaults(fn=cmd_audit_checkpoint)

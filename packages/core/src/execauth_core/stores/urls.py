@@ -25,7 +25,7 @@ from ..audit import AuditLog
 from ..errors import ConfigurationError
 from .base import ReplayStore, StateStore
 
-__all__ = ["Stores", "open_stores"]
+__all__ = ["Stores", "open_stores", "sqlite_path"]
 
 
 class Stores(NamedTuple):
@@ -69,6 +69,21 @@ def _timeout(ours: dict[str, str], given: float | None) -> dict[str, Any]:
     return {"timeout": value}
 
 
+def sqlite_path(url: str) -> str:
+    """The file a ``sqlite:`` URL names.
+
+    Raises:
+        ConfigurationError: not a well-formed SQLite URL.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite" or parts.netloc or not parts.path:
+        raise ConfigurationError("a SQLite URL is sqlite:///absolute/path.db or sqlite:relative/path.db")
+    path = unquote(parts.path)
+    if path.startswith("//"):  # sqlite:////abs/path.db, as some tools write it
+        path = path[1:]
+    return path
+
+
 def open_stores(url: str, *, timeout: float | None = None) -> Stores:
     """Open the replay store, audit log and state store that ``url`` names.
 
@@ -97,12 +112,7 @@ def open_stores(url: str, *, timeout: float | None = None) -> Stores:
         from .sqlite import SQLiteAuditLog, SQLiteReplayStore, SQLiteStateStore
 
         _, ours = _split_options(url, ("timeout",))
-        parts = urlsplit(url)
-        if parts.netloc or not parts.path:
-            raise ConfigurationError("a SQLite URL is sqlite:///absolute/path.db or sqlite:relative/path.db")
-        path = unquote(parts.path)
-        if path.startswith("//"):  # sqlite:////abs/path.db, as some tools write it
-            path = path[1:]
+        path = sqlite_path(url)
         kw = _timeout(ours, timeout)
         return Stores(SQLiteReplayStore(path, **kw), SQLiteAuditLog(path, **kw), SQLiteStateStore(path, **kw))
     if scheme in ("redis", "rediss"):
