@@ -24,6 +24,7 @@ from .canonical import digest_bytes
 from .clock import Clock, SystemClock
 from .errors import (
     ApprovalRequired,
+    ConfigurationError,
     ExecutionDenied,
     StoreUnavailable,
     TokenError,
@@ -41,6 +42,7 @@ from .reasons import ReasonCode as R
 from .stores.base import AuditLog, JointAdmission, ReplayStore
 from .stores.memory import MemoryAuditLog, MemoryReplayStore
 from .stores.sqlite import SQLiteAuditLog, SQLiteReplayStore
+from .stores.urls import Stores, open_stores
 from .tokens import TokenVerifier
 
 T = TypeVar("T")
@@ -135,6 +137,7 @@ class Guard:
         policy: DecisionPoint,
         *,
         data_dir: str | os.PathLike[str] | None = None,
+        stores: str | Stores | None = None,
         issuer: str = "execauth-local",
         audience: str = "execauth-guard",
         token_ttl: int = 60,
@@ -148,12 +151,26 @@ class Guard:
         with mode 0600 if missing), its JWKS in ``data_dir/jwks.json``, and the
         replay store and audit log in the SQLite file ``data_dir/execauth.db``.
         Without: a fresh in-memory key and memory stores.
+
+        Args:
+            stores: the replay store and audit log to use instead, as a store URL
+                (``redis://...``, ``postgresql://...``: see
+                :func:`~execauth_core.stores.urls.open_stores`) or opened
+                :class:`~execauth_core.stores.urls.Stores`; replicas given the same
+                URL share one truth. A Court's budgets and rate limits live in its own
+                state store: give it ``open_stores(url).state``.
         """
         replay: ReplayStore
         audit: AuditLog
+        if stores is not None:
+            opened = open_stores(stores) if isinstance(stores, str) else stores
+            if not isinstance(opened, Stores):
+                raise ConfigurationError("stores is a store URL or execauth_core.stores.Stores")
+            replay, audit = opened.replay, opened.audit
         if data_dir is None:
             signer = signer or LocalSigner.generate()
-            replay, audit = MemoryReplayStore(), MemoryAuditLog()
+            if stores is None:
+                replay, audit = MemoryReplayStore(), MemoryAuditLog()
         else:
             folder = Path(data_dir)
             folder.mkdir(parents=True, exist_ok=True)
@@ -166,8 +183,9 @@ class Guard:
                     local.save(key_path)
                     signer = local
             (folder / "jwks.json").write_text(_json_text(KeySet.of_signer(signer).to_jwks()), encoding="utf-8")
-            db = folder / "execauth.db"
-            replay, audit = SQLiteReplayStore(db), SQLiteAuditLog(db)
+            if stores is None:
+                db = folder / "execauth.db"
+                replay, audit = SQLiteReplayStore(db), SQLiteAuditLog(db)
         keys = KeySet.of_signer(signer)
         authority = Authority(policy, signer, issuer=issuer, audience=audience, token_ttl=token_ttl)
         verifier = TokenVerifier(keys=keys, issuer=issuer, audience=audience, max_ttl=max(token_ttl, 1))
@@ -179,6 +197,14 @@ class Guard:
             clock=clock,
             id_factory=id_factory,
         )
+
+    def close(self) -> None:
+        """Close what the replay store and audit log hold open (connections, files).
+        The guard cannot be used afterwards."""
+        for store in (self.replay_store, self.audit_log):
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
 
     # -- proposals -----------------------------------------------------------
 
