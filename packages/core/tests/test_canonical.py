@@ -13,6 +13,8 @@ from execauth_core import CanonicalizationError, canonicalize, digest, loads_str
 from execauth_core.canonical import MAX_DEPTH, canonicalize_spliced, signing_input
 from execauth_core.messages import PolicyRef
 
+from .test_court_properties import json_values
+
 
 def f64(bits: str) -> float:
     return struct.unpack(">d", bytes.fromhex(bits))[0]
@@ -146,22 +148,9 @@ def test_canonicalize_rejects(value: object) -> None:
 
 # -- splicing already-canonical members ---------------------------------------
 
-_json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**53) + 1, 2**53 - 1)
-    | st.text(max_size=12)
-    | st.floats(allow_nan=False, allow_infinity=False)
-)
-_json_values = st.recursive(
-    _json_scalars,
-    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=4),
-    max_leaves=16,
-)
-
 
 @settings(max_examples=300, deadline=None)
-@given(value=st.dictionaries(st.text(max_size=6), _json_values, min_size=1, max_size=6), data=st.data())
+@given(value=st.dictionaries(st.text(max_size=6), json_values, min_size=1, max_size=6), data=st.data())
 def test_spliced_members_give_the_same_bytes_as_canonicalizing_whole(
     value: dict[str, object], data: st.DataObject
 ) -> None:
