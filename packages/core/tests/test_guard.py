@@ -18,6 +18,8 @@ from execauth_core import (
     StoreUnavailable,
     denial_message,
 )
+from execauth_core._b64 import b64url_decode
+from execauth_core.canonical import digest_bytes, signing_input_bytes
 from execauth_core.guard import _CAPABILITY_KEY
 
 from .conftest import Tool
@@ -418,3 +420,17 @@ def test_args_are_a_private_copy(make_guard: Callable[..., Guard]) -> None:
     digest_before = req.content_digest()
     inner["to"] = "mallory"
     assert req.args == {"payee": {"to": "bob"}} and req.content_digest() == digest_before
+
+
+@pytest.mark.parametrize("tool_name", ["search", "nope"])
+def test_the_signed_record_is_the_record_the_decision_carries(make_guard: Callable[..., Guard], tool_name: str) -> None:
+    # The guard signs record bytes assembled from the proposal's bytes; whoever checks
+    # the decision later recomputes them from the record itself.
+    guard = make_guard()
+    decision = guard.authorize(guard.proposal(tool_name, {"q": "x", "nested": {"é": [1, 2.5]}}, principal="alice"))
+    raw = decision.record.canonical_bytes()
+    assert decision.record_digest == digest_bytes(raw)
+    assert guard.authority is not None
+    key = guard.authority.trusted_keys.get(decision.record_kid)
+    assert key is not None
+    assert key.verify(signing_input_bytes("decision_record", raw), b64url_decode(decision.record_signature))

@@ -244,7 +244,7 @@ class Guard:
     # -- decisions -----------------------------------------------------------
 
     def _decide(
-        self, request: AuthorizationRequest, approval: ApprovalGrant | None, pd: str, raw: bytes | None = None
+        self, request: AuthorizationRequest, approval: ApprovalGrant | None, pd: str, raw: bytes
     ) -> AuthorizationDecision:
         if self.authority is None:
             raise _Denial(Outcome.DENY.value, (R.NO_TOKEN.value,), "verify-only guard: no token presented")
@@ -269,8 +269,9 @@ class Guard:
         try:
             if not isinstance(request, AuthorizationRequest):
                 raise _Denial("DENY", (R.REQUEST_INVALID.value,), "the proposal is not an AuthorizationRequest")
-            pd = request.content_digest()
-            decision = self._decide(request, approval, pd)
+            raw = request.canonical_bytes()
+            pd = digest_bytes(raw)
+            decision = self._decide(request, approval, pd, raw)
         except _Denial as d:
             raise self._deny(request, pd, d) from None
         except StoreUnavailable as exc:
