@@ -103,6 +103,19 @@ def calibrate() -> float:
     return best * 1000
 
 
+def cpu_steal() -> tuple[int, int] | None:
+    """(steal, total) CPU ticks since boot from /proc/stat, or None off Linux.
+
+    Steal is time the hypervisor ran something else while this VM wanted the CPU:
+    a run with much of it measured the neighbours as much as execauth."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks[:8])
+
+
 def run(url: str, processes: int, n: int, warmup: int) -> dict[str, float]:
     procs = [
         subprocess.Popen(
@@ -117,17 +130,23 @@ def run(url: str, processes: int, n: int, warmup: int) -> dict[str, float]:
         assert p.stdout is not None
         if p.stdout.readline().strip() != "ready":
             raise RuntimeError(f"a worker on {url} failed to start")
+    before = cpu_steal()
     for p in procs:
         assert p.stdin is not None
         p.stdin.write("go\n")
         p.stdin.flush()
     results = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
+    after = cpu_steal()
     samples = sorted(s for r in results for s in r["samples"])
     wall = max(r["elapsed"] for r in results)
+    steal = -1.0
+    if before is not None and after is not None and after[1] > before[1]:
+        steal = 100.0 * (after[0] - before[0]) / (after[1] - before[1])
     return {
         "p50": statistics.median(samples),
         "p99": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
         "throughput": len(samples) / wall,
+        "steal": steal,
     }
 
 
@@ -196,7 +215,8 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs; calibration: {calibrate():.0f} ms for 5M pure-Python loop steps")
     if args.repeat > 1:
         print(f"each row: the median of {args.repeat} runs, the backends taking turns (p50 range in brackets)")
-    print("latencies in ms, throughput in guarded calls/s\n")
+    print("latencies in ms, throughput in guarded calls/s; steal: CPU the hypervisor gave to others during the run")
+    print("(more than a few % of steal and the row measures the host's load as much as execauth)\n")
     runs: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = {name: [] for name in names}
     failed: dict[str, str] = {}
     for _ in range(args.repeat):
@@ -207,7 +227,7 @@ def main() -> None:
                 runs[name].append(measure(name, args.n, args.warmup))
             except Exception as exc:  # noqa: BLE001 - report a backend that cannot run, go on with the rest
                 failed[name] = str(exc)
-    print(f"{'backend':17} {'procs':>5} {'p50':>7} {'p99':>7} {'calls/s':>9}  target")
+    print(f"{'backend':17} {'procs':>5} {'p50':>7} {'p99':>7} {'calls/s':>9} {'steal':>6}  target")
     for name in names:
         if name in failed:
             print(f"{name:17} unavailable: {failed[name]}")
@@ -222,13 +242,20 @@ def main() -> None:
         verdict = (
             f"p50 <= {P50_TARGET_MS} ms: {'MET' if one['p50'] <= P50_TARGET_MS else 'MISSED'}" if wants_p50 else ""
         )
-        print(f"{name:17} {1:5} {one['p50']:7.3f} {one['p99']:7.3f} {one['throughput']:9.0f}  {verdict}{spread}")
+        print(
+            f"{name:17} {1:5} {one['p50']:7.3f} {one['p99']:7.3f} {one['throughput']:9.0f} {steal(one)}  "
+            f"{verdict}{spread}"
+        )
         scale = four["throughput"] / one["throughput"]
         shared = " (4 separate memory stores: this machine's ceiling)" if name == "memory" else ""
         print(
-            f"{name:17} {4:5} {four['p50']:7.3f} {four['p99']:7.3f} {four['throughput']:9.0f}  "
+            f"{name:17} {4:5} {four['p50']:7.3f} {four['p99']:7.3f} {four['throughput']:9.0f} {steal(four)}  "
             f"x{scale:.2f} of 1 process, >= {SCALE_TARGET}x: {'MET' if scale >= SCALE_TARGET else 'MISSED'}{shared}"
         )
+
+
+def steal(result: dict[str, float]) -> str:
+    return f"{result['steal']:5.1f}%" if result["steal"] >= 0 else "     -"
 
 
 def median_of(results: list[dict[str, float]]) -> dict[str, float]:
