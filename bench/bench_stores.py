@@ -227,6 +227,9 @@ def main() -> None:
                 runs[name].append(measure(name, args.n, args.warmup))
             except Exception as exc:  # noqa: BLE001 - report a backend that cannot run, go on with the rest
                 failed[name] = str(exc)
+    # The machine may have changed speed meanwhile (a VM's host can slow it down
+    # without showing steal): a second calibration shows the drift.
+    print(f"calibration after the runs: {calibrate():.0f} ms\n")
     print(f"{'backend':17} {'procs':>5} {'p50':>7} {'p99':>7} {'calls/s':>9} {'steal':>6}  target")
     for name in names:
         if name in failed:
