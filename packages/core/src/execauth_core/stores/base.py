@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from ..audit import AuditEntry, AuditLog
 
@@ -119,3 +119,29 @@ class StateStore(Protocol):
     def usage(self, key: str, window: int, *, now: int) -> int:
         """Current value of ``key`` in the window containing ``now``."""
         ...
+
+
+_R = TypeVar("_R")
+_A = TypeVar("_A")
+
+
+class JointBase(Generic[_R, _A]):
+    """What every backend's :class:`JointAdmission` shares: the pair of stores it
+    works on, and the refusal of an empty id list (there is nothing to record the
+    use of). Subclasses implement :meth:`_consume_and_append`."""
+
+    def __init__(self, replay: _R, audit: _A) -> None:
+        self._replay = replay
+        self._audit = audit
+
+    def consume_and_append(
+        self, ids: Sequence[tuple[str, int]], event: Mapping[str, Any], *, now: int
+    ) -> AuditEntry | str:
+        if not ids:
+            raise ValueError("consume_and_append needs at least one token id")
+        return self._consume_and_append(ids, event, now)
+
+    def _consume_and_append(
+        self, ids: Sequence[tuple[str, int]], event: Mapping[str, Any], now: int
+    ) -> AuditEntry | str:
+        raise NotImplementedError

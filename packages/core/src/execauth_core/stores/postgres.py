@@ -35,7 +35,7 @@ from ..audit import GENESIS, AuditEntry, body_digest, body_template, make_body
 from ..canonical import CanonicalizationError, canonicalize_trusted, loads_strict
 from ..errors import AuditIntegrityError, ConfigurationError, StoreUnavailable
 from ..tokens import MAX_CLOCK_SKEW
-from .base import Debit, window_start
+from .base import Debit, JointBase, window_start
 
 try:
     import psycopg
@@ -438,7 +438,7 @@ class PostgresReplayStore:
         self._db.close()
 
 
-class _PostgresJoint:
+class _PostgresJoint(JointBase["PostgresReplayStore", "PostgresAuditLog"]):
     """Consume token ids and append the entry recording their use, in one statement.
 
     The ids are inserted first; only if every one was fresh does the statement go on
@@ -448,8 +448,7 @@ class _PostgresJoint:
     """
 
     def __init__(self, replay: PostgresReplayStore, audit: PostgresAuditLog) -> None:
-        self._replay = replay
-        self._audit = audit
+        super().__init__(replay, audit)
         t = replay._db.table("consumed_tokens")
         self._statement = (
             f"WITH ids AS (INSERT INTO {t} (jti, expires_at) "
@@ -460,11 +459,9 @@ class _PostgresJoint:
         )
         self._which = f"SELECT jti FROM {t} WHERE jti = ANY(%s)"
 
-    def consume_and_append(
-        self, ids: Sequence[tuple[str, int]], event: Mapping[str, Any], *, now: int
+    def _consume_and_append(
+        self, ids: Sequence[tuple[str, int]], event: Mapping[str, Any], now: int
     ) -> AuditEntry | str:
-        if not ids:
-            raise ValueError("consume_and_append needs at least one token id")
         template = body_template(event)  # a malformed event fails here, before any I/O
         names = [token_id for token_id, _ in ids]
         params = {"ids": names, "exps": [expires_at for _, expires_at in ids], "n": len(ids)}

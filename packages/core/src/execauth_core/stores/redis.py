@@ -32,7 +32,7 @@ from ..audit import GENESIS, AuditEntry, body_digest, body_template, make_body
 from ..canonical import CanonicalizationError, canonicalize_trusted, loads_strict
 from ..errors import AuditIntegrityError, ConfigurationError, StoreUnavailable
 from ..tokens import MAX_CLOCK_SKEW
-from .base import Debit, window_start
+from .base import Debit, JointBase, window_start
 
 try:
     import redis
@@ -260,18 +260,12 @@ class RedisReplayStore:
         self._redis.close()
 
 
-class _RedisJoint:
+class _RedisJoint(JointBase[RedisReplayStore, "RedisAuditLog"]):
     """Consume token ids and append the entry recording their use, in one script."""
 
-    def __init__(self, replay: RedisReplayStore, audit: RedisAuditLog) -> None:
-        self._replay = replay
-        self._audit = audit
-
-    def consume_and_append(
-        self, ids: Sequence[tuple[str, int]], event: Mapping[str, Any], *, now: int
+    def _consume_and_append(
+        self, ids: Sequence[tuple[str, int]], event: Mapping[str, Any], now: int
     ) -> AuditEntry | str:
-        if not ids:
-            raise ValueError("consume_and_append needs at least one token id")
         keys = [self._replay._prefix + token_id for token_id, _ in ids]
         ttls = [self._replay._ttl_ms(expires_at, now) for _, expires_at in ids]
         written = self._audit._write(event, keys, ttls)

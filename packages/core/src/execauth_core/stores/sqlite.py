@@ -17,7 +17,7 @@ from typing import Any
 from ..audit import GENESIS, AuditEntry, body_digest, canonical_body, make_body
 from ..canonical import CanonicalizationError, canonicalize_trusted, loads_strict
 from ..errors import AuditIntegrityError, StoreUnavailable
-from .base import Debit, window_start
+from .base import Debit, JointBase, window_start
 
 _PURGE_EVERY = 1024
 _PURGE_SECONDS = 30
@@ -104,19 +104,13 @@ def _database_file(conn: sqlite3.Connection) -> str:
     return next((str(file or "") for _, name, file in rows if name == "main"), "")
 
 
-class _SQLiteJoint:
+class _SQLiteJoint(JointBase[SQLiteReplayStore, "SQLiteAuditLog"]):
     """Consume token ids and append the entry recording their use, in one
     ``BEGIN IMMEDIATE`` transaction (one commit instead of two)."""
 
-    def __init__(self, replay: SQLiteReplayStore, audit: SQLiteAuditLog) -> None:
-        self._replay = replay
-        self._audit = audit
-
-    def consume_and_append(
-        self, ids: Sequence[tuple[str, int]], event: Mapping[str, Any], *, now: int
+    def _consume_and_append(
+        self, ids: Sequence[tuple[str, int]], event: Mapping[str, Any], now: int
     ) -> AuditEntry | str:
-        if not ids:
-            raise ValueError("consume_and_append needs at least one token id")
         audit, replay = self._audit, self._replay
         # Lock order audit -> replay here; the replay store alone never takes the audit lock.
         with audit._lock, replay._lock:
