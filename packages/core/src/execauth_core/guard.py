@@ -200,7 +200,10 @@ class Guard:
 
     def close(self) -> None:
         """Close what the replay store and audit log hold open (connections, files).
-        The guard cannot be used afterwards."""
+
+        Nothing runs through a closed store by mistake: a later call is denied
+        (``STORE_UNAVAILABLE`` on SQLite) or, on Redis and PostgreSQL, whose clients
+        reconnect on demand, opens new connections that need closing again."""
         for store in (self.replay_store, self.audit_log):
             close = getattr(store, "close", None)
             if close is not None:

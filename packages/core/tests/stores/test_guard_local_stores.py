@@ -54,3 +54,18 @@ def test_stores_must_be_a_url_or_stores() -> None:
         Guard.local(AllowListPolicy(["search"]), stores=object())  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="unknown store URL scheme"):
         Guard.local(AllowListPolicy(["search"]), stores="mysql://db")
+
+
+def test_opened_stores_serve_the_guard_and_the_courts_budgets(shared_backend: Backend) -> None:
+    from execauth_core import Court, FixedClock, LocalSigner, parse_policy
+
+    from ..court_fixtures import MONDAY_10, POLICY, registry
+
+    stores = shared_backend.open()
+    court = Court(parse_policy(POLICY), registry(), state=stores.state)
+    guard = Guard.local(court, stores=stores, signer=LocalSigner(bytes(range(32))), clock=FixedClock(MONDAY_10))
+    args = {"order": "A-1", "amount": "150.00", "currency": "USD"}
+    assert guard.run(guard.proposal("refund", args, principal="user-42", agent="billing-bot"), lambda: "ok") == "ok"
+    assert guard.replay_store is stores.replay and guard.audit_log is stores.audit
+    assert [e.body["event"] for e in stores.audit.entries()] == ["execution", "result"]
+    assert shared_backend.live_state(stores) > 0  # the refund's debit is in the shared state store
