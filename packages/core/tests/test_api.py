@@ -37,6 +37,7 @@ PUBLIC = {
     "ReasonCode",
     "Scope",
     "Signer",
+    "AuthorityUnavailable",
     "StoreUnavailable",
     "SystemClock",
     "TokenClaims",

@@ -18,6 +18,7 @@ from .clock import Clock, FixedClock, SystemClock
 from .errors import (
     ApprovalRequired,
     AuditIntegrityError,
+    AuthorityUnavailable,
     AuthorizationError,
     CanonicalizationError,
     ConfigurationError,
@@ -122,6 +123,7 @@ __all__ = [
     "RiskTier",
     "Scope",
     "Signer",
+    "AuthorityUnavailable",
     "StoreUnavailable",
     "SystemClock",
     "TokenClaims",

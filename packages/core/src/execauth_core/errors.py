@@ -10,6 +10,7 @@
     │   ├── TokenError                 a token failed verification
     │   └── ExecutionDenied            the guard refused to run a tool call
     │       └── ApprovalRequired       ... because a human must approve this proposal
+    ├── AuthorityUnavailable           a remote authority failed; callers must fail closed
     ├── StoreUnavailable               a store failed; callers must fail closed
     └── AuditIntegrityError            an audit chain does not verify (``seq`` says where)
 
@@ -99,6 +100,18 @@ class ApprovalRequired(ExecutionDenied):
     def __init__(self, *, pending: PendingApproval, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.pending = pending
+
+
+class AuthorityUnavailable(ExecAuthError):
+    """A remote authority could not give a usable answer. The guard turns this into a denial.
+
+    Attributes:
+        reason_code: ``AUTHORITY_UNAVAILABLE`` or ``AUTHORITY_ANSWER_INVALID``.
+    """
+
+    def __init__(self, message: str, *, reason_code: ReasonCode = ReasonCode.AUTHORITY_UNAVAILABLE) -> None:
+        self.reason_code = reason_code.value
+        super().__init__(f"{self.reason_code}: {message}")
 
 
 class StoreUnavailable(ExecAuthError):

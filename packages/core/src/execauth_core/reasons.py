@@ -139,6 +139,26 @@ class ReasonCode(str, Enum):
     GUARD_ERROR = "GUARD_ERROR"
     """An unexpected error inside the guard: fail closed."""
 
+    # --- remote authority and executors -------------------------------------
+    AUTHORITY_UNAVAILABLE = "AUTHORITY_UNAVAILABLE"
+    """The remote authority could not be reached, timed out, or answered with a server error."""
+    AUTHORITY_ANSWER_INVALID = "AUTHORITY_ANSWER_INVALID"
+    """The remote authority's answer was malformed, unsigned, or did not match the request."""
+    CALLER_UNAUTHENTICATED = "CALLER_UNAUTHENTICATED"
+    """The caller presented no credential, or one the authority does not know."""
+    CALLER_NOT_BOUND = "CALLER_NOT_BOUND"
+    """The caller's credential may not act for the principal or agent named in the request."""
+    REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+    """The request body is larger than the configured limit."""
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    """The request body is not application/json."""
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+    """The client did not send its request within the configured time."""
+
+    # --- audit --------------------------------------------------------------
+    AUDIT_SPOOLED = "AUDIT_SPOOLED"
+    """The audit log was unreachable; the record was kept in the local spool for replay."""
+
 
 REGISTRY: frozenset[str] = frozenset(code.value for code in ReasonCode)
 """Every published reason code."""
