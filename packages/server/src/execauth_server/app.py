@@ -453,7 +453,7 @@ def openapi_document() -> dict[str, Any]:
         "415": answer("Not application/json (UNSUPPORTED_MEDIA_TYPE)"),
         "503": answer("A store is unavailable (STORE_UNAVAILABLE)"),
     }
-    bearer = [{"bearer": []}]
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
         "openapi": "3.1.0",
         "info": {"title": "execauth authority", "version": __version__},

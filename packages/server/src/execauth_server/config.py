@@ -152,7 +152,7 @@ def parse_config(data: Any, *, base: Path | None = None, source: Path | None = N
         p = Path(_str(data[key], key))
         return p if p.is_absolute() else root / p
 
-    callers = []
+    callers: list[Caller] = []
     seen: set[str] = set()
     for i, raw in enumerate(data.get("callers") or []):
         where = f"callers[{i}]"
