@@ -65,6 +65,8 @@ PUBLIC = {
     "PolicyDocument",
     "load_policy",
     "parse_policy",
+    "JWKSKeys",
+    "RemoteAuthority",
 }
 
 
