@@ -166,16 +166,31 @@ class JWKSKeys(KeySet):
 
 
 class _RemotePolicy:
-    """What the guard asks of ``authority.decision_point``: the policy in force, as the
-    service last reported it to this thread, and a no-op ``release`` (the service gives
-    back an unused ALLOW's debit when its window ends: over-counting, never under)."""
+    """What the guard asks of ``authority.decision_point``: ``policy_ref``, the policy in
+    force (the one of this thread's last decision; otherwise asked of the service, and
+    ``None``, so stale, if it does not answer), and no ``release`` (an ALLOW that does
+    not run keeps its debit at the service until its window ends: over-counting, never
+    under-counting)."""
 
-    def __init__(self) -> None:
+    def __init__(self, authority: RemoteAuthority, max_age: float = 5.0) -> None:
+        self._authority = authority
         self._local = threading.local()
+        self._max_age = max_age
+        self._fetched: tuple[float, PolicyRef] | None = None
 
     @property
     def policy_ref(self) -> PolicyRef | None:
-        return getattr(self._local, "ref", None)
+        seen = getattr(self._local, "ref", None)
+        if seen is not None:
+            self._local.ref = None  # good for the decision it came with, once
+            return seen  # type: ignore[no-any-return]
+        fetched = self._fetched
+        if fetched is not None and time.monotonic() - fetched[0] < self._max_age:
+            return fetched[1]
+        ref = self._authority.current_policy()
+        if ref is not None:
+            self._fetched = (time.monotonic(), ref)
+        return ref
 
     def _seen(self, ref: PolicyRef) -> None:
         self._local.ref = ref
@@ -209,7 +224,7 @@ class RemoteAuthority:
         self.url = url.rstrip("/")
         self.keys = keys if keys is not None else JWKSKeys(self.url + "/.well-known/jwks.json", timeout=timeout)
         self.timeout = timeout
-        self.decision_point = _RemotePolicy()
+        self.decision_point = _RemotePolicy(self)
         self._credential = credential
         self._client: Any = None
         self._aclient: Any = None
@@ -296,6 +311,18 @@ class RemoteAuthority:
             raise AuthorityUnavailable(f"the authority is unreachable ({type(exc).__name__})") from None
         return self._check(request, r.status_code, r.content, now, proposal_digest, request_bytes)
 
+    def current_policy(self) -> PolicyRef | None:
+        """The policy the service has in force now, or ``None`` if it cannot say."""
+        httpx = _httpx()
+        try:
+            r = self._sync_client().get(self.url + "/v1/policy", headers=self._headers())
+            if r.status_code != 200 or len(r.content) > 65_536:
+                return None
+            data = loads_strict(r.content)
+            return PolicyRef.model_validate(data["policy"]) if isinstance(data, dict) and data.get("policy") else None
+        except (httpx.HTTPError, CanonicalizationError, pydantic.ValidationError, KeyError, TypeError):
+            return None
+
     def report_result(self, token_id: str, status: str, *, error: str | None = None) -> None:
         """Tell the service how an execution ended (``ok``, ``error`` or ``not_run``).
         Best effort: logs, never raises."""
@@ -324,16 +351,18 @@ class RemoteAuthority:
         if status != 200:
             code = R.AUTHORITY_UNAVAILABLE
             message = f"the authority answered HTTP {status}"
-            if 400 <= status < 500:
-                try:
-                    data = loads_strict(content[:65_536])
-                    named = data.get("reason_code") if isinstance(data, dict) else None
-                    if isinstance(named, str) and named in _PASSED_ON:
-                        code = _PASSED_ON[named]
-                        text = data.get("message")
-                        message = f"the authority refused the call: {text if isinstance(text, str) else named}"[:300]
-                except (CanonicalizationError, AttributeError):
-                    pass
+            try:
+                data = loads_strict(content[:65_536])
+                named = data.get("reason_code") if isinstance(data, dict) else None
+            except (CanonicalizationError, AttributeError):
+                data, named = None, None
+            if isinstance(named, str) and named.isupper() and len(named) < 64 and isinstance(data, dict):
+                text = data.get("message")
+                if 400 <= status < 500 and named in _PASSED_ON:
+                    code = _PASSED_ON[named]
+                    message = f"the authority refused the call: {text if isinstance(text, str) else named}"[:300]
+                else:
+                    message = f"{message} ({named})"
             raise AuthorityUnavailable(message, reason_code=code)
         invalid = R.AUTHORITY_ANSWER_INVALID
         if len(content) > MAX_ANSWER_BYTES:

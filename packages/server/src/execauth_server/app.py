@@ -33,7 +33,7 @@ from starlette.routing import Route
 
 from execauth_core.authority import Authority
 from execauth_core.canonical import CanonicalizationError, canonicalize, loads_strict
-from execauth_core.clock import SystemClock
+from execauth_core.clock import Clock, SystemClock
 from execauth_core.errors import ConfigurationError, KeyFileError, StoreUnavailable
 from execauth_core.guard import new_id
 from execauth_core.keys import KeySet, LocalSigner, Signer
@@ -100,31 +100,60 @@ def build_court(config: ServerConfig, state: Any) -> Any:
 class AuthorityService:
     """The state behind the app: signer, stores, Court, one Authority per audience."""
 
-    def __init__(self, config: ServerConfig, *, stores: Stores | None = None, signer: Signer | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        stores: Stores | None = None,
+        signer: Signer | None = None,
+        authority: Authority | None = None,
+        clock: Clock | None = None,
+        id_factory: Callable[[], str] = new_id,
+    ) -> None:
+        """Args:
+        stores, signer: instead of the configured ones.
+        authority: serve exactly this authority (its decision point, signer, issuer and
+            audience) instead of building one from the config: for conformance runs.
+        clock, id_factory: the time source and token ids (fixed in conformance runs).
+        """
         self.config = config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.signer = signer or load_signer(config)
-        self.keys = KeySet.of_signer(self.signer)
-        self.stores = stores or open_stores(config.store_url)
-        self.court = build_court(config, self.stores.state)
-        self.clock = SystemClock()
+        self.clock: Clock = clock or SystemClock()
+        self.id_factory = id_factory
         self._authorities: dict[str, Authority] = {}
-        for audience in {config.audience, *config.tool_audiences.values()}:
-            self._authorities[audience] = Authority(
-                self.court,
-                self.signer,
-                issuer=config.issuer,
-                audience=audience,
-                token_ttl=config.token_ttl,
-                trusted_keys=self.keys,
-            )
+        if authority is not None:
+            self.signer = authority.signer
+            self.stores = stores or open_stores("memory://")
+            self.court = authority.decision_point
+            self._authorities[authority.audience] = authority
+            self._fixed: Authority | None = authority
+        else:
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+            self.signer = signer or load_signer(config)
+            self.stores = stores or open_stores(config.store_url)
+            self.court = build_court(config, self.stores.state)
+            self._fixed = None
+            for audience in {config.audience, *config.tool_audiences.values()}:
+                self._authorities[audience] = Authority(
+                    self.court,
+                    self.signer,
+                    issuer=config.issuer,
+                    audience=audience,
+                    token_ttl=config.token_ttl,
+                    trusted_keys=KeySet.of_signer(self.signer),
+                )
+        self.keys = KeySet.of_signer(self.signer)
         body = canonicalize(self.keys.to_jwks())
         self.jwks_body = body
         self.jwks_etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         self._callers = {bytes.fromhex(c.secret_sha256): c for c in config.callers}
 
     def authority_for(self, tool: str) -> Authority:
+        if self._fixed is not None:
+            return self._fixed
         return self._authorities[self.config.audience_for(tool)]
+
+    def policy_ref(self) -> Any:
+        return self.court.policy_ref
 
     def authenticate(self, header: str | None) -> Caller:
         if not header:
@@ -185,7 +214,7 @@ class AuthorityService:
         raw = request.canonical_bytes()
         authority = self.authority_for(request.tool)
         decision = authority.decide(
-            request, now=self.clock.now(), token_id=new_id(), approval=approval, request_bytes=raw
+            request, now=self.clock.now(), token_id=self.id_factory(), approval=approval, request_bytes=raw
         )
         event = {
             "event": "decision",
@@ -209,7 +238,9 @@ class AuthorityService:
             # An unrecorded decision issues no token, and gives back what it debited.
             if decision.record.token_id is not None:
                 try:
-                    self.court.release(decision.record.token_id)
+                    release = getattr(self.court, "release", None)
+                    if release is not None:
+                        release(decision.record.token_id)
                 except Exception as exc:  # noqa: BLE001 - over-counting is safe
                     log.error("execauth-server: could not release a hold: %s", type(exc).__name__)
             raise
@@ -298,10 +329,10 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 def create_app(config: ServerConfig, *, service: AuthorityService | None = None) -> Starlette:
     """The Starlette application for ``config``."""
-    svc = service or AuthorityService(config)
     limit, timeout = config.max_body_bytes, config.read_timeout
 
     async def decide(request: Request) -> Response:
+        svc: AuthorityService = request.app.state.service
         subject = _Subject()
         caller: Caller | None = None
         try:
@@ -325,6 +356,7 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
             return _error(refusal, seq)
 
     async def results(request: Request) -> Response:
+        svc: AuthorityService = request.app.state.service
         caller: Caller | None = None
         try:
             body = await _read_body(request, limit, timeout)
@@ -369,6 +401,7 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
             return _error(refusal, seq)
 
     async def audit_head(request: Request) -> Response:
+        svc: AuthorityService = request.app.state.service
         try:
             svc.authenticate(request.headers.get("authorization"))
             try:
@@ -379,7 +412,20 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
             return _error(refusal, None)
         return JSONResponse({"seq": seq, "head": head})
 
+    async def policy(request: Request) -> Response:
+        svc: AuthorityService = request.app.state.service
+        try:
+            svc.authenticate(request.headers.get("authorization"))
+        except _Refusal as refusal:
+            return _error(refusal, None)
+        ref = svc.policy_ref()
+        return Response(
+            canonicalize({"policy": ref.model_dump(mode="json") if ref is not None else None}),
+            media_type="application/json",
+        )
+
     async def jwks(request: Request) -> Response:
+        svc: AuthorityService = request.app.state.service
         headers = {"Cache-Control": f"public, max-age={JWKS_MAX_AGE}", "ETag": svc.jwks_etag}
         inm = request.headers.get("if-none-match")
         if inm is not None and svc.jwks_etag in [t.strip() for t in inm.split(",")]:
@@ -390,6 +436,7 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
         return JSONResponse({"status": "ok", "version": __version__})
 
     async def readyz(request: Request) -> Response:
+        svc: AuthorityService = request.app.state.service
         try:
             await run_in_threadpool(svc.ready)
         except Exception as exc:  # noqa: BLE001 - not ready, whatever the cause
@@ -412,13 +459,14 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
         Route("/v1/decide", decide, methods=["POST"]),
         Route("/v1/results", results, methods=["POST"]),
         Route("/v1/audit/head", audit_head, methods=["GET"]),
+        Route("/v1/policy", policy, methods=["GET"]),
         Route("/.well-known/jwks.json", jwks, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
     app = Starlette(routes=routes, exception_handlers={Exception: on_error})
-    app.state.service = svc
+    app.state.service = service or AuthorityService(config)
     return app
 
 
