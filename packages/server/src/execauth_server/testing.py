@@ -30,7 +30,7 @@ from typing import Any
 
 from .config import ServerConfig, hash_secret, load_config, new_secret, parse_config
 
-__all__ = ["RunningServer", "running_server"]
+__all__ = ["RunningServer", "running_server", "serving"]
 
 
 @dataclass
@@ -141,14 +141,12 @@ def running_server(
             yield from _in_subprocess(parsed, credential, config_file, port, workers, startup_timeout)
 
 
-def _in_thread(
-    config: ServerConfig, credential: str, config_file: Path, port: int, startup_timeout: float
-) -> Iterator[RunningServer]:
+@contextlib.contextmanager
+def serving(app: Any, *, port: int = 0, startup_timeout: float = 30.0) -> Iterator[str]:
+    """Serve any ASGI ``app`` with uvicorn in a thread on 127.0.0.1; yields its base URL
+    and stops it when the block ends."""
     import uvicorn
 
-    from .app import create_app
-
-    app = create_app(config)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
@@ -157,7 +155,7 @@ def _in_thread(
     actual = sock.getsockname()[1]
     uconfig = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)
     server = uvicorn.Server(uconfig)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="execauth-server")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="execauth-uvicorn")
     thread.start()
     try:
         deadline = time.monotonic() + startup_timeout
@@ -165,13 +163,7 @@ def _in_thread(
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the in-process server did not start")
             time.sleep(0.01)
-        yield RunningServer(
-            url=f"http://127.0.0.1:{actual}",
-            credential=credential,
-            data_dir=config.data_dir,
-            config=config,
-            config_file=config_file,
-        )
+        yield f"http://127.0.0.1:{actual}"
     finally:
         server.should_exit = True
         thread.join(10)
@@ -179,6 +171,20 @@ def _in_thread(
             server.force_exit = True
             thread.join(5)
         sock.close()
+
+
+def _in_thread(
+    config: ServerConfig, credential: str, config_file: Path, port: int, startup_timeout: float
+) -> Iterator[RunningServer]:
+    from .app import create_app
+
+    app = create_app(config)
+    try:
+        with serving(app, port=port, startup_timeout=startup_timeout) as url:
+            yield RunningServer(
+                url=url, credential=credential, data_dir=config.data_dir, config=config, config_file=config_file
+            )
+    finally:
         app.state.service.close()
 
 
