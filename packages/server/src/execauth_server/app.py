@@ -473,15 +473,11 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
 def app_from_env() -> Starlette:
     """uvicorn factory for worker processes: the config file named by
     ``EXECAUTH_SERVER_CONFIG`` (or the no-config defaults in ``EXECAUTH_SERVER_DATA``)."""
-    from pathlib import Path
 
-    from .config import load_config, parse_config
+    from .config import DEFAULT_DATA_DIR, default_config, load_config
 
     source = os.environ.get("EXECAUTH_SERVER_CONFIG")
-    if source:
-        config = load_config(source)
-    else:
-        config = parse_config({"data_dir": os.environ.get("EXECAUTH_SERVER_DATA", ".execauth-server")}, base=Path.cwd())
+    config = load_config(source) if source else default_config(os.environ.get("EXECAUTH_SERVER_DATA", DEFAULT_DATA_DIR))
     return create_app(config)
 
 
