@@ -43,7 +43,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("mypy>=1.11", "types-PyYAML", "types-jsonschema", "./packages/core[test]", "./conformance")
+    session.install(
+        "mypy>=1.11", "types-PyYAML", "types-jsonschema", "./packages/core[test]", "./conformance", "./packages/server"
+    )
     session.run("mypy")
 
 
