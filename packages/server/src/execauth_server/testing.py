@@ -112,6 +112,7 @@ def running_server(
     workers: int = 1,
     port: int = 0,
     startup_timeout: float = 30.0,
+    isolated: bool = False,
 ) -> Iterator[RunningServer]:
     """Start an authority service on 127.0.0.1 and stop it when the block ends.
 
@@ -120,6 +121,7 @@ def running_server(
             file, or ``None`` (no policy: every proposal is denied). Without
             ``data_dir`` a fresh temporary folder is used and removed afterwards.
         workers: uvicorn worker processes; above 1 the server is a subprocess.
+        isolated: run even a single worker as a subprocess (its own interpreter and GIL).
         port: 0 for an ephemeral port.
     """
     doc, base = _document(config)
@@ -135,7 +137,7 @@ def running_server(
         config_file = work / "server.json"
         config_file.write_text(json.dumps(doc, indent=2), encoding="utf-8")  # noqa: TID251 - a config file
         parsed = load_config(config_file)
-        if workers <= 1:
+        if workers <= 1 and not isolated:
             yield from _in_thread(parsed, credential, config_file, port, startup_timeout)
         else:
             yield from _in_subprocess(parsed, credential, config_file, port, workers, startup_timeout)
