@@ -291,3 +291,60 @@ def test_a_key_carried_in_the_token_header_is_never_used(liar: tuple[Liar, Guard
 
     lie.spoil = with_jwk
     assert denied(guard).reason_codes == ("AUTHORITY_ANSWER_INVALID",)
+
+
+def test_a_policy_change_stops_unused_tokens(server_config: dict[str, Any], tmp_path: Any) -> None:
+    from pathlib import Path
+
+    with running_server(server_config) as srv:
+        port = srv.port
+        guard = remote(srv.url, credential=srv.credential)
+        req = guard.proposal("search_docs", {"q": "x"}, principal="alice", agent="helper")
+        token = guard.authorize(req).token
+    policy = Path(server_config["policy"])
+    policy.write_text(policy.read_text().replace("epoch: 1", "epoch: 2"))
+    with running_server({**server_config, "data_dir": str(tmp_path / "data")}, port=port) as srv:
+        later = remote(srv.url, credential=srv.credential)
+        tool = Tool()
+        with pytest.raises(ExecutionDenied) as info:
+            later.execute(req, token, tool)
+        assert info.value.reason_codes == ("TOKEN_POLICY_STALE",) and tool.calls == 0
+
+
+def test_remote_guard_keeps_its_records_in_its_own_stores(server_config: dict[str, Any], tmp_path: Any) -> None:
+    from execauth_core.stores.sqlite import SQLiteAuditLog
+
+    with running_server(server_config) as srv:
+        guard = remote(srv.url, credential=srv.credential, data_dir=tmp_path / "agent")
+        assert guard.run(guard.proposal("search_docs", {"q": "x"}, principal="alice", agent="helper"), Tool()) == "ran"
+        with pytest.raises(Exception, match="cannot grant approvals"):
+            guard.approve(None, approver="someone")  # type: ignore[arg-type]
+    log = SQLiteAuditLog(tmp_path / "agent" / "execauth.db")
+    try:
+        assert [e.event for e in log.entries()] == ["execution", "result"]
+    finally:
+        log.close()
+    assert not list((tmp_path / "agent").glob("*.key"))  # no key on the agent's side
+
+
+def test_the_envelope_carries_an_approval(server_config: dict[str, Any]) -> None:
+    import httpx
+
+    with running_server(server_config) as srv:
+        h = {"Authorization": f"Bearer {srv.credential}"}
+        req = {"tool": "search_docs", "args": {"q": "x"}, "principal": "alice", "agent": "helper"}
+        r = httpx.post(srv.url + "/v1/decide", json={"request": req, "approval": None}, headers=h)
+        assert r.status_code == 200 and r.json()["outcome"] == "ALLOW"
+        r = httpx.post(srv.url + "/v1/decide", json={"request": req, "extra": 1}, headers=h)
+        assert r.status_code == 400 and r.json()["reason_code"] == "REQUEST_INVALID"
+        bad = {
+            "grant_id": "g" * 20,
+            "proposal_digest": "sha256:" + "0" * 64,
+            "approver": "x",
+            "granted_at": 1,
+            "expires_at": 2,
+            "kid": "k",
+            "signature": "AA",
+        }
+        r = httpx.post(srv.url + "/v1/decide", json={"request": req, "approval": bad}, headers=h)
+        assert r.status_code == 200 and r.json()["record"]["approved"] is False  # a bad grant approves nothing
