@@ -350,6 +350,9 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
                 decision = await run_in_threadpool(svc.decide, proposal, approval, caller)
             except StoreUnavailable:
                 raise _Refusal(503, R.STORE_UNAVAILABLE, "a store is unavailable; nothing was decided") from None
+            except Exception as exc:  # noqa: BLE001 - a bug decides nothing, and says so without details
+                log.error("execauth-server: internal error while deciding (%s)", type(exc).__name__)
+                raise _Refusal(500, R.GUARD_ERROR, "internal error; nothing was decided") from None
             return Response(decision.canonical_bytes(), media_type="application/json")
         except _Refusal as refusal:
             seq = await run_in_threadpool(svc.denial, subject, refusal.code.value, refusal.message, caller)
