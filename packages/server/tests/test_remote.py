@@ -348,3 +348,33 @@ def test_the_envelope_carries_an_approval(server_config: dict[str, Any]) -> None
         }
         r = httpx.post(srv.url + "/v1/decide", json={"request": req, "approval": bad}, headers=h)
         assert r.status_code == 200 and r.json()["record"]["approved"] is False  # a bad grant approves nothing
+
+
+def test_a_retired_key_published_beside_the_new_one_still_verifies_its_tokens(
+    server_config: dict[str, Any], tmp_path: Any
+) -> None:
+    from execauth_core import KeyStatus, TokenError, TokenVerifier
+
+    key_a, key_b = LocalSigner.generate(), LocalSigner.generate()
+    key_a.save(tmp_path / "a.key")
+    key_b.save(tmp_path / "b.key")
+    with running_server({**server_config, "key_file": str(tmp_path / "a.key")}) as srv:
+        port = srv.port
+        guard = remote(srv.url, credential=srv.credential)
+        req = guard.proposal("search_docs", {"q": "x"}, principal="alice", agent="helper")
+        token = guard.authorize(req).token
+    now = int(time.time())
+    retired = KeySet.of_signer(key_a)
+    retired.set_status(key_a.kid, KeyStatus.RETIRED, at=now)
+    (tmp_path / "retired.json").write_text(json.dumps(retired.to_jwks()))
+    config = {**server_config, "key_file": str(tmp_path / "b.key"), "extra_keys": str(tmp_path / "retired.json")}
+    with running_server(config, port=port) as srv:
+        executor = TokenVerifier(keys=JWKSKeys(srv.jwks_url), issuer="execauth-server", audience="execauth-guard")
+        assert executor.verify(token, request=req, now=now).jti  # signed before A retired
+        forged_later = Authority(
+            AllowListPolicy(["search_docs"]), key_a, issuer="execauth-server", audience="execauth-guard"
+        )
+        late = forged_later.decide(req, now=now + 5, token_id="l" * 24).token
+        with pytest.raises(TokenError) as info:
+            executor.verify(late, request=req, now=now + 5)  # a stolen retired key signs nothing new
+        assert info.value.reason_code == "TOKEN_KEY_INACTIVE"

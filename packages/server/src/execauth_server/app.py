@@ -142,6 +142,12 @@ class AuthorityService:
                     trusted_keys=KeySet.of_signer(self.signer),
                 )
         self.keys = KeySet.of_signer(self.signer)
+        if authority is None and config.extra_keys is not None:
+            # Published beside the signing key: a previous key (retired, with its
+            # not_after) whose tokens may still be presented, or the next one.
+            for key in KeySet.load(config.extra_keys):
+                if key.kid != self.signer.kid:
+                    self.keys.add(key)
         body = canonicalize(self.keys.to_jwks())
         self.jwks_body = body
         self.jwks_etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'

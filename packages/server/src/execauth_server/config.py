@@ -28,6 +28,7 @@ _KEYS = {
     "stores",
     "data_dir",
     "key_file",
+    "extra_keys",
     "issuer",
     "audience",
     "tool_audiences",
@@ -86,6 +87,7 @@ class ServerConfig:
     manifests: Path | None = None
     stores: str | None = None
     key_file: Path | None = None
+    extra_keys: Path | None = None
     issuer: str = DEFAULT_ISSUER
     audience: str = DEFAULT_AUDIENCE
     tool_audiences: Mapping[str, str] = field(default_factory=dict)
@@ -191,6 +193,7 @@ def parse_config(data: Any, *, base: Path | None = None, source: Path | None = N
         manifests=path("manifests"),
         stores=_str(stores, "stores") if stores is not None else None,
         key_file=path("key_file"),
+        extra_keys=path("extra_keys"),
         issuer=_str(data.get("issuer", DEFAULT_ISSUER), "issuer"),
         audience=_str(data.get("audience", DEFAULT_AUDIENCE), "audience"),
         tool_audiences=dict(tool_audiences),

@@ -70,7 +70,7 @@ def _document(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> tupl
 
 
 def _absolute(doc: dict[str, Any], base: Path) -> dict[str, Any]:
-    for key in ("policy", "manifests", "data_dir", "key_file"):
+    for key in ("policy", "manifests", "data_dir", "key_file", "extra_keys"):
         value = doc.get(key)
         if isinstance(value, str) and not os.path.isabs(value):
             doc[key] = str(base / value)
