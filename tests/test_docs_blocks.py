@@ -313,6 +313,6 @@ def test_python_blocks_share_a_namespace_and_may_await(tmp_path: Path) -> None:
 
 
 def test_a_failing_shell_block_fails_the_test(tmp_path: Path) -> None:
-    with pytest.raises(pytest.fail.Exception, match="m.md:3"):
+    with pytest.raises(pytest.fail.Exception, match=r"m\.md:3"):
         run_shell(Block("m.md", 3, "sh", "false\necho never\n", None, None), tmp_path, shell_env())
     run_shell(Block("m.md", 9, "sh", "command -v execauth\n", None, None), tmp_path, shell_env())
