@@ -27,11 +27,14 @@ def demo(session: nox.Session) -> None:
 
 
 def _python_version(path: str) -> str | None:
-    """"3.10" for an interpreter that runs, None for one that does not (an inactive pyenv shim)."""
+    """ "3.10" for an interpreter that runs, None for one that does not (an inactive pyenv shim)."""
     try:
         proc = subprocess.run(  # noqa: S603 (an interpreter path we found)
             [path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True, text=True, timeout=30, check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -68,8 +71,7 @@ def find_python310(environ: Mapping[str, str] = os.environ) -> str | None:
         return None
     versions = _ask(pyenv, "versions", "--bare", environ=environ).split()
     root = _ask(pyenv, "root", environ=environ).strip()
-    candidates = sorted((v for v in versions if re.fullmatch(r"3\.10\.\d+", v)),
-                        key=lambda v: int(v.rsplit(".", 1)[1]))
+    candidates = sorted((v for v in versions if re.fullmatch(r"3\.10\.\d+", v)), key=lambda v: int(v.rsplit(".", 1)[1]))
     for version in reversed(candidates):
         exe = Path(root) / "versions" / version / "bin" / "python3.10"
         if exe.is_file() and _python_version(str(exe)) == "3.10":

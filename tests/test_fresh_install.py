@@ -35,8 +35,11 @@ def _pip_target(folder: Path, target: Path) -> None:
 def test_stale_install_is_detected_and_reinstall_fixes_it(tmp_path: Path) -> None:
     fresh = _load()
     checkout = tmp_path / "checkout"
-    shutil.copytree(REPO / "packages" / "core", checkout / "packages" / "core",
-                    ignore=shutil.ignore_patterns("__pycache__", "tests", "*.egg-info"))
+    shutil.copytree(
+        REPO / "packages" / "core",
+        checkout / "packages" / "core",
+        ignore=shutil.ignore_patterns("__pycache__", "tests", "*.egg-info"),
+    )
     (checkout / "conformance").mkdir()
     own = fresh.own_distributions(checkout)
     assert set(own) == {"execauth-core"}

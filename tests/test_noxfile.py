@@ -92,6 +92,9 @@ def test_tox_env_list_has_docs_and_every_env_reinstalls_our_packages() -> None:
     env_list = re.search(r"^env_list = (.*)$", tox, flags=re.MULTILINE)
     assert env_list is not None and "docs" in [e.strip() for e in env_list.group(1).split(",")]
     assert "commands_pre =\n    python {tox_root}/.ci/fresh_install.py" in tox
-    overriding = [s.split("]", 1)[0] for s in re.split(r"^\[", tox, flags=re.MULTILINE)
-                  if s.startswith("testenv:") and "\ncommands_pre" in s]
+    overriding = [
+        s.split("]", 1)[0]
+        for s in re.split(r"^\[", tox, flags=re.MULTILINE)
+        if s.startswith("testenv:") and "\ncommands_pre" in s
+    ]
     assert overriding == [], "these envs replace the reinstall step"
