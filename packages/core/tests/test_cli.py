@@ -126,3 +126,49 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "demo: OK" in proc.stdout and "TOKEN_REPLAYED" in proc.stdout and "TOOL_NOT_ALLOWED" in proc.stdout
     assert proc.stderr == ""
     assert cli(["audit", "verify", "--db", str(tmp_path / "d" / "execauth.db")]) == 0
+
+
+def _script(name: str) -> Path:
+    path = Path(sys.executable).parent / name
+    if not path.is_file():
+        pytest.fail(f"{path}: the console script of this environment is missing")
+    return path
+
+
+def _check_line(stdout: str) -> str:
+    (line,) = [ln for ln in stdout.splitlines() if ln.startswith("check it yourself: ")]
+    return line.removeprefix("check it yourself: ")
+
+
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_demo_prints_a_check_command_that_works_from_any_shell(tmp_path: Path, how: str) -> None:
+    """Issue 15 item 6: `execauth audit verify` was printed, but nox's venv is not on PATH."""
+    cmd = [str(_script("execauth"))] if how == "script" else [sys.executable, "-m", "execauth_core"]
+    data = tmp_path / "demo data"
+    first = subprocess.run([*cmd, "demo", "--dir", str(data)], capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    check = _check_line(first.stdout)
+    assert "audit verify --db" in check and check.split()[0] != "execauth"
+    # Another shell, another folder, no venv on PATH: the printed command still works.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = subprocess.run(
+        ["bash", "-c", check], cwd=elsewhere, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["ok"] is True
+
+
+def test_demo_words_a_pause_as_a_pause_and_says_the_log_accumulates(tmp_path: Path) -> None:
+    run = [sys.executable, "-m", "execauth_core", "demo", "--dir", str(tmp_path / "d")]
+    first = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    (paused,) = [ln for ln in first.stdout.splitlines() if "PAUSED" in ln]
+    assert "waiting for a person's approval" in paused and "nothing ran" in paused
+    assert "denied" not in paused.lower()
+    assert "9 records (9 from this run)" in first.stdout and "earlier runs" not in first.stdout
+    second = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert "already holds 9 records from earlier runs" in second.stdout
+    assert "18 records (9 from this run)" in second.stdout
+    assert "keeps every run's records" in second.stdout
