@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -172,3 +173,92 @@ def test_demo_words_a_pause_as_a_pause_and_says_the_log_accumulates(tmp_path: Pa
     assert "already holds 9 records from earlier runs" in second.stdout
     assert "18 records (9 from this run)" in second.stdout
     assert "keeps every run's records" in second.stdout
+
+
+# --- issue 15 items 8 and 8b: help, one-line errors that say what is wrong ----------
+
+
+def _one_error_line(err: str) -> str:
+    assert err.startswith("execauth: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+def _walk(parser: argparse.ArgumentParser, path: str = "execauth") -> list[str]:
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += _walk(sub, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction) and not action.help:
+            missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+    return missing
+
+
+def test_every_option_and_argument_has_help() -> None:
+    from execauth_core.cli import build_parser
+
+    assert _walk(build_parser()) == []
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from execauth_core import __version__
+
+    with pytest.raises(SystemExit) as info:
+        cli(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"execauth {__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("token", "says"),
+    [("notatoken", "three base64url parts"), ("a.b.c", "do not decode"), ("x.y", "this has 2")],
+)
+def test_token_inspect_of_a_non_token_is_one_clear_line(
+    capsys: pytest.CaptureFixture[str], token: str, says: str
+) -> None:
+    assert cli(["token", "inspect", token]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert says in line and "index" not in line
+
+
+BAD_REQUEST = '{"v": "execauth.request/1", "tool": 5, "args": [], "principal": "alice", "surprise": 1}'
+
+
+def test_a_bad_request_names_every_problem_with_its_path(
+    material: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "bad.json").write_text(BAD_REQUEST)
+    (tmp_path / "policy.yaml").write_text("id: p\nepoch: 1\nprincipals: [{id: alice, allow_tools: []}]\n")
+    capsys.readouterr()
+    for argv in (
+        verify_args(material, str(tmp_path / "bad.json")),
+        ["decide", "--policy", str(tmp_path / "policy.yaml"), "--request", str(tmp_path / "bad.json")],
+    ):
+        assert cli(argv) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert "validation errors" not in line
+        for where in ("tool: ", "args: ", "surprise: ", "problems: "):
+            assert where in line, line
+
+
+def test_policy_check_names_all_problems_with_their_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "id: p\nepoch: seven\nmode: loud\nprincipals:\n"
+        "  - id: u\n    allow_tools: [search]\n  - id: v\n    max_risk_tier: E9\n    alow_tools: [x]\n"
+    )
+    assert cli(["policy", "check", str(tmp_path / "p.yaml")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    for where in ("epoch: ", "mode: ", "principals[1].max_risk_tier: ", "principals[1].alow_tools: "):
+        assert where in line, line
+    assert "4 problems" in line
+
+
+@pytest.mark.parametrize("command", ["keys", "demo"])
+def test_a_folder_that_cannot_be_created_is_one_line_exit_2(tmp_path: Path, command: str) -> None:
+    (tmp_path / "a-file").write_text("")
+    folder = str(tmp_path / "a-file" / "sub")
+    argv = ["keys", "generate", "--out", folder] if command == "keys" else ["demo", "--dir", folder]
+    proc = subprocess.run([sys.executable, "-m", "execauth_core", *argv], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    line = _one_error_line(proc.stderr)
+    assert folder in line and "cannot create" in line

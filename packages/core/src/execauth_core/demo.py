@@ -130,7 +130,9 @@ def run_demo(data_dir: str | Path, out: TextIO) -> int:
     if records_before:
         _say(out, f"  the log keeps every run's records; delete {Path(data_dir)} to start over")
     if isinstance(audit, SQLiteAuditLog):
-        _say(out, f"check it yourself: {cli_command()} audit verify --db {shlex.quote(str(Path(audit.path).resolve()))}")
+        _say(
+            out, f"check it yourself: {cli_command()} audit verify --db {shlex.quote(str(Path(audit.path).resolve()))}"
+        )
     expected = ["search_docs('refund policy')", "send_refund('A-1001', '25.00')"]
     if executed != expected:
         ok = False
