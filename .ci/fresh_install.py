@@ -6,22 +6,26 @@ list of them changes, so after a code change it would go on testing the wheels i
 built the first time. Every tox env therefore runs this script before its tests
 (`commands_pre`):
 
-1. every execauth distribution installed in the running interpreter's environment is
-   reinstalled from its folder in this checkout (`pip install --force-reinstall
-   --no-deps`: our wheels are rebuilt, third-party packages are left alone, so it
-   stays cheap);
-2. then each installed file of those distributions is compared, byte for byte, with
-   the working tree (and every file of the working tree's import package must be
-   installed). A difference exits 1 and names the files.
+1. each execauth distribution installed in the running interpreter's environment is
+   compared with its folder in this checkout: every installed file of its import
+   package, byte for byte, with the working tree (and every working-tree file must be
+   installed), and its pyproject.toml with the one it was installed from;
+2. those that differ are rebuilt and reinstalled from the checkout (`pip install
+   --force-reinstall --no-deps`: third-party packages are left alone), so an unchanged
+   tree costs a fraction of a second and a change costs one wheel build per package;
+3. the comparison runs again; a difference left exits 1 and names the files.
 
-`--check-only` skips step 1. Standard library only (it also runs on Python 3.10).
+`--force` reinstalls every one of them; `--check-only` skips step 2. Standard library
+only (it also runs on Python 3.10).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import importlib.metadata as md
+import json
 import re
 import subprocess
 import sys
@@ -86,6 +90,22 @@ def _tree_files(root: Path) -> Iterable[Path]:
             yield path
 
 
+def _stamp_file() -> Path:
+    return Path(sys.prefix) / "execauth-fresh-install.json"
+
+
+def _pyproject_digest(folder: Path) -> str:
+    return hashlib.sha256((folder / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def _stamps() -> dict[str, str]:
+    try:
+        data = json.loads(_stamp_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def reinstall(folders: list[Path]) -> None:
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps"]
     subprocess.run([*cmd, *map(str, folders)], check=True)  # noqa: S603 (our own folders)
@@ -93,7 +113,8 @@ def reinstall(folders: list[Path]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check-only", action="store_true", help="compare only, do not reinstall first")
+    parser.add_argument("--check-only", action="store_true", help="compare only, do not reinstall")
+    parser.add_argument("--force", action="store_true", help="reinstall every execauth distribution found")
     args = parser.parse_args(argv)
     own = own_distributions()
     present = installed(own)
@@ -101,8 +122,19 @@ def main(argv: list[str] | None = None) -> int:
         print("fresh_install: no execauth distribution is installed here: nothing to do")
         return 0
     if not args.check_only:
-        reinstall([own[name] for name in sorted(present)])
-        present = installed(own)
+        stamps = _stamps()
+        stale = sorted(
+            name
+            for name, dist in present.items()
+            if args.force or stamps.get(name) != _pyproject_digest(own[name]) or differences(dist, own[name])
+        )
+        if stale:
+            print(f"fresh_install: reinstalling {', '.join(stale)} from the working tree")
+            reinstall([own[name] for name in stale])
+            present = installed(own)
+        stamps.update({name: _pyproject_digest(own[name]) for name in stale})
+        with _stamp_file().open("w", encoding="utf-8") as fh:
+            json.dump(stamps, fh, indent=1, sort_keys=True)
     bad = {name: differences(dist, own[name]) for name, dist in sorted(present.items())}
     bad = {name: problems for name, problems in bad.items() if problems}
     if bad:
