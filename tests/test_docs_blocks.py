@@ -224,8 +224,11 @@ def test_code_blocks_run(doc: str, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     problems = problems_of(blocks)
     assert not problems, "\n".join(problems)
     runnable = [b for b in blocks if b.skip is None and (b.file is not None or b.lang in RUN_PYTHON | RUN_SHELL)]
+    skipped = [f"line {b.line}: {b.skip}" for b in blocks if b.skip]
+    if skipped:
+        print(f"{doc}: blocks skipped by their marker:", *skipped, sep="\n  ")
     if not runnable:
-        pytest.skip(f"{doc}: no block to run")
+        pytest.skip(f"{doc}: no block to run; " + "; ".join(skipped) if skipped else f"{doc}: no block to run")
     _require_servers(runnable)
     for var, default in (("REDIS_URL", DEFAULT_REDIS_URL), ("DATABASE_URL", DEFAULT_DATABASE_URL)):
         monkeypatch.setenv(var, os.environ.get(var) or default)

@@ -262,3 +262,11 @@ def test_a_folder_that_cannot_be_created_is_one_line_exit_2(tmp_path: Path, comm
     assert proc.returncode == 2
     line = _one_error_line(proc.stderr)
     assert folder in line and "cannot create" in line
+
+
+def test_a_bad_decision_file_names_its_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "d.json").write_text('{"v": "execauth.decision_record/1", "outcome": "MAYBE"}')
+    (tmp_path / "policy.yaml").write_text("id: p\nepoch: 1\nprincipals: [{id: alice, allow_tools: []}]\n")
+    assert cli(["record", "replay", str(tmp_path / "d.json"), "--policy", str(tmp_path / "policy.yaml")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "problems: " in line and "outcome: " in line and "validation error" not in line

@@ -287,8 +287,10 @@ def cmd_record_replay(args: argparse.Namespace) -> int:
             record = decision.record
         else:
             record = DecisionRecord.model_validate(data)
-    except (CanonicalizationError, pydantic.ValidationError) as exc:
-        raise UsageError(f"{args.decision}: not a decision or decision record: {str(exc).splitlines()[0]}") from None
+    except CanonicalizationError as exc:
+        raise UsageError(f"{args.decision}: not a decision or decision record: {exc}") from None
+    except pydantic.ValidationError as exc:
+        raise UsageError(f"{args.decision}: not a decision or decision record: {_problems(exc)}") from None
     signature = None
     if args.jwks:
         if decision is None:
