@@ -10,7 +10,8 @@ The convention (also in docs/architecture.md, "Docs that run"):
   environment's bin directory first on PATH (so `execauth ...` is the CLI under test).
 - ```text / ```console blocks are output and are not run. A yaml/json/toml block without
   a file marker fails: add a marker or mark it text. So does a block without a language.
-- `<!-- docs-test: skip REASON -->` before a block skips it (the reason is required).
+- `<!-- docs-test: skip REASON -->` before a block skips it (the reason is required; a
+  skipped python block must still compile).
 - Servers come from REDIS_URL (default redis://127.0.0.1:6379/0) and DATABASE_URL
   (default postgresql://127.0.0.1:5432/test), set for sh blocks too. A file that uses
   one skips when it is unreachable, except under CI=true, where it fails.
@@ -222,6 +223,12 @@ def test_the_doc_files_are_found() -> None:
 def test_code_blocks_run(doc: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = extract((REPO / doc).read_text(encoding="utf-8"), doc)
     problems = problems_of(blocks)
+    for b in blocks:  # a skipped python block is not run, but it must still be Python
+        if b.skip is not None and b.file is None and b.lang in RUN_PYTHON:
+            try:
+                _compile(b)
+            except SyntaxError as exc:
+                problems.append(f"{b.where}: the skipped python block does not compile: {exc}")
     assert not problems, "\n".join(problems)
     runnable = [b for b in blocks if b.skip is None and (b.file is not None or b.lang in RUN_PYTHON | RUN_SHELL)]
     skipped = [f"line {b.line}: {b.skip}" for b in blocks if b.skip]
