@@ -442,6 +442,8 @@ class Spool:
         Raises:
             SpoolIntegrityError: the spool does not verify; nothing is replayed.
         """
+        if not self.path.exists() and not self.state_path.exists():
+            return FlushResult(0, 0, 0, ())  # nothing was ever spooled
         if not self._flushing.acquire(blocking=wait):
             return FlushResult(0, 0, 0, (), "another flush is running", busy=True)
         try:
@@ -494,6 +496,10 @@ class Spool:
                     state = _advance(state, rec.seq)
             except Exception as exc:  # noqa: BLE001 - stop; the pending mark lets the next flush resume
                 error = f"audit log: {_why(exc)}"
+                try:  # what is known to be in; the pending mark stays for the one in doubt
+                    self._update(replayed=state.replayed)
+                except Exception as again:  # noqa: BLE001 - the pending mark alone is enough
+                    log.warning("execauth: could not update the spool state: %s", _why(again))
                 break
             state = self._update(replayed=batch[-1].seq, pending=None)
         waiting = sum(1 for r in records if r.seq > state.replayed)
