@@ -407,3 +407,32 @@ def test_maybe_flush_skips_while_another_process_flushes(tmp_path: Path) -> None
     finally:
         os.close(fd)
     assert spool.flush(MemoryAuditLog()).replayed == 2
+
+
+def test_cli_status_flush_and_a_broken_spool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from execauth_core.cli import main
+
+    path = tmp_path / "audit.spool"
+    spooled(path, 3)
+    db = tmp_path / "log.db"
+    SQLiteAuditLog(db).close()
+    assert main(["audit", "spool", "status", "--spool", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["pending"] == 3
+    _edit(path, 1, lambda ls, i: ls.__setitem__(i, ls[i].replace('"n":2', '"n":20')))
+    assert main(["audit", "spool", "status", "--spool", str(path)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False and "line 2" in report["message"] and "edited" in report["message"]
+    assert main(["audit", "spool", "flush", "--spool", str(path), "--db", str(db)]) == 1
+    capsys.readouterr()
+    assert list(SQLiteAuditLog(db).entries()) == []
+    assert main(["audit", "spool", "flush", "--spool", str(path), "--db", str(tmp_path / "none.db")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("execauth: error: ") and err.count("\n") == 1
+
+
+def test_an_idle_spool_costs_no_flush(tmp_path: Path) -> None:
+    spool = spooled(tmp_path / "audit.spool", 1)
+    log = MemoryAuditLog()
+    assert spool.maybe_flush(log) is not None  # something was waiting
+    assert spool.maybe_flush(log) is None  # nothing left: no lock, no read
+    assert numbers(log) == [1]

@@ -35,7 +35,6 @@ emptied (compacted); the chain goes on from the base kept in the state file.
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
 import secrets
@@ -50,6 +49,11 @@ from typing import Any
 from .audit import GENESIS, AuditLog
 from .canonical import CanonicalizationError, canonicalize, digest_bytes, loads_strict
 from .errors import AuditIntegrityError, ConfigurationError, StoreUnavailable
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: a Spool refuses to be created
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["SPOOL_VERSION", "Spool", "SpoolIntegrityError", "SpoolRecord", "SpoolStatus", "FlushResult"]
 
@@ -186,6 +190,8 @@ class Spool:
     ) -> None:
         if flush_batch < 1:
             raise ConfigurationError("flush_batch must be at least 1")
+        if fcntl is None:  # pragma: no cover
+            raise ConfigurationError("the audit spool needs POSIX file locks (fcntl)")
         self.path = Path(path)
         self.state_path = Path(f"{self.path}.state")
         self.lock_path = Path(f"{self.path}.flush-lock")
@@ -503,8 +509,10 @@ class Spool:
                 break
             state = self._update(replayed=batch[-1].seq, pending=None)
         waiting = sum(1 for r in records if r.seq > state.replayed)
-        if error is None and waiting == 0 and records:
-            self._compact(records[-1].seq, records[-1].hash)
+        if error is None and waiting == 0:
+            self._dirty = False
+            if records:
+                self._compact(records[-1].seq, records[-1].hash)
         return FlushResult(len(seqs), recovered, waiting, tuple(seqs), error)
 
     def _recover(self, audit_log: AuditLog, state: _State) -> int:
