@@ -12,15 +12,12 @@ No target is set by the issue; the figures say what to expect from the disk here
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _report import pct
+from _report import pct  # bench/ is on sys.path: these run as scripts
 
 from execauth_core import AllowListPolicy, ExecutionDenied, Guard, Spool, StoreUnavailable
 from execauth_core.stores.sqlite import SQLiteAuditLog
