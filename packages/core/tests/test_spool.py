@@ -436,3 +436,28 @@ def test_an_idle_spool_costs_no_flush(tmp_path: Path) -> None:
     assert spool.maybe_flush(log) is not None  # something was waiting
     assert spool.maybe_flush(log) is None  # nothing left: no lock, no read
     assert numbers(log) == [1]
+
+
+def test_a_break_after_a_partial_flush_names_the_line_in_the_whole_file(tmp_path: Path) -> None:
+    spool = spooled(tmp_path / "audit.spool", 5)
+    log = MemoryAuditLog()
+    assert spool.flush(log, limit=2).replayed == 2
+    _edit(tmp_path / "audit.spool", 3, lambda ls, i: ls.__setitem__(i, ls[i].replace('"n":4', '"n":40')))
+    with pytest.raises(SpoolIntegrityError) as broken:
+        spool.flush(log)
+    assert (broken.value.line, broken.value.seq) == (4, 4) and "edited" in str(broken.value)
+    assert numbers(log) == [1, 2]  # nothing after the broken line reached the log
+    with pytest.raises(SpoolIntegrityError):
+        spool.status()
+
+
+def test_a_long_backlog_drains_a_bounded_batch_per_guarded_call(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "audit.spool", auto_batch=4)
+    for n in range(1, 11):
+        spool.append(denial(n))
+    log = MemoryAuditLog()
+    first = spool.maybe_flush(log)
+    assert first is not None and (first.replayed, first.remaining) == (4, 6)
+    while spool.maybe_flush(log) is not None:
+        pass
+    assert numbers(log) == list(range(1, 11)) and spool.status().pending == 0

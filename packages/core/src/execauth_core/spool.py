@@ -14,8 +14,9 @@ Files (``PATH`` is the spool, e.g. ``data_dir/audit.spool``):
     hash: a hash chain, so an edited, deleted or reordered line is found by
     :meth:`Spool.verify`. Every append is ``fsync``'d before the guard returns.
 ``PATH.state``
-    Which spool seq was last replayed, the chain's base after compaction, and the
-    replay in progress (``pending``). Replaced atomically (write, fsync, rename).
+    The spool's random id, the last replayed seq with its line's hash and the byte
+    offset after it (where the next flush starts reading), and the replay in
+    progress (``pending``). Replaced atomically (write, fsync, rename).
 ``PATH.flush-lock``
     Held by the one process flushing at a time.
 
@@ -29,7 +30,10 @@ replayed entry carries ``"spooled": true`` and ``"spool": {"id", "seq", "hash",
 "at"}``. After a crash (or an append whose outcome is unknown) the next flush reads
 the log's entries after ``after`` to see which of ``from..to`` arrived, and goes on
 from there: no record twice, none skipped. When every record is replayed the file is
-emptied (compacted); the chain goes on from the base kept in the state file.
+emptied (compacted); the next line links to the last replayed one, whose hash the
+state file keeps. A flush reads only the lines after the replayed offset, one at a
+time: memory and the work of one (automatic) flush stay bounded however long the
+outage was.
 """
 
 from __future__ import annotations
@@ -40,9 +44,9 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -149,10 +153,13 @@ class FlushResult:
 
 @dataclass
 class _State:
+    """``replayed``: the last spool seq known to be in the log, ``replayed_hash`` its
+    line's hash, ``offset`` the byte just after that line (0 once compacted)."""
+
     spool: str
     replayed: int
-    base_seq: int
-    base_hash: str
+    replayed_hash: str
+    offset: int
     pending: dict[str, int] | None
 
     def to_json(self) -> dict[str, Any]:
@@ -160,21 +167,32 @@ class _State:
             "v": STATE_VERSION,
             "spool": self.spool,
             "replayed": self.replayed,
-            "base_seq": self.base_seq,
-            "base_hash": self.base_hash,
+            "replayed_hash": self.replayed_hash,
+            "offset": self.offset,
             "pending": self.pending,
         }
+
+
+@dataclass(frozen=True)
+class _Line:
+    record: SpoolRecord
+    end: int  # byte offset just after this line
+    number: int
 
 
 class Spool:
     """A local, fsync'd, hash-chained spool of audit records (see the module docstring).
 
     Nothing touches the disk until the first :meth:`append`: a guard configured with a
-    spool that never needs it leaves no file behind.
+    spool that never needs it leaves no file behind. Memory stays bounded: a flush
+    reads the file from where the last one stopped, one line at a time.
 
     Args:
         path: the spool file; ``PATH.state`` and ``PATH.flush-lock`` go next to it.
         flush_batch: records replayed between two state-file updates.
+        auto_batch: records one :meth:`maybe_flush` (the guard's, after a successful
+            append) replays at most, so that no single guarded call pays for a long
+            backlog.
         check_every: seconds between two looks at the file by :meth:`maybe_flush`
             in a process that did not spool anything itself.
         clock: seconds since the epoch (the ``spooled_at`` of each line).
@@ -185,19 +203,21 @@ class Spool:
         path: str | os.PathLike[str],
         *,
         flush_batch: int = 256,
+        auto_batch: int = 32,
         check_every: float = 1.0,
-        clock: Any = None,
+        clock: Callable[[], int] | None = None,
     ) -> None:
-        if flush_batch < 1:
-            raise ConfigurationError("flush_batch must be at least 1")
+        if flush_batch < 1 or auto_batch < 1:
+            raise ConfigurationError("flush_batch and auto_batch must be at least 1")
         if fcntl is None:  # pragma: no cover
             raise ConfigurationError("the audit spool needs POSIX file locks (fcntl)")
         self.path = Path(path)
         self.state_path = Path(f"{self.path}.state")
         self.lock_path = Path(f"{self.path}.flush-lock")
         self.flush_batch = flush_batch
+        self.auto_batch = auto_batch
         self.check_every = check_every
-        self._now = clock if clock is not None else (lambda: int(time.time()))
+        self._now: Callable[[], int] = clock if clock is not None else (lambda: int(time.time()))
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._dirty = self.path.exists()
@@ -231,6 +251,27 @@ class Spool:
             finally:
                 os.close(fd)  # also releases the flock
 
+    @contextmanager
+    def _flush_locked(self, *, wait: bool) -> Iterator[bool]:
+        """One flusher (or reader of the whole state) at a time, across processes.
+        Yields ``False`` when ``wait`` is false and another holds it."""
+        if not self._flushing.acquire(blocking=wait):
+            yield False
+            return
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                except BlockingIOError:
+                    yield False
+                    return
+                yield True
+            finally:
+                os.close(fd)
+        finally:
+            self._flushing.release()
+
     def _read_state(self, fd: int | None) -> _State | None:
         """The state file, or one derived from the spool's first line if it is missing."""
         try:
@@ -243,15 +284,18 @@ class Spool:
                 if not isinstance(data, dict) or data.get("v") != STATE_VERSION:
                     raise ValueError("not a spool state file")
                 pending = data.get("pending")
-                return _State(
+                state = _State(
                     spool=str(data["spool"]),
                     replayed=int(data["replayed"]),
-                    base_seq=int(data["base_seq"]),
-                    base_hash=str(data["base_hash"]),
+                    replayed_hash=str(data["replayed_hash"]),
+                    offset=int(data["offset"]),
                     pending=None if pending is None else {k: int(v) for k, v in dict(pending).items()},
                 )
             except (CanonicalizationError, ValueError, KeyError, TypeError) as exc:
                 raise SpoolIntegrityError(0, 0, f"state file {self.state_path} is unreadable: {exc}") from None
+            if state.replayed < 0 or state.offset < 0:
+                raise SpoolIntegrityError(0, 0, f"state file {self.state_path} is unreadable: negative position")
+            return state
         if fd is None:
             return None
         first = _first_line(fd)
@@ -260,24 +304,22 @@ class Spool:
         # The state file was lost: start from the first line (nothing of it replayed).
         log.warning("execauth: spool state file %s missing; rebuilding it from the spool", self.state_path)
         line = _parse_line(first, 1)
-        return _State(
-            spool=str(line["spool"]),
-            replayed=int(line["seq"]) - 1,
-            base_seq=int(line["seq"]) - 1,
-            base_hash=str(line["prev"]),
-            pending=None,
-        )
+        return _State(str(line["spool"]), int(line["seq"]) - 1, str(line["prev"]), 0, None)
 
     def _write_state(self, state: _State) -> None:
         tmp = Path(f"{self.state_path}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, canonicalize(state.to_json()) + b"\n")
+            _write_all(fd, canonicalize(state.to_json()) + b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, self.state_path)
         _fsync_dir(self.state_path.parent)
+
+    def _state(self) -> _State | None:
+        with self._locked(create=False) as fd:
+            return self._read_state(fd)
 
     # -- writing -------------------------------------------------------------
 
@@ -297,12 +339,12 @@ class Spool:
                 size = os.fstat(fd).st_size
                 state = self._read_state(fd)
                 if state is None:
-                    state = _State(secrets.token_urlsafe(12), 0, 0, GENESIS, None)
+                    state = _State(secrets.token_urlsafe(12), 0, GENESIS, 0, None)
                     self._write_state(state)
                 size = _drop_torn_tail(fd, size, self.path)
                 last = _last_line(fd, size)
-                if last is None:
-                    seq, prev = state.base_seq + 1, state.base_hash
+                if last is None:  # empty, or compacted: the chain goes on from the last replayed line
+                    seq, prev = state.replayed + 1, state.replayed_hash
                 else:
                     parsed = _parse_line(last, 0)
                     seq, prev = int(parsed["seq"]) + 1, str(parsed["hash"])
@@ -332,102 +374,146 @@ class Spool:
 
     # -- reading -------------------------------------------------------------
 
-    def _lines(self, fd: int) -> tuple[list[bytes], int]:
-        """Complete lines of the file and the byte count of a torn last line."""
-        os.lseek(fd, 0, os.SEEK_SET)
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        data = b"".join(chunks)
-        cut = data.rfind(b"\n") + 1
-        return data[:cut].splitlines(), len(data) - cut
+    def _scan(self, state: _State, *, start: int) -> Generator[_Line, None, None]:
+        """:meth:`_scan_from`; a break found after an offset is reported with its line
+        number in the whole file."""
+        try:
+            yield from self._scan_from(state, start=start)
+        except SpoolIntegrityError:
+            if start == 0:
+                raise
+            for _ in self._scan_from(state, start=0):
+                pass  # raises with the line counted from the top of the file
+            raise
 
-    def _verified(self, fd: int, state: _State) -> tuple[list[SpoolRecord], int]:
-        """Every line, verified as a chain from the state's base."""
-        lines, torn = self._lines(fd)
-        records: list[SpoolRecord] = []
-        prev_seq: int | None = None
-        prev_hash = ""
-        base_seen = False
-        for number, raw in enumerate(lines, start=1):
-            line = _parse_line(raw, number)
-            seq = int(line["seq"])
-            if line["spool"] != state.spool:
-                raise SpoolIntegrityError(seq, number, "line belongs to another spool")
-            if prev_seq is None:
-                if seq > state.base_seq + 1:
-                    raise SpoolIntegrityError(state.base_seq + 1, number, f"lines before seq {seq} are missing")
-                if seq == state.base_seq + 1 and line["prev"] != state.base_hash:
-                    raise SpoolIntegrityError(seq, number, "first line does not link to the spool's base")
-            else:
-                if seq != prev_seq + 1:
-                    raise SpoolIntegrityError(prev_seq + 1, number, f"found seq {seq} (deleted or reordered)")
-                if line["prev"] != prev_hash:
-                    raise SpoolIntegrityError(seq, number, "link to the previous line is broken")
-            body = {k: v for k, v in line.items() if k != "hash"}
-            if digest_bytes(canonicalize(body)) != line["hash"]:
-                raise SpoolIntegrityError(seq, number, "line does not match its hash (edited)")
-            if seq == state.base_seq:
-                base_seen = True
-                if line["hash"] != state.base_hash:
-                    raise SpoolIntegrityError(seq, number, "line differs from the base kept in the state file")
-            prev_seq, prev_hash = seq, str(line["hash"])
-            records.append(SpoolRecord(seq, prev_hash, int(line["spooled_at"]), line["record"]))
-        if records and records[0].seq <= state.base_seq and not base_seen:
-            raise SpoolIntegrityError(state.base_seq, len(lines), "spool ends before its base (truncated)")
-        if records and records[-1].seq < state.replayed:
-            raise SpoolIntegrityError(records[-1].seq + 1, len(lines), "spool ends before its last replayed seq")
-        return records, torn
+    def _scan_from(self, state: _State, *, start: int) -> Generator[_Line, None, None]:
+        """The complete lines from byte ``start`` (0 or ``state.offset``), verified as
+        a chain that passes through the last replayed line. A last line without its
+        newline (a write in progress or cut off) is not yielded."""
+        try:
+            f = self.path.open("rb")
+        except FileNotFoundError:
+            if start or state.pending:
+                raise SpoolIntegrityError(state.replayed + 1, 0, "the spool file is gone") from None
+            return
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            if start > size:
+                raise SpoolIntegrityError(state.replayed + 1, 0, "spool is shorter than its replayed part (truncated)")
+            if start > 0:
+                f.seek(start - 1)
+                if f.read(1) != b"\n":
+                    raise SpoolIntegrityError(state.replayed + 1, 0, "replayed offset is not at a line boundary")
+            pos, number = start, 0
+            prev: tuple[int, str] | None = None
+            met_replayed = state.replayed == 0 or start > 0
+            while True:
+                raw = f.readline()
+                if not raw or not raw.endswith(b"\n"):
+                    break
+                number += 1
+                line = _parse_line(raw[:-1], number)
+                seq = int(line["seq"])
+                if line["spool"] != state.spool:
+                    raise SpoolIntegrityError(seq, number, "line belongs to another spool")
+                if prev is None:
+                    if seq > state.replayed + 1 or (start > 0 and seq != state.replayed + 1):
+                        raise SpoolIntegrityError(state.replayed + 1, number, f"found seq {seq}: lines are missing")
+                    if seq == state.replayed + 1:
+                        if line["prev"] != state.replayed_hash:
+                            raise SpoolIntegrityError(seq, number, "does not link to the last replayed line")
+                        met_replayed = True  # the file was compacted: the chain goes on from the state
+                    if seq == 1 and line["prev"] != GENESIS:
+                        raise SpoolIntegrityError(seq, number, "first line does not start the chain")
+                else:
+                    if seq != prev[0] + 1:
+                        raise SpoolIntegrityError(prev[0] + 1, number, f"found seq {seq} (deleted or reordered)")
+                    if line["prev"] != prev[1]:
+                        raise SpoolIntegrityError(seq, number, "link to the previous line is broken")
+                body = {k: v for k, v in line.items() if k != "hash"}
+                if digest_bytes(canonicalize(body)) != line["hash"]:
+                    raise SpoolIntegrityError(seq, number, "line does not match its hash (edited)")
+                if seq == state.replayed:
+                    met_replayed = True
+                    if line["hash"] != state.replayed_hash:
+                        raise SpoolIntegrityError(seq, number, "line differs from the replayed one in the state file")
+                if seq == state.replayed + 1 and not met_replayed:
+                    raise SpoolIntegrityError(seq, number, "the last replayed line is missing")
+                pos += len(raw)
+                prev = (seq, str(line["hash"]))
+                yield _Line(SpoolRecord(seq, prev[1], int(line["spooled_at"]), line["record"]), pos, number)
+            if prev is not None and prev[0] < state.replayed:
+                raise SpoolIntegrityError(prev[0] + 1, number, "spool ends before its last replayed line (truncated)")
+
+    def _never_used(self) -> bool:
+        """Nothing was ever spooled here (so nothing to lock, read or create)."""
+        return not self.path.exists() and not self.state_path.exists()
+
+    def _torn_bytes(self) -> int:
+        try:
+            with self.path.open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                f.seek(max(0, size - _TAIL_CHUNK))
+                tail = f.read()
+        except FileNotFoundError:
+            return 0
+        if not tail or tail.endswith(b"\n"):
+            return 0
+        cut = tail.rfind(b"\n")
+        return len(tail) - cut - 1 if cut >= 0 else len(tail)
 
     def verify(self) -> int:
-        """Verify the spool's hash chain; returns the number of lines.
+        """Verify the spool's hash chain, every line of the file; returns their number.
 
         Raises:
             SpoolIntegrityError: naming the first line that does not verify.
         """
-        with self._locked(create=False) as fd:
-            if fd is None:
-                return 0
-            state = self._read_state(fd)
+        if self._never_used():
+            return 0
+        with self._flush_locked(wait=True):
+            state = self._state()
             if state is None:
                 return 0
-            return len(self._verified(fd, state)[0])
+            return sum(1 for _ in self._scan(state, start=0))
 
     def pending(self) -> list[SpoolRecord]:
         """The verified records not yet replayed, oldest first."""
-        with self._locked(create=False) as fd:
-            if fd is None:
-                return []
-            state = self._read_state(fd)
+        if self._never_used():
+            return []
+        with self._flush_locked(wait=True):
+            state = self._state()
             if state is None:
                 return []
-            records, _ = self._verified(fd, state)
-            return [r for r in records if r.seq > state.replayed]
+            return [x.record for x in self._scan(state, start=state.offset) if x.record.seq > state.replayed]
 
     def status(self) -> SpoolStatus:
-        """Pending count, size and the age of the oldest pending record (verifies the chain)."""
-        with self._locked(create=False) as fd:
-            if fd is None:
-                return SpoolStatus(os.fspath(self.path), 0, 0, 0, 0, None, None, 0)
-            size = os.fstat(fd).st_size
-            state = self._read_state(fd)
+        """Pending count, size and the age of the oldest pending record (verifies the
+        pending part of the chain; :meth:`verify` checks the whole file)."""
+        if self._never_used():
+            return SpoolStatus(os.fspath(self.path), 0, 0, 0, 0, None, None, 0)
+        with self._flush_locked(wait=True):
+            state = self._state()
+            try:
+                size = self.path.stat().st_size
+            except FileNotFoundError:
+                size = 0
             if state is None:
-                return SpoolStatus(os.fspath(self.path), 0, size, 0, 0, None, None, self._lines(fd)[1])
-            records, torn = self._verified(fd, state)
-        waiting = [r for r in records if r.seq > state.replayed]
-        oldest = waiting[0].spooled_at if waiting else None
+                return SpoolStatus(os.fspath(self.path), 0, size, 0, 0, None, None, self._torn_bytes())
+            count, oldest, last = 0, None, state.replayed
+            for x in self._scan(state, start=state.offset):
+                last = max(last, x.record.seq)
+                if x.record.seq > state.replayed:
+                    count += 1
+                    oldest = x.record.spooled_at if oldest is None else oldest
         return SpoolStatus(
             path=os.fspath(self.path),
-            pending=len(waiting),
+            pending=count,
             bytes=size,
-            last_seq=records[-1].seq if records else state.base_seq,
+            last_seq=last,
             replayed_seq=state.replayed,
             oldest_spooled_at=oldest,
             oldest_age=None if oldest is None else max(0, int(self._now()) - oldest),
-            torn_tail_bytes=torn,
+            torn_tail_bytes=self._torn_bytes(),
         )
 
     # -- replay --------------------------------------------------------------
@@ -443,77 +529,104 @@ class Spool:
         Args:
             limit: replay at most this many records.
             wait: wait for another process's flush to end; if false, return at once
-                (nothing replayed) while one runs.
+                (nothing replayed, ``busy``) while one runs.
 
         Raises:
-            SpoolIntegrityError: the spool does not verify; nothing is replayed.
+            SpoolIntegrityError: the spool does not verify; nothing after the broken
+                line is replayed.
         """
-        if not self.path.exists() and not self.state_path.exists():
-            return FlushResult(0, 0, 0, ())  # nothing was ever spooled
-        if not self._flushing.acquire(blocking=wait):
-            return FlushResult(0, 0, 0, (), "another flush is running", busy=True)
-        try:
-            try:
-                lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            except FileNotFoundError:
-                return FlushResult(0, 0, 0, ())  # no folder, so no spool
-            try:
-                try:
-                    fcntl.flock(lock_fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-                except BlockingIOError:
-                    return FlushResult(0, 0, 0, (), "another flush is running", busy=True)
-                return self._flush(audit_log, limit)
-            finally:
-                os.close(lock_fd)
-        finally:
-            self._flushing.release()
+        if self._never_used():
+            return FlushResult(0, 0, 0, ())
+        with self._flush_locked(wait=wait) as mine:
+            if not mine:
+                return FlushResult(0, 0, 0, (), "another flush is running", busy=True)
+            return self._flush(audit_log, limit)
 
     def _flush(self, audit_log: AuditLog, limit: int | None) -> FlushResult:
-        with self._locked(create=False) as fd:
-            if fd is None:
-                self._dirty = False
-                return FlushResult(0, 0, 0, ())
-            state = self._read_state(fd)
-            if state is None:
-                self._dirty = False
-                return FlushResult(0, 0, 0, ())
-            records, _ = self._verified(fd, state)
+        state = self._state()
+        if state is None:
+            self._dirty = False
+            return FlushResult(0, 0, 0, ())
         recovered = 0
+        found = state.replayed
         if state.pending is not None:
             try:
                 found = self._recover(audit_log, state)
             except Exception as exc:  # noqa: BLE001 - the log is still down: try later
-                waiting = sum(1 for r in records if r.seq > state.replayed)
-                return FlushResult(0, 0, waiting, (), f"audit log: {_why(exc)}")
-            recovered = max(0, found - state.replayed)
-            state = self._update(replayed=found, pending=None)
-        todo = [r for r in records if r.seq > state.replayed]
-        if limit is not None:
-            todo = todo[: max(0, limit)]
+                return FlushResult(0, 0, self._count_after(state), (), f"audit log: {_why(exc)}")
+        lines = self._scan(state, start=state.offset)
+        done = state  # what the state file will say
+        todo: list[_Line] = []
         seqs: list[int] = []
         error = None
-        for start in range(0, len(todo), self.flush_batch):
-            batch = todo[start : start + self.flush_batch]
-            try:
-                after = audit_log.head()[0]
-                self._update(pending={"from": batch[0].seq, "to": batch[-1].seq, "after": after})
-                for rec in batch:
-                    seqs.append(audit_log.append(_replayed_event(rec, state.spool)).seq)
-                    state = _advance(state, rec.seq)
-            except Exception as exc:  # noqa: BLE001 - stop; the pending mark lets the next flush resume
-                error = f"audit log: {_why(exc)}"
-                try:  # what is known to be in; the pending mark stays for the one in doubt
-                    self._update(replayed=state.replayed)
-                except Exception as again:  # noqa: BLE001 - the pending mark alone is enough
-                    log.warning("execauth: could not update the spool state: %s", _why(again))
-                break
-            state = self._update(replayed=batch[-1].seq, pending=None)
-        waiting = sum(1 for r in records if r.seq > state.replayed)
+        budget = limit if limit is not None else -1
+        try:
+            for x in lines:
+                if x.record.seq <= done.replayed:
+                    done = _at(done, x)  # a leftover of a compaction cut short
+                    continue
+                if x.record.seq <= found:
+                    recovered += 1
+                    done = _at(done, x)
+                    continue
+                if budget == 0:
+                    break
+                todo.append(x)
+                budget -= 1
+                if len(todo) >= self.flush_batch:
+                    done, error = self._replay(audit_log, done, todo, seqs)
+                    todo = []
+                    if error is not None:
+                        break
+            if error is None and todo:
+                done, error = self._replay(audit_log, done, todo, seqs)
+        finally:
+            lines.close()
+        if error is None and (done.replayed != state.replayed or state.pending is not None):
+            done = self._put(replace(done, pending=None))
+        waiting = self._count_after(done)
         if error is None and waiting == 0:
             self._dirty = False
-            if records:
-                self._compact(records[-1].seq, records[-1].hash)
+            self._compact(done)
         return FlushResult(len(seqs), recovered, waiting, tuple(seqs), error)
+
+    def _replay(
+        self, audit_log: AuditLog, done: _State, batch: list[_Line], seqs: list[int]
+    ) -> tuple[_State, str | None]:
+        """Append one batch, marked pending first so a crash in between is recoverable."""
+        try:
+            after = audit_log.head()[0]
+            self._put(replace(done, pending={"from": batch[0].record.seq, "to": batch[-1].record.seq, "after": after}))
+        except Exception as exc:  # noqa: BLE001 - nothing of this batch was appended
+            return done, f"audit log: {_why(exc)}"
+        for x in batch:
+            try:
+                seqs.append(audit_log.append(_replayed_event(x.record, done.spool)).seq)
+            except Exception as exc:  # noqa: BLE001 - stop; the pending mark lets the next flush resume
+                try:  # what is known to be in; the pending mark stays for the one in doubt
+                    self._put(replace(done, pending=self._state_pending()))
+                except Exception as again:  # noqa: BLE001 - the pending mark alone is enough
+                    log.warning("execauth: could not update the spool state: %s", _why(again))
+                return done, f"audit log: {_why(exc)}"
+            done = _at(done, x)
+        return self._put(replace(done, pending=None)), None
+
+    def _state_pending(self) -> dict[str, int] | None:
+        state = self._state()
+        return None if state is None else state.pending
+
+    def _count_after(self, state: _State) -> int:
+        """Records after the last replayed one, from the seq of the file's last line (the
+        lines between were verified by the scan that replayed up to here, or will be)."""
+        with self._locked(create=False) as fd:
+            if fd is None:
+                return 0
+            size = os.fstat(fd).st_size
+            end = size - self._torn_bytes()
+            last = _last_line(fd, end) if end > 0 else None
+        if last is None:
+            return 0
+        return max(0, int(_parse_line(last, 0)["seq"]) - state.replayed)
 
     def _recover(self, audit_log: AuditLog, state: _State) -> int:
         """After an interrupted flush: the highest spool seq of the pending batch that
@@ -529,38 +642,26 @@ class Spool:
                     found = max(found, seq)
         return found
 
-    def _update(self, **changes: Any) -> _State:
-        """Change the state file under the spool lock (appenders read it)."""
-        with self._locked(create=False) as fd:
-            state = self._read_state(fd)
-            if state is None:
-                raise SpoolIntegrityError(0, 0, "the spool disappeared during a flush")
-            for key, value in changes.items():
-                setattr(state, key, value)
+    def _put(self, state: _State) -> _State:
+        """Write the state file under the spool lock (appenders read it)."""
+        with self._locked(create=False):
             self._write_state(state)
-            return state
+        return state
 
-    def _compact(self, last_seq: int, last_hash: str) -> None:
-        """Empty the spool once everything in it is in the log; the chain goes on
-        from the base kept in the state file."""
+    def _compact(self, done: _State) -> None:
+        """Empty the spool once everything in it is in the log; the next line links to
+        the last replayed one, kept in the state file."""
         with self._locked(create=False) as fd:
-            if fd is None:
-                return
-            state = self._read_state(fd)
-            lines, torn = self._lines(fd)
-            if state is None or torn or not lines:
-                self._dirty = bool(torn)
-                return
-            if _parse_line(lines[-1], len(lines))["seq"] != last_seq or state.replayed != last_seq:
-                return  # someone spooled more meanwhile: the next flush takes them
-            state.base_seq, state.base_hash = last_seq, last_hash
-            self._write_state(state)  # base first: a crash before the truncation leaves lines <= base
+            if fd is None or os.fstat(fd).st_size != done.offset or done.offset == 0:
+                return  # someone spooled more meanwhile (the next flush takes it), or nothing to do
+            # The state first: a crash before the truncation leaves only replayed lines.
+            self._write_state(replace(done, offset=0, pending=None))
             os.ftruncate(fd, 0)
             os.fsync(fd)
-            self._dirty = False
 
     def maybe_flush(self, audit_log: AuditLog) -> FlushResult | None:
-        """Cheap check after a successful append: flush one batch if records wait.
+        """Cheap check after a successful append: replay up to ``auto_batch`` records
+        if some wait.
 
         Never raises and never waits for another flusher. This process's own spooling
         is noticed at once; another process's within ``check_every`` seconds.
@@ -578,7 +679,7 @@ class Spool:
             except OSError:
                 return None
         try:
-            result = self.flush(audit_log, limit=self.flush_batch, wait=False)
+            result = self.flush(audit_log, limit=self.auto_batch, wait=False)
         except Exception as exc:  # noqa: BLE001 - the caller's record is already in the log
             log.error("execauth: could not flush the audit spool %s: %s", self.path, _why(exc))
             self._backoff_until = now + 30.0
@@ -588,16 +689,15 @@ class Spool:
         return result
 
 
+def _at(state: _State, x: _Line) -> _State:
+    return replace(state, replayed=x.record.seq, replayed_hash=x.record.hash, offset=x.end)
+
+
 def _replayed_event(rec: SpoolRecord, spool_id: str) -> dict[str, Any]:
     event = dict(rec.record)
     event["spooled"] = True
     event["spool"] = {"id": spool_id, "seq": rec.seq, "hash": rec.hash, "at": rec.spooled_at}
     return event
-
-
-def _advance(state: _State, seq: int) -> _State:
-    state.replayed = seq
-    return state
 
 
 def _parse_line(raw: bytes, number: int) -> dict[str, Any]:
