@@ -281,10 +281,20 @@ def test_processes_sharing_one_spool_keep_one_chain(tmp_path: Path) -> None:
 
 
 def test_a_spool_that_cannot_be_written_raises_store_unavailable(tmp_path: Path) -> None:
-    (tmp_path / "file").write_text("x")
-    spool = Spool(tmp_path / "file" / "audit.spool")  # its folder is a file: ENOTDIR
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    spool = Spool(folder / "audit.spool")
+    folder.rmdir()  # the folder went away after start-up
     with pytest.raises(StoreUnavailable, match="audit spool"):
         spool.append(denial(1))
+
+
+def test_a_spool_folder_that_is_missing_at_start_up_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        Spool(tmp_path / "nowhere" / "audit.spool")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        Spool(tmp_path / "file" / "audit.spool")
 
 
 # -- the guard ------------------------------------------------------------------
@@ -321,6 +331,7 @@ def test_guard_spools_denials_and_never_runs_the_tool(
         ("denial", False, "transfer"),
         ("denial", False, "search"),
     ]
+    assert pending[2].record["record_digest"] is not None  # names the decision it could not record
     # The log is back: the next successful append replays the spool behind it.
     guard.audit_log = working
     assert guard.run(allowed, lambda: tool(q="x")) == "done"
@@ -339,8 +350,10 @@ def test_guard_spools_denials_and_never_runs_the_tool(
 def test_a_spool_that_fails_too_means_audit_unavailable(
     tmp_path: Path, clock: FixedClock, signer: LocalSigner, tool: Tool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (tmp_path / "file").write_text("x")
-    guard = guard_with(Spool(tmp_path / "file" / "audit.spool"), clock, signer)
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    guard = guard_with(Spool(folder / "audit.spool"), clock, signer)
+    folder.rmdir()
     guard.audit_log = DeadAudit()  # type: ignore[assignment]
     req = guard.proposal("search", {}, principal="alice")
     with pytest.raises(ExecutionDenied) as info:

@@ -313,7 +313,9 @@ class Guard:
             )
         except Exception as exc:  # noqa: BLE001 - an unrecorded decision issues no token
             self._release(decision)
-            raise self._deny(request, pd, _Denial("DENY", (R.AUDIT_UNAVAILABLE.value,), str(exc))) from None
+            # The denial names the decision it replaces (record digest, policy).
+            denial = _Denial("DENY", (R.AUDIT_UNAVAILABLE.value,), str(exc), decision)
+            raise self._deny(request, pd, denial) from None
         self._drain_spool()
         return decision
 

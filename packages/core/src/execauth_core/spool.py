@@ -183,8 +183,9 @@ class _Line:
 class Spool:
     """A local, fsync'd, hash-chained spool of audit records (see the module docstring).
 
-    Nothing touches the disk until the first :meth:`append`: a guard configured with a
-    spool that never needs it leaves no file behind. Memory stays bounded: a flush
+    Nothing is written until the first :meth:`append`: a guard configured with a
+    spool that never needs it leaves no file behind. The folder must exist and be
+    writable when the spool is made (``ConfigurationError`` otherwise). Memory stays bounded: a flush
     reads the file from where the last one stopped, one line at a time.
 
     Args:
@@ -212,6 +213,12 @@ class Spool:
         if fcntl is None:  # pragma: no cover
             raise ConfigurationError("the audit spool needs POSIX file locks (fcntl)")
         self.path = Path(path)
+        folder = self.path.parent
+        # Found now, not in the middle of the outage the spool is there for.
+        if not folder.is_dir():
+            raise ConfigurationError(f"the audit spool's folder {folder} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigurationError(f"the audit spool's folder {folder} is not writable")
         self.state_path = Path(f"{self.path}.state")
         self.lock_path = Path(f"{self.path}.flush-lock")
         self.flush_batch = flush_batch
