@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -474,3 +475,33 @@ def test_a_long_backlog_drains_a_bounded_batch_per_guarded_call(tmp_path: Path) 
     while spool.maybe_flush(log) is not None:
         pass
     assert numbers(log) == list(range(1, 11)) and spool.status().pending == 0
+
+
+def _append_slowly(path: str, worker: int, count: int) -> None:
+    spool = Spool(path)
+    for n in range(count):
+        spool.append({**denial(n), "detail": {"worker": worker, "n": n}})
+        time.sleep(0.001)
+
+
+def test_flushing_while_other_processes_append_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "audit.spool")
+    Spool(path).append({**denial(0), "detail": {"worker": -1, "n": 0}})
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_append_slowly, args=(path, w, 60)) for w in range(2)]
+    for p in workers:
+        p.start()
+    spool, log = Spool(path, flush_batch=7), SQLiteAuditLog(tmp_path / "log.db")
+    while any(p.is_alive() for p in workers):
+        spool.flush(log, limit=11)  # partial flushes and compactions race the appenders
+    for p in workers:
+        p.join(60)
+        assert p.exitcode == 0
+    spool.flush(log)
+    seen: dict[int, list[int]] = {}
+    for e in log.entries():
+        seen.setdefault(e.body["detail"]["worker"], []).append(e.body["detail"]["n"])
+    assert seen == {-1: [0], 0: list(range(60)), 1: list(range(60))}
+    assert [e.body["spool"]["seq"] for e in log.entries()] == list(range(1, 122))
+    verify_chain(log.entries())
+    assert spool.status().pending == 0
