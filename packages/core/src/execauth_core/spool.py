@@ -542,6 +542,8 @@ class Spool:
             SpoolIntegrityError: the spool does not verify; nothing after the broken
                 line is replayed.
         """
+        if limit is not None and limit < 0:
+            raise ConfigurationError("limit must not be negative")
         if self._never_used():
             return FlushResult(0, 0, 0, ())
         with self._flush_locked(wait=wait) as mine:
