@@ -169,6 +169,16 @@ def test_lost_state_file_is_rebuilt_from_the_spool(tmp_path: Path) -> None:
     assert spool.flush(log).replayed == 3 and numbers(log) == [1, 2, 3]
 
 
+def test_lost_state_file_after_a_partial_flush_replays_nothing_twice(tmp_path: Path) -> None:
+    spool = spooled(tmp_path / "audit.spool", 5)
+    log = MemoryAuditLog()
+    assert spool.flush(log, limit=2).replayed == 2
+    (tmp_path / "audit.spool.state").unlink()
+    result = spool.flush(log)
+    assert (result.recovered, result.replayed) == (2, 3)
+    assert numbers(log) == [1, 2, 3, 4, 5]
+
+
 def test_a_failing_log_stops_the_flush_and_the_next_resumes(tmp_path: Path) -> None:
     spool = spooled(tmp_path / "audit.spool", 4)
     result = spool.flush(DeadAudit())

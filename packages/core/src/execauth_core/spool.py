@@ -261,19 +261,26 @@ class Spool:
     @contextmanager
     def _flush_locked(self, *, wait: bool) -> Iterator[bool]:
         """One flusher (or reader of the whole state) at a time, across processes.
-        Yields ``False`` when ``wait`` is false and another holds it."""
+        Yields ``False`` when ``wait`` is false and another holds it. A file error
+        inside (a folder gone, permissions) becomes ``StoreUnavailable``."""
         if not self._flushing.acquire(blocking=wait):
             yield False
             return
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise StoreUnavailable(f"audit spool {self.path}: {_why(exc)}") from None
             try:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
                 except BlockingIOError:
                     yield False
                     return
-                yield True
+                try:
+                    yield True
+                except OSError as exc:
+                    raise StoreUnavailable(f"audit spool {self.path}: {_why(exc)}") from None
             finally:
                 os.close(fd)
         finally:
@@ -308,10 +315,12 @@ class Spool:
         first = _first_line(fd)
         if first is None:
             return None
-        # The state file was lost: start from the first line (nothing of it replayed).
+        # The state file was lost: start from the first line, and let the next flush
+        # look through the whole log for lines of this spool already replayed.
         log.warning("execauth: spool state file %s missing; rebuilding it from the spool", self.state_path)
         line = _parse_line(first, 1)
-        return _State(str(line["spool"]), int(line["seq"]) - 1, str(line["prev"]), 0, None)
+        seq = int(line["seq"])
+        return _State(str(line["spool"]), seq - 1, str(line["prev"]), 0, {"from": seq, "to": 2**53, "after": 0})
 
     def _write_state(self, state: _State) -> None:
         tmp = Path(f"{self.state_path}.tmp")
