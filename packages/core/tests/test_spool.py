@@ -300,6 +300,13 @@ def test_a_spool_that_cannot_be_written_raises_store_unavailable(tmp_path: Path)
         spool.append(denial(1))
 
 
+def test_a_record_the_log_would_refuse_is_not_spooled(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "audit.spool")
+    with pytest.raises(ValueError, match="executed"):
+        spool.append({"event": "denial", "time": 1})
+    assert not (tmp_path / "audit.spool").exists()
+
+
 def test_a_spool_folder_that_is_missing_at_start_up_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="does not exist"):
         Spool(tmp_path / "nowhere" / "audit.spool")

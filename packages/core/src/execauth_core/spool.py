@@ -50,7 +50,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .audit import GENESIS, AuditLog
+from .audit import GENESIS, AuditLog, make_body
 from .canonical import CanonicalizationError, canonicalize, digest_bytes, loads_strict
 from .errors import AuditIntegrityError, ConfigurationError, StoreUnavailable
 
@@ -348,7 +348,10 @@ class Spool:
         Raises:
             StoreUnavailable: it could not be written (full disk, read-only folder...);
                 nothing partial is left behind.
+            ValueError: not an audit event the log would take (so it would block
+                every record behind it at replay); nothing is written.
         """
+        make_body(record, seq=1, prev=GENESIS)  # refused now rather than at replay
         try:
             with self._locked(create=True) as fd:
                 assert fd is not None
