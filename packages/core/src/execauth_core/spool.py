@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from .audit import GENESIS, AuditLog, make_body
-from .canonical import CanonicalizationError, canonicalize, digest_bytes, loads_strict
+from .canonical import MAX_SAFE_INTEGER, CanonicalizationError, canonicalize, digest_bytes, loads_strict
 from .errors import AuditIntegrityError, ConfigurationError, StoreUnavailable
 
 try:
@@ -185,8 +185,9 @@ class Spool:
 
     Nothing is written until the first :meth:`append`: a guard configured with a
     spool that never needs it leaves no file behind. The folder must exist and be
-    writable when the spool is made (``ConfigurationError`` otherwise). Memory stays bounded: a flush
-    reads the file from where the last one stopped, one line at a time.
+    writable when the spool is made (``ConfigurationError`` otherwise). Memory stays
+    bounded: a flush reads the file from where the last one stopped, one line at a
+    time.
 
     Args:
         path: the spool file; ``PATH.state`` and ``PATH.flush-lock`` go next to it.
@@ -320,7 +321,8 @@ class Spool:
         log.warning("execauth: spool state file %s missing; rebuilding it from the spool", self.state_path)
         line = _parse_line(first, 1)
         seq = int(line["seq"])
-        return _State(str(line["spool"]), seq - 1, str(line["prev"]), 0, {"from": seq, "to": 2**53, "after": 0})
+        look_back = {"from": seq, "to": MAX_SAFE_INTEGER, "after": 0}
+        return _State(str(line["spool"]), seq - 1, str(line["prev"]), 0, look_back)
 
     def _write_state(self, state: _State) -> None:
         tmp = Path(f"{self.state_path}.tmp")
@@ -360,6 +362,8 @@ class Spool:
                 if state is None:
                     state = _State(secrets.token_urlsafe(12), 0, GENESIS, 0, None)
                     self._write_state(state)
+                elif not self.state_path.exists():
+                    self._write_state(state)  # rebuilt from the spool: keep it (and warn once)
                 size = _drop_torn_tail(fd, size, self.path)
                 last = _last_line(fd, size)
                 if last is None:  # empty, or compacted: the chain goes on from the last replayed line
