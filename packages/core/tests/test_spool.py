@@ -524,3 +524,44 @@ def test_flushing_while_other_processes_append_loses_and_repeats_nothing(tmp_pat
     assert [e.body["spool"]["seq"] for e in log.entries()] == list(range(1, 122))
     verify_chain(log.entries())
     assert spool.status().pending == 0
+
+
+SLOW_FLUSH = textwrap.dedent(
+    """
+    import sys
+    from execauth_core import Spool
+    from execauth_core.stores.sqlite import SQLiteAuditLog
+
+    print("ready", flush=True)
+    Spool(sys.argv[1], flush_batch=5).flush(SQLiteAuditLog(sys.argv[2]))
+    """
+)
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3])
+def test_sigkill_at_any_moment_of_a_flush_loses_and_repeats_nothing(tmp_path: Path, delay: float) -> None:
+    import signal
+
+    spool = spooled(tmp_path / "audit.spool", 300)
+    db = tmp_path / "log.db"
+    SQLiteAuditLog(db).close()
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_FLUSH)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "audit.spool"), str(db)], stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(60)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    log = SQLiteAuditLog(db)
+    done = len(numbers(log))
+    assert numbers(log) == list(range(1, done + 1))  # a prefix, in order
+    spool.flush(log)
+    assert numbers(log) == list(range(1, 301))
+    verify_chain(log.entries())
+    print(f"\n[sigkill after {delay}s] {done} of 300 records were in the log")
