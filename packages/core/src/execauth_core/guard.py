@@ -110,14 +110,14 @@ class Guard:
         verifier: checks tokens against the configured trusted keys.
         replay_store: consumes each token id once.
         audit_log: receives every denial and execution.
-        clock: the time source.
-        id_factory: makes token and grant ids (fixed in conformance runs).
         spool: where records go that the audit log refuses (it is down, its disk is
             full): replayed into the log when it is back (see
             :class:`~execauth_core.spool.Spool`). A spooled denial carries
             ``AUDIT_SPOOLED``; without a spool, or when the spool cannot be written
             either, ``AUDIT_UNAVAILABLE``. Spooling never lets a call run: an
             execution whose record the log refuses is denied.
+        clock: the time source.
+        id_factory: makes token and grant ids (fixed in conformance runs).
     """
 
     def __init__(
@@ -127,13 +127,10 @@ class Guard:
         verifier: TokenVerifier,
         replay_store: ReplayStore,
         audit_log: AuditLog,
+        spool: Spool | None = None,
         clock: Clock | None = None,
         id_factory: Callable[[], str] = new_id,
-        spool: Spool | None = None,
     ) -> None:
-        if spool is not None and not isinstance(spool, Spool):
-            raise ConfigurationError("spool is an execauth_core.Spool or None")
-        self.spool = spool
         self.authority = authority
         self.verifier = verifier
         self.replay_store = replay_store
@@ -141,6 +138,9 @@ class Guard:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.id_factory = id_factory
         self._joint: tuple[ReplayStore, AuditLog, JointAdmission | None] | None = None
+        if spool is not None and not isinstance(spool, Spool):
+            raise ConfigurationError("spool is an execauth_core.Spool or None")
+        self.spool = spool
 
     @classmethod
     def local(
@@ -177,6 +177,7 @@ class Guard:
                 without one is an error); ``False`` for none. The file is created only
                 when a record is first spooled.
         """
+        _local_spool(spool, data_dir, check_only=True)  # refused before anything is opened
         replay: ReplayStore
         audit: AuditLog
         if stores is not None:
@@ -204,7 +205,6 @@ class Guard:
                 db = folder / "execauth.db"
                 replay, audit = SQLiteReplayStore(db), SQLiteAuditLog(db)
         keys = KeySet.of_signer(signer)
-        chosen = _local_spool(spool, data_dir)
         authority = Authority(policy, signer, issuer=issuer, audience=audience, token_ttl=token_ttl)
         verifier = TokenVerifier(keys=keys, issuer=issuer, audience=audience, max_ttl=max(token_ttl, 1))
         return cls(
@@ -214,7 +214,7 @@ class Guard:
             audit_log=audit,
             clock=clock,
             id_factory=id_factory,
-            spool=chosen,
+            spool=_local_spool(spool, data_dir),
         )
 
     def close(self) -> None:
@@ -688,25 +688,29 @@ def _guard_error(exc: Exception) -> _Denial:
     return _Denial("DENY", (R.GUARD_ERROR.value,), f"internal error ({type(exc).__name__}); denied")
 
 
+def _json_text(value: Any) -> str:
+    import json
+
+    return json.dumps(value, indent=2) + "\n"
+
+
 def _local_spool(
-    spool: bool | str | os.PathLike[str] | Spool | None, data_dir: str | os.PathLike[str] | None
+    spool: bool | str | os.PathLike[str] | Spool | None,
+    data_dir: str | os.PathLike[str] | None,
+    *,
+    check_only: bool = False,
 ) -> Spool | None:
+    """What ``Guard.local(spool=...)`` means (see there)."""
     if spool is None or spool is True:
         if data_dir is None:
             if spool is True:
                 raise ConfigurationError("spool=True needs a data_dir (or give the spool's path)")
             return None
-        return Spool(Path(data_dir) / "audit.spool")
+        return None if check_only else Spool(Path(data_dir) / "audit.spool")
     if spool is False:
         return None
     if isinstance(spool, Spool):
         return spool
     if isinstance(spool, (str, os.PathLike)):
-        return Spool(spool)
+        return None if check_only else Spool(spool)
     raise ConfigurationError("spool is True, False, a path or an execauth_core.Spool")
-
-
-def _json_text(value: Any) -> str:
-    import json
-
-    return json.dumps(value, indent=2) + "\n"
