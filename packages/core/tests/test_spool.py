@@ -451,10 +451,14 @@ def test_cli_status_flush_and_a_broken_spool(tmp_path: Path, capsys: pytest.Capt
     SQLiteAuditLog(db).close()
     assert main(["audit", "spool", "status", "--spool", str(path)]) == 0
     assert json.loads(capsys.readouterr().out)["pending"] == 3
+    assert main(["audit", "spool", "verify", "--spool", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"ok": True, "lines": 3}
     _edit(path, 1, lambda ls, i: ls.__setitem__(i, ls[i].replace('"n":2', '"n":20')))
     assert main(["audit", "spool", "status", "--spool", str(path)]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is False and "line 2" in report["message"] and "edited" in report["message"]
+    assert main(["audit", "spool", "verify", "--spool", str(path)]) == 1
+    assert json.loads(capsys.readouterr().out)["first_bad_seq"] == 2
     assert main(["audit", "spool", "flush", "--spool", str(path), "--db", str(db)]) == 1
     capsys.readouterr()
     assert list(SQLiteAuditLog(db).entries()) == []

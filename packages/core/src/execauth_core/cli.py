@@ -99,6 +99,13 @@ def cmd_audit_spool_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_spool_verify(args: argparse.Namespace) -> int:
+    from .spool import Spool
+
+    _print({"ok": True, "lines": Spool(args.spool).verify()})
+    return 0
+
+
 def cmd_audit_spool_flush(args: argparse.Namespace) -> int:
     from .spool import Spool
 
@@ -122,6 +129,9 @@ def _add_spool_parsers(audit: Any) -> None:
     ss = sp.add_parser("status", help="pending records, bytes, age of the oldest (verifies the spool's chain)")
     ss.add_argument("--spool", required=True, help="the spool file (Guard.local: DATA_DIR/audit.spool)")
     ss.set_defaults(fn=cmd_audit_spool_status)
+    sv = sp.add_parser("verify", help="verify the spool's whole hash chain (exit 0 ok, 1 broken)")
+    sv.add_argument("--spool", required=True, help="the spool file (Guard.local: DATA_DIR/audit.spool)")
+    sv.set_defaults(fn=cmd_audit_spool_verify)
     sf = sp.add_parser("flush", help="replay pending records into the log, in order, once (exit 1 if some remain)")
     sf.add_argument("--spool", required=True, help="the spool file (Guard.local: DATA_DIR/audit.spool)")
     where = sf.add_mutually_exclusive_group(required=True)
