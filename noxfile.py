@@ -141,6 +141,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_core.py", *session.posargs)
     session.run("python", "bench/bench_langgraph.py")
     session.run("python", "bench/bench_stores.py")
+    session.run("python", "bench/bench_spool.py")
 
 
 @nox.session

@@ -110,6 +110,56 @@ def cmd_token_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_spool_status(args: argparse.Namespace) -> int:
+    from .spool import Spool
+
+    spool = Spool(args.spool)
+    _print({"exists": spool.path.exists(), **spool.status().to_json()})
+    return 0
+
+
+def cmd_audit_spool_verify(args: argparse.Namespace) -> int:
+    from .spool import Spool
+
+    _print({"ok": True, "lines": Spool(args.spool).verify()})
+    return 0
+
+
+def cmd_audit_spool_flush(args: argparse.Namespace) -> int:
+    from .spool import Spool
+
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    spool = Spool(args.spool)
+    log, opened = _audit_log(args)
+    try:
+        result = spool.flush(log, limit=args.limit)
+    finally:
+        opened.close()
+    _print(result.to_json())
+    return 0 if result.error is None else 1
+
+
+def _add_spool_parsers(audit: Any) -> None:
+    """``execauth audit spool status|flush`` (docs/audit-spool.md)."""
+    sp = audit.add_parser("spool", help="records kept while the log was down").add_subparsers(
+        dest="spool_sub", required=True
+    )
+    ss = sp.add_parser("status", help="pending records, bytes, age of the oldest (verifies the spool's chain)")
+    ss.add_argument("--spool", required=True, help="the spool file (Guard.local: DATA_DIR/audit.spool)")
+    ss.set_defaults(fn=cmd_audit_spool_status)
+    sv = sp.add_parser("verify", help="verify the spool's whole hash chain (exit 0 ok, 1 broken)")
+    sv.add_argument("--spool", required=True, help="the spool file (Guard.local: DATA_DIR/audit.spool)")
+    sv.set_defaults(fn=cmd_audit_spool_verify)
+    sf = sp.add_parser("flush", help="replay pending records into the log, in order, once (exit 1 if some remain)")
+    sf.add_argument("--spool", required=True, help="the spool file (Guard.local: DATA_DIR/audit.spool)")
+    where = sf.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", help="SQLite database file")
+    where.add_argument("--store", help="store URL of the log: sqlite:, redis://, postgresql://")
+    sf.add_argument("--limit", type=int, default=None, help="replay at most this many records")
+    sf.set_defaults(fn=cmd_audit_spool_flush)
+
+
 def _audit_log(args: argparse.Namespace) -> tuple[Any, Any]:
     """The audit log named by ``--db FILE`` (SQLite) or ``--store URL`` (any backend),
     and what to close when done."""
@@ -439,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the quickstart on the SQLite default")
     demo.add_argument("--dir", default=".execauth-demo", help="data folder (default .execauth-demo)")
     demo.set_defaults(fn=cmd_demo)
+    _add_spool_parsers(audit)
     return p
 
 
