@@ -56,6 +56,9 @@ class Report:
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
+        if not self.ok:
+            # A failure says where and why; counts of a log that does not verify mean nothing.
+            return {"ok": False, "first_bad_seq": self.first_bad_seq, "message": self.message}
         out: dict[str, Any] = {
             "ok": self.ok,
             "records": self.records,
@@ -66,9 +69,6 @@ class Report:
             "unsigned_records": self.unsigned,
             "checkpoint_age": self.checkpoint_age,
         }
-        if not self.ok:
-            out["first_bad_seq"] = self.first_bad_seq
-            out["message"] = self.message
         if self.warnings:
             out["warnings"] = self.warnings
         return out
