@@ -31,8 +31,8 @@ def naive_path(m: int, leaves: list[bytes]) -> list[bytes]:
     while k * 2 < n:
         k *= 2
     if m < k:
-        return naive_path(m, leaves[:k]) + [naive_root(leaves[k:])]
-    return naive_path(m - k, leaves[k:]) + [naive_root(leaves[:k])]
+        return [*naive_path(m, leaves[:k]), naive_root(leaves[k:])]
+    return [*naive_path(m - k, leaves[k:]), naive_root(leaves[:k])]
 
 
 def naive_subproof(m: int, leaves: list[bytes], whole: bool) -> list[bytes]:
@@ -43,8 +43,8 @@ def naive_subproof(m: int, leaves: list[bytes], whole: bool) -> list[bytes]:
     while k * 2 < n:
         k *= 2
     if m <= k:
-        return naive_subproof(m, leaves[:k], whole) + [naive_root(leaves[k:])]
-    return naive_subproof(m - k, leaves[k:], False) + [naive_root(leaves[:k])]
+        return [*naive_subproof(m, leaves[:k], whole), naive_root(leaves[k:])]
+    return [*naive_subproof(m - k, leaves[k:], False), naive_root(leaves[:k])]
 
 
 def build(n: int) -> tuple[list[bytes], dict[tuple[int, int], bytes], list[bytes]]:
@@ -78,8 +78,10 @@ sizes = st.integers(min_value=1, max_value=300)
 def test_known_roots() -> None:
     assert EMPTY_ROOT == hashlib.sha256(b"").digest()
     # RFC 6962 / 9162 reference vector: the tree over the 8 test inputs.
-    inputs = [bytes.fromhex(h) for h in ("", "00", "10", "2021", "3031", "40414243", "5051525354555657",
-                                         "606162636465666768696a6b6c6d6e6f")]
+    inputs = [
+        bytes.fromhex(h)
+        for h in ("", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f")
+    ]
     leaves = [leaf_hash(x) for x in inputs]
     assert naive_root(leaves).hex() == "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"
     assert tlog.root_from_leaves(leaves) == naive_root(leaves)
@@ -110,7 +112,7 @@ def test_inclusion_proofs(data: st.DataObject, n: int) -> None:
         bad = [flip(proof, i, data.draw(st.integers(0, 255))), proof[:-1], proof[1:]]
     else:
         bad = []
-    bad.append(proof + [roots[size]])
+    bad.append([*proof, roots[size]])
     for p in bad:
         try:
             tlog.verify_inclusion(leaves[index], index, size, p, roots[size])
@@ -147,7 +149,7 @@ def test_consistency_proofs(data: st.DataObject, n: int) -> None:
         bad += [
             (old, size, roots[old], roots[size], flip(proof, i, data.draw(st.integers(0, 255)))),
             (old, size, roots[old], roots[size], proof[:-1]),
-            (old, size, roots[old], roots[size], proof + [roots[0]]),
+            (old, size, roots[old], roots[size], [*proof, roots[0]]),
         ]
     wrong_old = leaf_hash(b"fork")
     bad.append((old, size, wrong_old, roots[size], proof))

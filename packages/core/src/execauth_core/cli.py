@@ -480,7 +480,9 @@ def _where(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--db", help="SQLite database file")
     where.add_argument("--store", help="store URL of the log: sqlite:, redis://, postgresql:// (see docs/deploying.md)")
-    parser.add_argument("--origin", default=DEFAULT_ORIGIN, help=f"the log's checkpoint origin (default {DEFAULT_ORIGIN})")
+    parser.add_argument(
+        "--origin", default=DEFAULT_ORIGIN, help=f"the log's checkpoint origin (default {DEFAULT_ORIGIN})"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

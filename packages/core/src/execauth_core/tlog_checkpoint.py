@@ -89,7 +89,12 @@ class SignedCheckpoint:
     note: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"origin": self.origin, "size": self.size, "root": base64.b64encode(self.root).decode(), "time": self.time}
+        return {
+            "origin": self.origin,
+            "size": self.size,
+            "root": base64.b64encode(self.root).decode(),
+            "time": self.time,
+        }
 
 
 def _body(origin: str, size: int, root: bytes, time: int) -> str:
@@ -116,7 +121,9 @@ def _trusted(keys: KeySet | Iterable[TrustedKey]) -> list[TrustedKey]:
     return [k for k in keys if k.status is not KeyStatus.REVOKED]
 
 
-def open_checkpoint(note: str | bytes, keys: KeySet | Iterable[TrustedKey], *, origin: str | None = None) -> SignedCheckpoint:
+def open_checkpoint(
+    note: str | bytes, keys: KeySet | Iterable[TrustedKey], *, origin: str | None = None
+) -> SignedCheckpoint:
     """Parse a checkpoint note and verify it against configured keys.
 
     Args:
@@ -222,7 +229,7 @@ class Checkpointer:
         clock: Any = None,
     ) -> None:
         _check_origin(origin)
-        if every is not None and every < 1 or interval is not None and interval < 1:
+        if (every is not None and every < 1) or (interval is not None and interval < 1):
             raise ConfigurationError("checkpoint cadence must be positive")
         self.log, self.signer, self.origin = log, signer, origin
         self.every, self.interval = every, interval
@@ -244,7 +251,7 @@ class Checkpointer:
 
     def due(self, size: int, now: int) -> bool:
         if self._last is None:
-            return self.every is not None and size >= self.every or self.interval is not None and size > 0
+            return (self.every is not None and size >= self.every) or (self.interval is not None and size > 0)
         last_size, last_time = self._last
         if size <= last_size:
             return False

@@ -27,7 +27,7 @@ from typing import Any
 
 from . import tlog
 from .audit import AuditEntry, canonical_body, verify_chain
-from .canonical import CanonicalizationError, digest, loads_strict
+from .canonical import CanonicalizationError, canonicalize_trusted, digest, loads_strict
 from .errors import AuditIntegrityError, StoreUnavailable
 from .keys import KeySet
 from .tlog import Frontier, ProofError, leaf_hash, node_hash
@@ -108,7 +108,9 @@ def _guarded(entries: Iterator[AuditEntry], count: list[int]) -> Iterator[AuditE
         except (AuditIntegrityError, StoreUnavailable):
             raise
         except (TypeError, ValueError, KeyError, AttributeError, UnicodeError, IndexError) as exc:
-            raise AuditIntegrityError(count[0] + 1, f"stored record is malformed: {type(exc).__name__}: {exc}") from None
+            raise AuditIntegrityError(
+                count[0] + 1, f"stored record is malformed: {type(exc).__name__}: {exc}"
+            ) from None
         if not isinstance(entry.seq, int) or not isinstance(entry.digest, str) or not isinstance(entry.body, Mapping):
             raise AuditIntegrityError(count[0] + 1, "stored record has the wrong types")
         count[0] += 1
@@ -254,9 +256,7 @@ def _verify(log: Any, cps: list[SignedCheckpoint], legacy: Any, report: Report, 
             yield entry
 
     try:
-        seq, last = verify_chain(
-            tee(_guarded(iter(log.entries()), count)), checkpoint=legacy, expected_head=None
-        )
+        seq, last = verify_chain(tee(_guarded(iter(log.entries()), count)), checkpoint=legacy, expected_head=None)
     except AuditIntegrityError:
         raise
     if progress is not None:
@@ -294,7 +294,9 @@ def _verify(log: Any, cps: list[SignedCheckpoint], legacy: Any, report: Report, 
 
 def _report_difference(cp: SignedCheckpoint, lo: int, hi: int, exact: bool) -> None:
     if exact:
-        raise _Bad(lo + 1, f"entry differs from the signed checkpoint of size {cp.size} (edited, replaced or re-hashed)")
+        raise _Bad(
+            lo + 1, f"entry differs from the signed checkpoint of size {cp.size} (edited, replaced or re-hashed)"
+        )
     raise _Bad(
         lo + 1,
         f"entries {lo + 1}..{hi} differ from the signed checkpoint of size {cp.size} (edited and re-hashed); "
@@ -342,23 +344,19 @@ def _b64(h: bytes) -> str:
 def export_bundle(log: Any, note: str, keys: KeySet, *, first: int = 1, last: int | None = None) -> Iterator[str]:
     """JSON Lines of a bundle: a header with the checkpoint, then each entry with its
     inclusion proof at the checkpoint's size (see docs/audit.md)."""
-    import json
-
     cp = open_checkpoint(note, keys)
     last = cp.size if last is None else min(last, cp.size)
     if first < 1 or first > max(last, 1):
         raise ValueError(f"nothing to export in seq {first}..{last}")
     if log.root_at(cp.size) != cp.root:
         raise ValueError("the store's tree does not match the checkpoint: verify the log first")
-    yield json.dumps(
-        {"v": BUNDLE_VERSION, "checkpoint": cp.note, "first": first, "last": last}, sort_keys=True
-    )
+    yield canonicalize_trusted({"v": BUNDLE_VERSION, "checkpoint": cp.note, "first": first, "last": last}).decode()
     for entry in log.entries(first):
         if entry.seq > last:
             break
         proof = log.inclusion_proof(entry.seq - 1, cp.size)
         line = {"seq": entry.seq, "digest": entry.digest, "body": dict(entry.body), "proof": [_b64(p) for p in proof]}
-        yield json.dumps(line, sort_keys=True, ensure_ascii=False)
+        yield canonicalize_trusted(line).decode("utf-8")
 
 
 def verify_bundle(lines: Iterable[str | bytes], keys: KeySet, *, origin: str | None = None) -> Report:

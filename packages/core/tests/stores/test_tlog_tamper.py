@@ -142,7 +142,7 @@ def bad_at(report: Report, seq: int | None, *words: str) -> None:
 
 
 def test_intact_log_verifies_with_nothing_unsigned(backend: Backend, signer: LocalSigner) -> None:
-    log, raw, _ = setup_log(backend, signer)
+    log, _raw, _ = setup_log(backend, signer)
     report = check(backend, log, signer)
     assert report.ok and report.records == 8 and report.checkpoint_seq == 8 and report.unsigned == 0
     assert report.checkpoint_age == 100
@@ -205,7 +205,7 @@ def test_rehash_with_the_tree_rebuilt_is_still_caught(backend: Backend, signer: 
 
 
 def test_forged_checkpoint_signature(backend: Backend, signer: LocalSigner) -> None:
-    log, raw, note = setup_log(backend, signer)
+    log, _raw, note = setup_log(backend, signer)
     size, root = log.tree_head()
     mallory = LocalSigner.generate()
     forged = sign_checkpoint(ORIGIN, size, root, mallory, now=2000).note
@@ -218,20 +218,20 @@ def test_forged_checkpoint_signature(backend: Backend, signer: LocalSigner) -> N
 
 
 def test_checkpoint_by_an_untrusted_key_is_refused(backend: Backend, signer: LocalSigner) -> None:
-    log, raw, _ = setup_log(backend, signer)
+    log, _raw, _ = setup_log(backend, signer)
     size, root = log.tree_head()
     foreign = sign_checkpoint(ORIGIN, size, root, LocalSigner.generate(), now=2000).note
     bad_at(check(backend, log, signer, checkpoints=[foreign]), None, "not signed by a trusted key")
 
 
 def test_forked_checkpoints_same_size(backend: Backend, signer: LocalSigner) -> None:
-    log, raw, _ = setup_log(backend, signer)
+    log, _raw, _ = setup_log(backend, signer)
     other = sign_checkpoint(ORIGIN, 8, leaf_hash(b"another history"), signer, now=2001).note
     bad_at(check(backend, log, signer, checkpoints=[other]), 8, "forked")
 
 
 def test_newer_checkpoint_not_consistent_with_older(backend: Backend, signer: LocalSigner) -> None:
-    log, raw, _ = setup_log(backend, signer)
+    log, _raw, _ = setup_log(backend, signer)
     older = sign_checkpoint(ORIGIN, 4, leaf_hash(b"another history"), signer, now=1500).note
     bad_at(check(backend, log, signer, checkpoints=[older]), 4, "not consistent")
 
@@ -245,7 +245,7 @@ def test_head_moved_back(backend: Backend, signer: LocalSigner) -> None:
 
 
 def test_unsigned_tail_and_limits(backend: Backend, signer: LocalSigner) -> None:
-    log, raw, _ = setup_log(backend, signer)
+    log, _raw, _ = setup_log(backend, signer)
     for i in range(3):
         log.append({"event": "denial", "executed": False, "time": 3000 + i, "who": "bob"})
     report = check(backend, log, signer)
@@ -268,7 +268,7 @@ def test_no_checkpoint_means_all_unsigned(backend: Backend) -> None:
 def test_inclusion_and_consistency_proofs_from_the_store(backend: Backend, signer: LocalSigner) -> None:
     from execauth_core import tlog
 
-    log, raw, _ = setup_log(backend, signer, n=13)
+    log, _raw, _ = setup_log(backend, signer, n=13)
     size, root = log.tree_head()
     for e in log.entries():
         proof = log.inclusion_proof(e.seq - 1, size)
@@ -306,11 +306,13 @@ def _garbage(backend: Backend) -> Callable[[], None] | None:
     return None
 
 
-def test_garbage_rows_name_the_record(backend: Backend, signer: LocalSigner, capsys: pytest.CaptureFixture[str]) -> None:
+def test_garbage_rows_name_the_record(
+    backend: Backend, signer: LocalSigner, capsys: pytest.CaptureFixture[str]
+) -> None:
     spoil = _garbage(backend)
     if spoil is None:
         pytest.skip("the memory log holds Python objects, not stored rows")
-    log, raw, _ = setup_log(backend, signer)
+    log, _raw, _ = setup_log(backend, signer)
     spoil()
     bad_at(check(backend, log, signer), 2)
     capsys.readouterr()

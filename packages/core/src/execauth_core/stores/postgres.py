@@ -548,7 +548,8 @@ class PostgresAuditLog(TreeMixin):
                 f"ALTER TABLE {head_t} ADD COLUMN IF NOT EXISTS frontier bytea NOT NULL DEFAULT ''::bytea",
                 f"CREATE TABLE IF NOT EXISTS {tree_t} "
                 "(level smallint NOT NULL, idx bigint NOT NULL, hash bytea NOT NULL, PRIMARY KEY (level, idx))",
-                f"CREATE TABLE IF NOT EXISTS {cps_t} (id bigserial PRIMARY KEY, size bigint NOT NULL, note text NOT NULL)",
+                f"CREATE TABLE IF NOT EXISTS {cps_t} "
+                "(id bigserial PRIMARY KEY, size bigint NOT NULL, note text NOT NULL)",
             ),
         )
         self._tree_t, self._cps_t = tree_t, cps_t
@@ -645,7 +646,9 @@ class PostgresAuditLog(TreeMixin):
             self._store_nodes(conn, frontier, made, old=int(row[3]))
         return AuditEntry(seq=seq, digest=dig, body=make_body(event, seq=seq, prev=prev))
 
-    def _catch_up(self, conn: Conn, size: int, tsize: int, packed: bytes) -> tuple[Frontier, list[tuple[int, int, bytes]]]:
+    def _catch_up(
+        self, conn: Conn, size: int, tsize: int, packed: bytes
+    ) -> tuple[Frontier, list[tuple[int, int, bytes]]]:
         """The frontier at ``size`` leaves, building the tree over entries written
         before it existed (the caller holds the head row's lock)."""
         try:
@@ -694,9 +697,12 @@ class PostgresAuditLog(TreeMixin):
                 try:
                     return Frontier.unpack(int(row[1]), bytes(row[2]))
                 except ValueError as exc:
-                    raise StoreUnavailable(f"PostgreSQL audit log: the stored Merkle frontier is damaged: {exc}") from exc
+                    raise StoreUnavailable(f"PostgreSQL audit log: stored Merkle frontier damaged: {exc}") from exc
             with conn.transaction():  # a log written before the tree: build it now
-                seq, tsize, packed = conn.execute(self._lock_tree).fetchone()
+                locked = conn.execute(self._lock_tree).fetchone()
+                if locked is None:
+                    raise StoreUnavailable("PostgreSQL audit log: the head row is missing")
+                seq, tsize, packed = locked
                 frontier, made = self._catch_up(conn, int(seq), int(tsize), bytes(packed))
                 self._store_nodes(conn, frontier, made, old=int(tsize))
             return frontier

@@ -419,27 +419,31 @@ class RedisAuditLog(TreeMixin):
     def _take_frontier(self, reply: Any) -> None:
         size = int(reply[5])
         try:
-            self._frontier = Frontier.unpack(size, bytes(reply[4]))
+            self._frontier = Frontier.unpack(size, _raw(reply[4]))
         except ValueError:
             self._frontier = Frontier()  # damaged: the next append fails its check, the verifier says why
 
     def _build_tree(self) -> None:
         """Extend the tree over entries written before it existed, in chunks."""
         while True:
-            seq, tsize, packed = self._redis.hmget(self._keys[0], ["seq", "tsize", "frontier"])
-            seq, tsize = int(seq or 0), int(tsize or 0)
+            fields = self._redis.hmget(self._keys[0], ["seq", "tsize", "frontier"])
+            seq, tsize = int(fields[0] or 0), int(fields[1] or 0)
             if tsize >= seq:
                 return
-            frontier = Frontier.unpack(tsize, bytes(packed or b""))
+            try:
+                frontier = Frontier.unpack(tsize, _raw(fields[2]))
+            except ValueError as exc:
+                raise StoreUnavailable(f"Redis audit log: the stored Merkle frontier is damaged: {exc}") from exc
             stop = min(seq, tsize + 4096)
             items = self._redis.lrange(self._keys[1], tsize, stop - 1)
             if len(items) != stop - tsize:
                 raise StoreUnavailable("Redis audit log: entries are missing under the head record")
             made: list[tuple[int, int, bytes]] = []
             for item in items:
-                _, _, raw = bytes(item).partition(b" ")
+                _, _, raw = _raw(item).partition(b" ")
                 made += frontier.append(leaf_hash(raw))
-            self._build(keys=[self._keys[0], self._keys[3]], args=[seq, tsize, stop, frontier.pack(), _pack_nodes(made)])
+            args: list[int | bytes] = [seq, tsize, stop, frontier.pack(), _pack_nodes(made)]
+            self._build(keys=[self._keys[0], self._keys[3]], args=args)
 
     def _fetch_nodes(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
         if not keys:
@@ -448,18 +452,18 @@ class RedisAuditLog(TreeMixin):
             values = self._redis.hmget(self._keys[3], [_node_field(*k) for k in keys])
         except _FAILURES as exc:
             raise StoreUnavailable(f"Redis audit log: {exc}") from exc
-        return {k: bytes(v) for k, v in zip(keys, values) if v is not None}
+        return {k: _raw(v) for k, v in zip(keys, values, strict=True) if v is not None}
 
     def tree_head(self) -> tuple[int, bytes]:
         try:
-            seq, tsize, packed = self._redis.hmget(self._keys[0], ["seq", "tsize", "frontier"])
-            if int(tsize or 0) != int(seq or 0):
+            fields = self._redis.hmget(self._keys[0], ["seq", "tsize", "frontier"])
+            if int(fields[1] or 0) != int(fields[0] or 0):
                 self._build_tree()
-                seq, tsize, packed = self._redis.hmget(self._keys[0], ["seq", "tsize", "frontier"])
+                fields = self._redis.hmget(self._keys[0], ["seq", "tsize", "frontier"])
         except _FAILURES as exc:
             raise StoreUnavailable(f"Redis audit log: {exc}") from exc
         try:
-            frontier = Frontier.unpack(int(tsize or 0), bytes(packed or b""))
+            frontier = Frontier.unpack(int(fields[1] or 0), _raw(fields[2]))
         except ValueError as exc:
             raise StoreUnavailable(f"Redis audit log: the stored Merkle frontier is damaged: {exc}") from exc
         return frontier.size, frontier.root()
@@ -508,6 +512,12 @@ class RedisAuditLog(TreeMixin):
 
     def close(self) -> None:
         self._redis.close()
+
+
+def _raw(value: Any) -> bytes:
+    if value is None:
+        return b""
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
 def _text(value: Any) -> str:
