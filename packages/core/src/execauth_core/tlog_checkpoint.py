@@ -38,6 +38,7 @@ from .tlog import HASH_SIZE
 
 __all__ = [
     "CheckpointError",
+    "CheckpointedLog",
     "Checkpointer",
     "SignedCheckpoint",
     "TreeLog",
@@ -206,6 +207,13 @@ def open_checkpoint(
     return SignedCheckpoint(origin=cp_origin, size=int(size_text), root=root, time=time, note=note)
 
 
+def _peek(note: str) -> tuple[int, int]:
+    """``(size, time)`` of a note this log stored, unverified: only for the cadence."""
+    lines = note.split("\n")
+    times = [int(x[5:]) for x in lines[3:] if x.startswith("time ")]
+    return int(lines[1]), times[0]
+
+
 class Checkpointer:
     """Signs the log's tree head at a cadence and on demand, and stores the note in the log.
 
@@ -236,6 +244,10 @@ class Checkpointer:
         self._clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._last: tuple[int, int] | None = None  # (size, time) of the newest checkpoint
+        try:
+            self._last = _peek(log.checkpoints()[-1])
+        except (IndexError, ValueError, StoreUnavailable):
+            pass  # none yet, or unreadable: the first due append signs one
 
     def checkpoint(self, *, now: int | None = None) -> SignedCheckpoint:
         """Sign the current tree head now and store it."""
@@ -275,3 +287,26 @@ class Checkpointer:
                 return self._sign(now)
             except StoreUnavailable:
                 return None
+
+
+class CheckpointedLog:
+    """An audit log whose appends drive a :class:`Checkpointer`'s cadence.
+
+    Everything else is the wrapped log's. The checkpoint is signed after the append
+    returned durable, so a signing or storing failure never loses or fails the entry
+    (it is retried on the next append). Note that a guard given this wrapper consumes
+    token ids and appends in two steps instead of the joint one-step admission (each
+    step is still atomic; the joint form only saves a round trip).
+    """
+
+    def __init__(self, log: Any, checkpointer: Checkpointer) -> None:
+        self.log = log
+        self.checkpointer = checkpointer
+
+    def append(self, event: Any) -> Any:
+        entry = self.log.append(event)
+        self.checkpointer.maybe(size=entry.seq)
+        return entry
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.log, name)
