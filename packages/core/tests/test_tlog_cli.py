@@ -17,8 +17,8 @@ from execauth_core.keys import KeySet, LocalSigner
 from execauth_core.stores import MemoryAuditLog, SQLiteAuditLog
 from execauth_core.tlog_checkpoint import (
     CheckpointedLog,
-    CheckpointError,
     Checkpointer,
+    CheckpointError,
     key_id,
     open_checkpoint,
     sign_checkpoint,
