@@ -453,7 +453,7 @@ class _PostgresJoint(JointBase["PostgresReplayStore", "PostgresAuditLog"]):
         super().__init__(replay, audit)
         t = replay._db.table("consumed_tokens")
         self._statement = (
-            f"WITH ids AS (INSERT INTO {t} (jti, expires_at) "
+            f"WITH RECURSIVE ids AS (INSERT INTO {t} (jti, expires_at) "
             "SELECT * FROM unnest(%(ids)s::text[], %(exps)s::bigint[]) "
             "ON CONFLICT (jti) DO NOTHING RETURNING jti), "
             "fresh AS (SELECT 1 / (count(*) = %(n)s)::int AS ok FROM ids), "
@@ -552,7 +552,6 @@ class PostgresAuditLog(TreeMixin):
                 "(id bigserial PRIMARY KEY, size bigint NOT NULL, note text NOT NULL)",
             ),
         )
-        self._tree_t, self._cps_t = tree_t, cps_t
         self._put_nodes = (
             f"WITH n AS (INSERT INTO {tree_t} (level, idx, hash) "
             "SELECT * FROM unnest(%(l)s::smallint[], %(i)s::bigint[], %(h)s::bytea[]) RETURNING 1) "
@@ -566,9 +565,10 @@ class PostgresAuditLog(TreeMixin):
         self._lock_tree = f"SELECT seq, tsize, frontier FROM {head_t} WHERE id = 1 FOR UPDATE"
         self._bodies = f"SELECT seq, body FROM {log_t} WHERE seq > %s AND seq <= %s ORDER BY seq"
         self._log_t, self._head_t = log_t, head_t
-        self._append = "WITH " + self._append_after()
+        self._tree_t, self._cps_t = tree_t, cps_t
+        self._append = "WITH RECURSIVE " + self._append_after()
         # set_config(..., true) lasts for this statement's own transaction only.
-        self._append_async = "WITH sc AS (SELECT set_config('synchronous_commit', 'off', true) AS v), " + (
+        self._append_async = "WITH RECURSIVE sc AS (SELECT set_config('synchronous_commit', 'off', true) AS v), " + (
             self._append_after("sc", "sc.v = 'off'")
         )
         self._mine = (
@@ -590,14 +590,31 @@ class PostgresAuditLog(TreeMixin):
             if source
             else f"cur AS (SELECT seq, digest, tsize, frontier FROM {self._head_t} WHERE id = 1 FOR UPDATE), "
         )
+        # The Merkle update runs in the same statement, from the frontier of the head row
+        # just locked (FOR UPDATE reads its newest version, so no other table is read):
+        # ``up`` hashes the leaf and merges it with the frontier's last subtrees, one
+        # level per trailing 1 bit of the leaf's index. A log whose tree lags behind
+        # (written before the tree existed) appends without it; the caller then builds
+        # the tree under the head lock (see _catch_up).
         return (
             cur + "new AS (SELECT seq + 1 AS seq, digest AS prev, %(a)s::bytea || convert_to(digest, 'UTF8') "
-            "|| %(b)s::bytea || convert_to((seq + 1)::text, 'UTF8') || %(c)s::bytea AS body FROM cur), "
+            "|| %(b)s::bytea || convert_to((seq + 1)::text, 'UTF8') || %(c)s::bytea AS body, "
+            "tsize = seq AS tree_ok, seq AS idx, frontier FROM cur), "
+            "up (lvl, h) AS (SELECT 0, sha256('\\x00'::bytea || body) FROM new WHERE tree_ok "
+            "UNION ALL SELECT up.lvl + 1, sha256('\\x01'::bytea || "
+            "substring(new.frontier FROM length(new.frontier) - 32 * (up.lvl + 1) + 1 FOR 32) || up.h) "
+            "FROM up, new WHERE ((new.idx >> up.lvl) & 1) = 1), "
+            "top AS (SELECT lvl, h FROM up ORDER BY lvl DESC LIMIT 1), "
             f"ins AS (INSERT INTO {self._log_t} (seq, digest, body) "
             "SELECT seq, 'sha256:' || encode(sha256(body), 'hex'), body FROM new RETURNING seq, digest), "
-            f"upd AS (UPDATE {self._head_t} AS h SET seq = ins.seq, digest = ins.digest, writer = %(writer)s "
-            "FROM ins WHERE h.id = 1) "
-            "SELECT ins.seq, new.prev, ins.digest, cur.tsize, cur.frontier FROM ins JOIN new USING (seq), cur"
+            f"tree AS (INSERT INTO {self._tree_t} (level, idx, hash) SELECT up.lvl, new.idx >> up.lvl, up.h "
+            "FROM up, new), "
+            f"upd AS (UPDATE {self._head_t} AS h SET seq = ins.seq, digest = ins.digest, writer = %(writer)s, "
+            "tsize = CASE WHEN new.tree_ok THEN ins.seq ELSE h.tsize END, "
+            "frontier = CASE WHEN new.tree_ok THEN "
+            "substring(new.frontier FROM 1 FOR length(new.frontier) - 32 * top.lvl) || top.h ELSE h.frontier END "
+            "FROM ins, new LEFT JOIN top ON true WHERE h.id = 1) "
+            "SELECT ins.seq, new.prev, ins.digest, new.tree_ok FROM ins JOIN new USING (seq)"
         )
 
     def append(self, event: Mapping[str, Any]) -> AuditEntry:
@@ -632,19 +649,28 @@ class PostgresAuditLog(TreeMixin):
             if mine is not None:  # the first attempt committed; only its reply was lost
                 return _entry(int(mine[0]), str(mine[1]), bytes(mine[2]))
         a, b, c = template
-        with conn.transaction():
-            row = conn.execute(statement, {**params, "a": a, "b": b, "c": c}).fetchone()
-            if row is None:
-                raise StoreUnavailable("PostgreSQL audit log: the head row is missing")
-            seq, prev, dig = int(row[0]), str(row[1]), str(row[2])
-            raw = a + prev.encode("ascii") + b + str(seq).encode("ascii") + c
-            # The server hashed exactly the bytes this template makes with its head.
-            if body_digest(raw) != dig:
-                raise StoreUnavailable(f"PostgreSQL audit log: entry {seq} was not stored as hashed here")
-            frontier, made = self._catch_up(conn, seq - 1, int(row[3]), bytes(row[4]))
-            made += frontier.append(leaf_hash(raw))
-            self._store_nodes(conn, frontier, made, old=int(row[3]))
+        row = conn.execute(statement, {**params, "a": a, "b": b, "c": c}).fetchone()
+        if row is None:
+            raise StoreUnavailable("PostgreSQL audit log: the head row is missing")
+        seq, prev, dig = int(row[0]), str(row[1]), str(row[2])
+        # The server hashed exactly the bytes this template makes with its head.
+        if body_digest(a + prev.encode("ascii") + b + str(seq).encode("ascii") + c) != dig:
+            raise StoreUnavailable(f"PostgreSQL audit log: entry {seq} was not stored as hashed here")
+        if not row[3]:
+            self._build_tree(conn)  # the entry is durable; a failure here is retried on the next call
         return AuditEntry(seq=seq, digest=dig, body=make_body(event, seq=seq, prev=prev))
+
+    def _build_tree(self, conn: Conn) -> Frontier:
+        """Bring the tree up to the head (under the head row's lock, in one transaction)."""
+        with conn.transaction():
+            locked = conn.execute(self._lock_tree).fetchone()
+            if locked is None:
+                raise StoreUnavailable("PostgreSQL audit log: the head row is missing")
+            seq, tsize, packed = locked
+            frontier, made = self._catch_up(conn, int(seq), int(tsize), bytes(packed))
+            if made:
+                self._store_nodes(conn, frontier, made, old=int(tsize))
+        return frontier
 
     def _catch_up(
         self, conn: Conn, size: int, tsize: int, packed: bytes
@@ -698,14 +724,7 @@ class PostgresAuditLog(TreeMixin):
                     return Frontier.unpack(int(row[1]), bytes(row[2]))
                 except ValueError as exc:
                     raise StoreUnavailable(f"PostgreSQL audit log: stored Merkle frontier damaged: {exc}") from exc
-            with conn.transaction():  # a log written before the tree: build it now
-                locked = conn.execute(self._lock_tree).fetchone()
-                if locked is None:
-                    raise StoreUnavailable("PostgreSQL audit log: the head row is missing")
-                seq, tsize, packed = locked
-                frontier, made = self._catch_up(conn, int(seq), int(tsize), bytes(packed))
-                self._store_nodes(conn, frontier, made, old=int(tsize))
-            return frontier
+            return self._build_tree(conn)  # a log written before the tree: build it now
 
         frontier = self._db.run("audit log", op, tables=self._tables)
         return frontier.size, frontier.root()
