@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import tlog
-from .audit import AuditEntry, canonical_body, verify_chain
-from .canonical import CanonicalizationError, canonicalize_trusted, digest, loads_strict
+from .audit import AUDIT_VERSION, EVENTS, GENESIS, AuditEntry, canonical_body
+from .canonical import CanonicalizationError, canonicalize_trusted, digest, digest_bytes, loads_strict
 from .errors import AuditIntegrityError, StoreUnavailable
 from .keys import KeySet
 from .tlog import Frontier, ProofError, leaf_hash, node_hash
@@ -239,26 +239,45 @@ def _verify(log: Any, cps: list[SignedCheckpoint], legacy: Any, report: Report, 
     wanted = {cp.size for cp in cps}
     count = [0]
 
-    def tee(entries: Iterator[AuditEntry]) -> Iterator[AuditEntry]:
-        for entry in entries:
-            if entry.seq > size:
-                return
-            try:
-                leaf = leaf_hash(canonical_body(entry.body))
-            except CanonicalizationError:
-                leaf = b""  # verify_chain names the record next
-            leaves.append(leaf)
-            frontier.append(leaf)
-            if frontier.size in wanted:
-                roots[frontier.size] = frontier.root()
-            if progress is not None and frontier.size % 4096 == 0:
-                progress(frontier.size, size)
-            yield entry
-
-    try:
-        seq, last = verify_chain(tee(_guarded(iter(log.entries()), count)), checkpoint=legacy, expected_head=None)
-    except AuditIntegrityError:
-        raise
+    # The chain checks of audit.verify_chain, with each body canonicalized once for
+    # both its digest and its leaf.
+    seq, last = 0, GENESIS
+    at_legacy = None
+    for entry in _guarded(iter(log.entries()), count):
+        if entry.seq > size:
+            break
+        n = seq + 1
+        body = entry.body
+        if entry.seq != n or body.get("seq") != n:
+            raise AuditIntegrityError(n, f"expected seq {n}, found {body.get('seq')!r} (deleted or reordered)")
+        try:
+            raw = canonical_body(body)
+        except CanonicalizationError as exc:
+            raise AuditIntegrityError(n, f"body is not canonical JSON: {exc}") from exc
+        if digest_bytes(raw) != entry.digest:
+            raise AuditIntegrityError(n, "body does not match its digest (edited)")
+        if body.get("prev") != last:
+            raise AuditIntegrityError(n, "link to the previous entry is broken")
+        if (
+            body.get("v") != AUDIT_VERSION
+            or body.get("event") not in EVENTS
+            or not isinstance(body.get("executed"), bool)
+        ):
+            raise AuditIntegrityError(n, "not a well-formed audit entry")
+        if legacy is not None and n == legacy.seq:
+            at_legacy = entry.digest
+            if entry.digest != legacy.digest:
+                raise AuditIntegrityError(n, "entry differs from the signed checkpoint")
+        leaf = leaf_hash(raw)
+        leaves.append(leaf)
+        frontier.append(leaf)
+        if n in wanted:
+            roots[n] = frontier.root()
+        if progress is not None and n % 4096 == 0:
+            progress(n, size)
+        seq, last = n, entry.digest
+    if legacy is not None and legacy.seq > 0 and at_legacy is None:
+        raise AuditIntegrityError(seq + 1, f"log ends before the checkpoint at seq {legacy.seq} (truncated)")
     if progress is not None:
         progress(frontier.size, size)
     report.records, report.head = seq, last
