@@ -244,6 +244,7 @@ class Checkpointer:
         self._clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._last: tuple[int, int] | None = None  # (size, time) of the newest checkpoint
+        self._started = self._clock.now()  # the interval of a log never checkpointed runs from here
         try:
             self._last = _peek(log.checkpoints()[-1])
         except (IndexError, ValueError, StoreUnavailable):
@@ -263,7 +264,10 @@ class Checkpointer:
 
     def due(self, size: int, now: int) -> bool:
         if self._last is None:
-            return (self.every is not None and size >= self.every) or (self.interval is not None and size > 0)
+            return size > 0 and (
+                (self.every is not None and size >= self.every)
+                or (self.interval is not None and now - self._started >= self.interval)
+            )
         last_size, last_time = self._last
         if size <= last_size:
             return False
