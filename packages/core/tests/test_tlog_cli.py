@@ -202,3 +202,22 @@ def test_note_format_and_refusals() -> None:
             open_checkpoint(bad, ks)
     with pytest.raises(CheckpointError):
         open_checkpoint(cp.note, ks, origin="other.example/log")
+
+
+def test_older_json_checkpoint_still_accepted(
+    db: Path, tmp_path: Path, keys: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from execauth_core.audit import Checkpoint
+
+    key, jwks = keys
+    log = SQLiteAuditLog(db)
+    cp = Checkpoint.sign(log, LocalSigner.load(key), now=1)
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(cp.to_json()), encoding="utf-8")
+    code, report = run(capsys, "audit", "verify", "--db", str(db), "--jwks", jwks, "--checkpoint", str(path))
+    assert code == 0 and report["checkpoint_seq"] == 10
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM audit_log WHERE seq >= 9")
+        conn.execute("UPDATE audit_head SET seq = 8, digest = (SELECT digest FROM audit_log WHERE seq = 8)")
+    code, report = run(capsys, "audit", "verify", "--db", str(db), "--jwks", jwks, "--checkpoint", str(path))
+    assert code == 1 and report["first_bad_seq"] == 9

@@ -179,3 +179,43 @@ def test_out_of_range_requests_are_refused() -> None:
         pass
     tlog.verify_consistency(0, 5, EMPTY_ROOT, roots[5], [])
     tlog.verify_consistency(5, 5, roots[5], roots[5], [])
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(min_value=1, max_value=120), keep=st.integers(min_value=4, max_value=40), data=st.data())
+def test_store_trees_equal_naive_and_prove_every_retained_entry(n: int, keep: int, data: st.DataObject) -> None:
+    """The memory store's incremental tree (bounded: old entries fall off) and its
+    proofs, against the naive recomputation over every entry ever appended."""
+    from execauth_core.audit import canonical_body
+    from execauth_core.stores import MemoryAuditLog
+
+    log = MemoryAuditLog(max_entries=keep)
+    leaves = []
+    for i in range(n):
+        entry = log.append({"event": "denial", "executed": False, "time": i})
+        leaves.append(leaf_hash(canonical_body(entry.body)))
+    size, root = log.tree_head()
+    assert size == n and root == naive_root(leaves)
+    for entry in log.entries():
+        proof = log.inclusion_proof(entry.seq - 1, size)
+        assert proof == naive_path(entry.seq - 1, leaves)
+        tlog.verify_inclusion(leaves[entry.seq - 1], entry.seq - 1, size, proof, root)
+    old = data.draw(st.integers(min_value=max(1, n - keep + 1), max_value=n))
+    assert log.root_at(old) == naive_root(leaves[:old])
+
+
+def test_sqlite_store_tree_equals_naive(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from execauth_core.audit import canonical_body
+    from execauth_core.stores import SQLiteAuditLog
+
+    log = SQLiteAuditLog(Path(str(tmp_path)) / "t.db")
+    leaves = []
+    for i in range(70):
+        entry = log.append({"event": "denial", "executed": False, "time": i})
+        leaves.append(leaf_hash(canonical_body(entry.body)))
+        size, root = log.tree_head()
+        assert root == naive_root(leaves)
+    for old in range(71):
+        assert log.consistency_proof(old, 70) == (naive_subproof(old, leaves, True) if 0 < old < 70 else [])
