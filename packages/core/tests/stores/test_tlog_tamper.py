@@ -97,6 +97,25 @@ class Raw:
                 conn.execute(f'UPDATE "{s}".audit_head SET tsize = %s, frontier = %s', (f.size, f.pack()))
 
 
+def drop_tree(backend: Backend) -> None:
+    """Make the log look like one written before the tree existed."""
+    if backend.name == "sqlite":
+        with sqlite3.connect(backend.path) as conn:  # type: ignore[attr-defined]
+            conn.execute("DROP TABLE audit_tree")
+            conn.execute("DELETE FROM audit_checkpoints")
+    elif backend.name == "redis":
+        r, p = backend.admin, backend.prefix  # type: ignore[attr-defined]
+        r.delete(p + "{audit}:tree", p + "{audit}:checkpoints")
+        r.hdel(p + "{audit}:head", "tsize", "frontier")
+    else:
+        import psycopg
+
+        s = backend.schema  # type: ignore[attr-defined]
+        with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+            conn.execute(f'DROP TABLE "{s}".audit_tree, "{s}".audit_checkpoints')
+            conn.execute(f'ALTER TABLE "{s}".audit_head DROP COLUMN tsize, DROP COLUMN frontier')
+
+
 def rehash(rows: list[Row], start: int) -> list[Row]:
     """Renumber from ``start`` and recompute every digest and link after it."""
     from execauth_core.canonical import loads_strict
@@ -351,3 +370,24 @@ def test_concurrent_writers_keep_the_tree_exact(shared_backend: Backend) -> None
     for i in (0, 77, 159):
         tlog.verify_inclusion(leaves[i], i, size, log.inclusion_proof(i, size), root)
     assert verify_log(log, keys=None).ok
+
+
+@pytest.mark.parametrize("then", ["append", "read"])
+def test_a_log_from_before_the_tree_gets_its_tree(shared_backend: Backend, signer: LocalSigner, then: str) -> None:
+    from execauth_core import tlog
+
+    log = shared_backend.open().audit
+    for i in range(11):
+        log.append({"event": "denial", "executed": False, "time": i})
+    log.close()
+    drop_tree(shared_backend)
+    log = shared_backend.open().audit
+    if then == "append":
+        log.append({"event": "denial", "executed": False, "time": 99})
+    leaves = [leaf_hash(canonical_body(e.body)) for e in log.entries()]
+    size, root = log.tree_head()
+    assert size == len(leaves) and root == tlog.root_from_leaves(leaves)
+    for i in range(size):
+        tlog.verify_inclusion(leaves[i], i, size, log.inclusion_proof(i, size), root)
+    Checkpointer(log, signer, origin=ORIGIN).checkpoint(now=5)
+    assert verify_log(log, keys=KeySet.of_signer(signer), origin=ORIGIN).ok
