@@ -347,9 +347,14 @@ def _check_stored_tree(log: Any, seq: int, frontier: Frontier, leaves: list[byte
         raise _Bad(None, f"the store's Merkle tree cannot be read: {exc}") from None
     if stored == frontier.root():
         return
-    for i, leaf in enumerate(leaves):
-        if log.stored_leaf(i) != leaf:
-            raise _Bad(i + 1, "entry differs from the store's Merkle tree (edited and re-hashed, tree left alone)")
+    for start in range(0, len(leaves), 1024):
+        keys = [(0, i) for i in range(start, min(start + 1024, len(leaves)))]
+        stored_leaves = log.stored_nodes(keys)
+        for key in keys:
+            if stored_leaves.get(key) != leaves[key[1]]:
+                raise _Bad(
+                    key[1] + 1, "entry differs from the store's Merkle tree (edited and re-hashed, tree left alone)"
+                )
     raise _Bad(None, "the store's Merkle tree is damaged: its proofs would not verify")
 
 

@@ -391,3 +391,11 @@ def test_a_log_from_before_the_tree_gets_its_tree(shared_backend: Backend, signe
         tlog.verify_inclusion(leaves[i], i, size, log.inclusion_proof(i, size), root)
     Checkpointer(log, signer, origin=ORIGIN).checkpoint(now=5)
     assert verify_log(log, keys=KeySet.of_signer(signer), origin=ORIGIN).ok
+
+
+def test_rehash_without_any_checkpoint_is_caught_by_the_stored_tree(backend: Backend, signer: LocalSigner) -> None:
+    log, raw, _ = setup_log(backend, signer)
+    rows = raw.rows()
+    rows[4] = (5, rows[4][1], edited(rows[4][2]))
+    raw.write(rehash(rows, 5))
+    bad_at(check(backend, log, signer, stored_checkpoints=False), 5, "Merkle tree")
