@@ -125,12 +125,12 @@ def _verify_to_head(log: Any, checkpoint: Checkpoint | None = None) -> tuple[int
 DEFAULT_ORIGIN = "execauth.local/audit"
 
 
-def _load_checkpoint_file(path: str) -> tuple[list[str], Checkpoint | None, bytes]:
-    """A checkpoint file: a signed note (C2SP) or the older JSON checkpoint."""
+def _load_checkpoint_file(path: str) -> tuple[str | None, bytes]:
+    """A checkpoint file: a signed note (C2SP), or the older JSON checkpoint (its bytes)."""
     raw = _read(path)
     if raw.lstrip().startswith(b"{"):
-        return [], None, raw
-    return [raw.decode("utf-8")], None, b""
+        return None, raw
+    return raw.decode("utf-8"), b""
 
 
 def _progress_bar(enabled: bool) -> Any:
@@ -157,13 +157,14 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     for path in args.checkpoint or []:
         if keys is None:
             raise UsageError("--checkpoint needs --jwks to check its signature")
-        found, _, raw = _load_checkpoint_file(path)
-        if raw:
-            try:
-                legacy = Checkpoint.from_json(loads_strict(raw), keys)
-            except CanonicalizationError as exc:
-                raise UsageError(f"{path}: {exc}") from None
-        notes += found
+        note, raw = _load_checkpoint_file(path)
+        if note is not None:
+            notes.append(note)
+            continue
+        try:
+            legacy = Checkpoint.from_json(loads_strict(raw), keys)
+        except CanonicalizationError as exc:
+            raise UsageError(f"{path}: {exc}") from None
     log, opened = _audit_log(args)
     try:
         report = verify_log(
