@@ -87,8 +87,8 @@ def test_checkpoint_proof_consistency_roundtrip(
     assert code == 0 and report["checkpoint_seq"] == 10 and report["unsigned_records"] == 5
     code, report = run(capsys, "audit", "verify", "--db", str(db), "--jwks", jwks, "--max-unsigned", "4")
     assert code == 1 and report["first_bad_seq"] == 11 and "max-unsigned" in report["message"]
-    code, report = run(capsys, "audit", "verify", "--db", str(db), "--jwks", jwks, "--max-age", "0")
-    assert code in (0, 1)  # signed just now: 0 s old passes, a second boundary may tick over
+    code, report = run(capsys, "audit", "verify", "--db", str(db), "--jwks", jwks, "--max-age", "86400")
+    assert code == 0 and report["checkpoint_age"] is not None and report["checkpoint_age"] < 86400
     assert cli(["audit", "proof", "--db", str(db), "--seq", "99"]) == 2
     assert "execauth: error: no entry 99" in capsys.readouterr().err
 
@@ -221,3 +221,20 @@ def test_older_json_checkpoint_still_accepted(
         conn.execute("UPDATE audit_head SET seq = 8, digest = (SELECT digest FROM audit_log WHERE seq = 8)")
     code, report = run(capsys, "audit", "verify", "--db", str(db), "--jwks", jwks, "--checkpoint", str(path))
     assert code == 1 and report["first_bad_seq"] == 9
+
+
+def test_max_age_fails_on_an_old_checkpoint(
+    db: Path, tmp_path: Path, keys: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    key, jwks = keys
+    log = SQLiteAuditLog(db)
+    size, root = log.tree_head()
+    old = tmp_path / "old.note"
+    old.write_text(sign_checkpoint(ORIGIN, size, root, LocalSigner.load(key), now=1_000_000).note, encoding="utf-8")
+    args = ["audit", "verify", "--db", str(db), "--jwks", jwks, "--checkpoint", str(old)]
+    code, report = run(capsys, *args, "--max-age", "3600")
+    assert code == 1 and report["first_bad_seq"] == 11 and "max-age" in report["message"]
+    code, report = run(capsys, *args, "--max-age", str(10**12))
+    assert code == 0 and report["checkpoint_seq"] == 10 and report["unsigned_records"] == 0
+    code, report = run(capsys, "audit", "verify", "--db", str(db), "--max-age", "3600")
+    assert code == 1 and "no signed checkpoint" in report["message"]

@@ -92,6 +92,8 @@ def _open_all(notes: Iterable[str | bytes], keys: KeySet, origin: str | None) ->
         seen = by_size.setdefault(cp.size, cp)
         if seen.root != cp.root:
             raise _Bad(cp.size if cp.size else None, f"forked checkpoints: two signed roots for size {cp.size}")
+        if cp.time > seen.time:
+            by_size[cp.size] = cp  # the same tree signed again later: the age counts from then
     origins = {cp.origin for cp in opened}
     if len(origins) > 1:
         raise _Bad(None, f"checkpoints of different logs: {sorted(origins)}")
