@@ -238,3 +238,33 @@ def test_max_age_fails_on_an_old_checkpoint(
     assert code == 0 and report["checkpoint_seq"] == 10 and report["unsigned_records"] == 0
     code, report = run(capsys, "audit", "verify", "--db", str(db), "--max-age", "3600")
     assert code == 1 and "no signed checkpoint" in report["message"]
+
+
+def test_a_guard_on_a_checkpointed_log(tmp_path: Path) -> None:
+    """The cadence driven by a guard's own appends; denials end up provably in the log."""
+    from execauth_core import ExecutionDenied, Guard
+    from execauth_core.policy import AllowListPolicy
+    from execauth_core.tlog_verify import verify_log
+
+    signer = LocalSigner.generate()
+    guard = Guard.local(AllowListPolicy(["search"]), data_dir=tmp_path, signer=signer)
+    log = guard.audit_log
+    guard.audit_log = CheckpointedLog(log, Checkpointer(log, signer, origin=ORIGIN, every=3))  # type: ignore[arg-type]
+    for i in range(4):
+        req = guard.proposal("search" if i % 2 == 0 else "delete_everything", {"i": i}, principal="alice")
+        try:
+            guard.run(req, lambda: "ok")
+        except ExecutionDenied:
+            pass
+    sizes = [open_checkpoint(n, KeySet.of_signer(signer)).size for n in log.checkpoints()]  # type: ignore[attr-defined]
+    assert sizes == [3, 6]  # 2 executions (2 entries each) and 2 denials
+    report = verify_log(log, keys=KeySet.of_signer(signer), origin=ORIGIN)
+    assert report.ok and report.records == 6 and report.unsigned == 0
+    denial = next(e for e in log.entries() if e.event == "denial")
+    proof = log.inclusion_proof(denial.seq - 1, 6)  # type: ignore[attr-defined]
+    tlog.verify_inclusion(leaf_hash_of(denial), denial.seq - 1, 6, proof, log.root_at(6))  # type: ignore[attr-defined]
+    guard.close()
+
+
+def leaf_hash_of(entry: object) -> bytes:
+    return tlog.leaf_hash(canonical_body(entry.body))  # type: ignore[attr-defined]
