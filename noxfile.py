@@ -164,3 +164,11 @@ def bench_openai_agents(session: nox.Session) -> None:
     """execauth-openai-agents overhead per tool call and per Runner.run, offline (own venv)."""
     session.install("./packages/core", "./packages/openai_agents")
     session.run("python", "bench/bench_openai_agents.py", *session.posargs, env={"OPENAI_AGENTS_DISABLE_TRACING": "1"})
+
+
+@nox.session
+def bench_tlog(session: nox.Session) -> None:
+    """The audit Merkle tree: appends/s per backend, proofs at 10^6 leaves, checkpoint
+    signing, verification of a 10^6-entry log (bounded by --budget seconds)."""
+    session.install("./packages/core[redis,postgres]")
+    session.run("python", "bench/bench_tlog.py", *session.posargs)

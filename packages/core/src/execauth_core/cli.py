@@ -8,6 +8,7 @@ malformed files). Errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import base64
 import itertools
 import json
 import sys
@@ -22,6 +23,7 @@ from .clock import SystemClock
 from .errors import AuditIntegrityError, ExecAuthError, StoreUnavailable, TokenError
 from .keys import KeySet, LocalSigner
 from .messages import AuthorizationRequest
+from .tlog import ProofError
 from .tokens import TokenVerifier, unverified_claims
 
 
@@ -189,36 +191,187 @@ def _verify_to_head(log: Any, checkpoint: Checkpoint | None = None) -> tuple[int
     return verify_chain(upto, checkpoint=checkpoint, expected_head=head)
 
 
+DEFAULT_ORIGIN = "execauth.local/audit"
+
+
+def _load_checkpoint_file(path: str) -> tuple[str | None, bytes]:
+    """A checkpoint file: a signed note (C2SP), or the older JSON checkpoint (its bytes)."""
+    raw = _read(path)
+    if raw.lstrip().startswith(b"{"):
+        return None, raw
+    return raw.decode("utf-8"), b""
+
+
+def _progress_bar(enabled: bool) -> Any:
+    if not (enabled or sys.stderr.isatty()):
+        return None
+
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = width if total <= 0 else min(width, width * done // total)
+        sys.stderr.write(f"\rverifying [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    checkpoint = None
-    if args.checkpoint:
-        if not args.jwks:
+    from .tlog_verify import verify_log
+
+    legacy = None
+    notes: list[str] = []
+    keys = KeySet.load(args.jwks) if args.jwks else None
+    for path in args.checkpoint or []:
+        if keys is None:
             raise UsageError("--checkpoint needs --jwks to check its signature")
-        checkpoint = Checkpoint.from_json(_json_file(args.checkpoint), KeySet.load(args.jwks))
+        note, raw = _load_checkpoint_file(path)
+        if note is not None:
+            notes.append(note)
+            continue
+        try:
+            legacy = Checkpoint.from_json(loads_strict(raw), keys)
+        except CanonicalizationError as exc:
+            raise UsageError(f"{path}: {exc}") from None
     log, opened = _audit_log(args)
     try:
-        seq, head = _verify_to_head(log, checkpoint)
-    except AuditIntegrityError as exc:
-        _print({"ok": False, "first_bad_seq": exc.seq, "message": str(exc)})
-        return 1
+        report = verify_log(
+            log,
+            keys=keys,
+            origin=args.origin,
+            checkpoints=notes,
+            legacy_checkpoint=legacy,
+            now=SystemClock().now(),
+            max_unsigned=args.max_unsigned,
+            max_age=args.max_age,
+            progress=_progress_bar(args.progress),
+        )
     finally:
         opened.close()
-    _print({"ok": True, "records": seq, "head": head, "checkpoint_seq": checkpoint.seq if checkpoint else None})
-    return 0
+    _print(report.to_json())
+    return 0 if report.ok else 1
 
 
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    from .tlog import EMPTY_ROOT
+    from .tlog_checkpoint import sign_checkpoint
+    from .tlog_verify import verify_log
+
+    signer = LocalSigner.load(args.key)
+    keys = KeySet.load(args.jwks) if args.jwks else KeySet.of_signer(signer)
     log, opened = _audit_log(args)
     try:
-        verified = _verify_to_head(log)
-        cp = Checkpoint.sign(log, LocalSigner.load(args.key), now=SystemClock().now(), head=verified)
+        # Only what verifies is vouched for: the whole log, against the store's
+        # earlier checkpoints too, and the root recomputed from the entries.
+        report = verify_log(log, keys=keys, origin=args.origin)
+        if not report.ok:
+            _print(report.to_json())
+            return 1
+        root = base64.b64decode(report.tree_root) if report.tree_root else EMPTY_ROOT
+        now = SystemClock().now()
+        cp = sign_checkpoint(args.origin, report.records, root, signer, now=now)
+        log.add_checkpoint(cp.note, cp.size)
     finally:
         opened.close()
-    text = json.dumps(cp.to_json(), indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(cp.note, encoding="utf-8")
+    _print({**cp.to_json(), "seq": cp.size, "note": cp.note})
+    return 0
+
+
+def _newest_note(log: Any, args: argparse.Namespace, keys: KeySet) -> Any:
+    from .tlog_checkpoint import open_checkpoint
+
+    if args.checkpoint:
+        return open_checkpoint(_read(args.checkpoint), keys, origin=args.origin)
+    notes = log.checkpoints()
+    if not notes:
+        raise UsageError("the log holds no checkpoint: run 'execauth audit checkpoint' first, or pass --checkpoint")
+    return open_checkpoint(notes[-1], keys, origin=args.origin)
+
+
+def _b64s(items: Any) -> list[str]:
+    return [base64.b64encode(h).decode() for h in items]
+
+
+def cmd_audit_proof(args: argparse.Namespace) -> int:
+    from .audit import canonical_body
+    from .tlog import leaf_hash
+
+    log, opened = _audit_log(args)
+    try:
+        size = args.size if args.size is not None else log.tree_head()[0]
+        entry = next(iter(log.entries(args.seq)), None)
+        if entry is None or entry.seq != args.seq or args.seq > size or args.seq < 1:
+            raise UsageError(f"no entry {args.seq} in a tree of size {size}")
+        proof = log.inclusion_proof(args.seq - 1, size)
+        root = log.root_at(size)
+        leaf = leaf_hash(canonical_body(entry.body))
+    finally:
+        opened.close()
+    _print(
+        {
+            "seq": args.seq,
+            "leaf_index": args.seq - 1,
+            "size": size,
+            "root": base64.b64encode(root).decode(),
+            "leaf_hash": base64.b64encode(leaf).decode(),
+            "proof": _b64s(proof),
+        }
+    )
+    return 0
+
+
+def cmd_audit_consistency(args: argparse.Namespace) -> int:
+    log, opened = _audit_log(args)
+    try:
+        size = args.to if args.to is not None else log.tree_head()[0]
+        if not 0 <= args.old <= size:
+            raise UsageError(f"no consistency proof from size {args.old} to {size}")
+        proof = log.consistency_proof(args.old, size)
+        out = {
+            "from": args.old,
+            "to": size,
+            "from_root": base64.b64encode(log.root_at(args.old)).decode(),
+            "to_root": base64.b64encode(log.root_at(size)).decode(),
+            "proof": _b64s(proof),
+        }
+    finally:
+        opened.close()
+    _print(out)
+    return 0
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from .tlog_verify import export_bundle
+
+    keys = KeySet.load(args.jwks)
+    log, opened = _audit_log(args)
+    try:
+        cp = _newest_note(log, args, keys)
+        try:
+            lines = list(export_bundle(log, cp.note, keys, first=args.first, last=args.last))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    finally:
+        opened.close()
+    text = "".join(line + "\n" for line in lines)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
-    sys.stdout.write(text)
+        _print({"ok": True, "entries": len(lines) - 1, "size": cp.size, "out": args.out})
+    else:
+        sys.stdout.write(text)
     return 0
+
+
+def cmd_audit_verify_bundle(args: argparse.Namespace) -> int:
+    from .tlog_verify import verify_bundle
+
+    raw = _read(args.bundle)
+    report = verify_bundle(raw.splitlines(), KeySet.load(args.jwks), origin=args.origin)
+    _print(report.to_json())
+    return 0 if report.ok else 1
 
 
 def _court(args: argparse.Namespace, state: Any = None) -> Any:
@@ -417,6 +570,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"execauth: error: {message}\n")
 
 
+def _where(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", help="SQLite database file")
+    where.add_argument("--store", help="store URL of the log: sqlite:, redis://, postgresql:// (see docs/deploying.md)")
+    parser.add_argument(
+        "--origin", default=DEFAULT_ORIGIN, help=f"the log's checkpoint origin (default {DEFAULT_ORIGIN})"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
 
@@ -445,20 +607,45 @@ def build_parser() -> argparse.ArgumentParser:
     ins.set_defaults(fn=cmd_token_inspect)
 
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="sub", required=True)
-    av = audit.add_parser("verify", help="verify the hash chain (exit 0 ok, 1 broken)")
-    where = av.add_mutually_exclusive_group(required=True)
-    where.add_argument("--db", help="SQLite database file")
-    where.add_argument("--store", help="store URL of the log: sqlite:, redis://, postgresql:// (see docs/deploying.md)")
-    av.add_argument("--checkpoint", help="a signed checkpoint file to check the log against")
-    av.add_argument("--jwks", help="trusted keys for the checkpoint signature")
+    av = audit.add_parser("verify", help="verify the log: chain, Merkle tree, signed checkpoints (exit 0 ok, 1 broken)")
+    _where(av)
+    av.add_argument(
+        "--checkpoint", action="append", help="a signed checkpoint file kept outside the store (repeatable)"
+    )
+    av.add_argument("--jwks", help="trusted keys for checkpoint signatures")
+    av.add_argument("--max-unsigned", type=int, help="fail when more records than this follow the newest checkpoint")
+    av.add_argument("--max-age", type=int, help="fail when the newest checkpoint is older than this (seconds)")
+    av.add_argument("--progress", action="store_true", help="show a progress bar on stderr even when not a tty")
     av.set_defaults(fn=cmd_audit_verify)
-    ac = audit.add_parser("checkpoint", help="sign the current head; keep the file elsewhere")
-    where = ac.add_mutually_exclusive_group(required=True)
-    where.add_argument("--db", help="SQLite database file")
-    where.add_argument("--store", help="store URL of the log: sqlite:, redis://, postgresql://")
+    ac = audit.add_parser("checkpoint", help="verify the log, then sign its Merkle tree head (C2SP checkpoint)")
+    _where(ac)
     ac.add_argument("--key", required=True, help="private key file")
-    ac.add_argument("--out", help="write the checkpoint here too")
+    ac.add_argument("--jwks", help="trusted keys for the log's earlier checkpoints (default: the key's own)")
+    ac.add_argument("--out", help="write the checkpoint note here too; keep a copy outside the store")
     ac.set_defaults(fn=cmd_audit_checkpoint)
+    ap = audit.add_parser("proof", help="inclusion proof of entry SEQ in the tree of SIZE (default: now)")
+    _where(ap)
+    ap.add_argument("--seq", type=int, required=True, help="sequence number of the entry (1-based)")
+    ap.add_argument("--size", type=int, help="tree size the proof is for (default: the current size)")
+    ap.set_defaults(fn=cmd_audit_proof)
+    acs = audit.add_parser("consistency", help="consistency proof from tree size FROM to TO (default: now)")
+    _where(acs)
+    acs.add_argument("--from", dest="old", type=int, required=True, help="the older tree size")
+    acs.add_argument("--to", type=int, help="the newer tree size (default: the current size)")
+    acs.set_defaults(fn=cmd_audit_consistency)
+    ae = audit.add_parser("export", help="JSON Lines bundle: a checkpoint and each entry with its inclusion proof")
+    _where(ae)
+    ae.add_argument("--jwks", required=True, help="trusted keys of the checkpoint")
+    ae.add_argument("--checkpoint", help="checkpoint note file (default: the newest the store holds)")
+    ae.add_argument("--first", type=int, default=1, help="first entry (seq) to export (default: 1)")
+    ae.add_argument("--last", type=int, help="last entry (seq) to export (default: the checkpoint's size)")
+    ae.add_argument("--out", help="bundle file (default: stdout)")
+    ae.set_defaults(fn=cmd_audit_export)
+    ab = audit.add_parser("verify-bundle", help="verify an exported bundle offline with the public keys alone")
+    ab.add_argument("bundle", help="bundle file, or '-'")
+    ab.add_argument("--jwks", required=True, help="trusted public keys (JWKS) of the checkpoint signer")
+    ab.add_argument("--origin", help="the log the checkpoint must be of")
+    ab.set_defaults(fn=cmd_audit_verify_bundle)
 
     pol = sub.add_parser("policy", help="policy files").add_subparsers(dest="sub", required=True)
     pc = pol.add_parser("check", help="validate a policy file and print its digest")
@@ -500,6 +687,9 @@ def main(argv: list[str] | None = None) -> int:
     except AuditIntegrityError as exc:
         _print({"ok": False, "first_bad_seq": exc.seq, "message": str(exc)})
         return 1
+    except ProofError as exc:
+        sys.stderr.write(f"execauth: error: {exc}\n")
+        return 2
     except (UsageError, ExecAuthError, StoreUnavailable) as exc:
         sys.stderr.write(f"execauth: error: {exc}\n")
         return 2

@@ -133,8 +133,39 @@ def run_demo(data_dir: str | Path, out: TextIO) -> int:
         _say(
             out, f"check it yourself: {cli_command()} audit verify --db {shlex.quote(str(Path(audit.path).resolve()))}"
         )
+    ok = _checkpoint_and_prove(guard, out) and ok
     expected = ["search_docs('refund policy')", "send_refund('A-1001', '25.00')"]
     if executed != expected:
         ok = False
     _say(out, "demo: OK" if ok else "demo: UNEXPECTED RESULT")
     return 0 if ok else 1
+
+
+def _checkpoint_and_prove(guard: Guard, out: TextIO) -> bool:
+    """Sign a checkpoint of the log's Merkle tree, then prove the first denial is in it
+    with nothing but the checkpoint and the public key."""
+    import base64
+
+    from .audit import canonical_body
+    from .keys import KeySet
+    from .tlog import leaf_hash, verify_inclusion
+    from .tlog_checkpoint import Checkpointer, open_checkpoint
+
+    audit: Any = guard.audit_log
+    if not hasattr(audit, "inclusion_proof") or guard.authority is None:
+        return True
+    signer = guard.authority.signer
+    cp = Checkpointer(audit, signer, origin="execauth.local/audit").checkpoint()
+    _say(out, f"\ncheckpoint signed: {cp.size} records, root {base64.b64encode(cp.root).decode()[:16]}...")
+    denial = next(e for e in audit.entries() if e.event == "denial")
+    proof = audit.inclusion_proof(denial.seq - 1, cp.size)
+    trusted = open_checkpoint(cp.note, KeySet.of_signer(signer), origin=cp.origin)
+    verify_inclusion(leaf_hash(canonical_body(denial.body)), denial.seq - 1, trusted.size, proof, trusted.root)
+    _say(out, f"denial record {denial.seq} is in the signed log: inclusion proof of {len(proof)} hashes verifies")
+    if isinstance(audit, SQLiteAuditLog):
+        _say(
+            out,
+            f"prove it yourself: {cli_command()} audit proof"
+            f" --db {shlex.quote(str(Path(audit.path).resolve()))} --seq {denial.seq}",
+        )
+    return True
