@@ -37,6 +37,8 @@ PUBLIC = {
     "ReasonCode",
     "Scope",
     "Signer",
+    "Spool",
+    "SpoolIntegrityError",
     "AuthorityUnavailable",
     "StoreUnavailable",
     "SystemClock",
