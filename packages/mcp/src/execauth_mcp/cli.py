@@ -1,0 +1,59 @@
+"""``execauth mcp-proxy`` / ``execauth-mcp-proxy``: the gating proxy on stdio."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import NoReturn
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"execauth: error: {message}\n")
+
+
+def build_parser(prog: str = "execauth-mcp-proxy") -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=prog,
+        description="Serve an MCP server through execauth: every tools/call is decided before it reaches the upstream.",
+    )
+    p.add_argument("--config", required=True, help="proxy configuration (YAML or JSON)")
+    p.add_argument("--url", help="a streamable-HTTP upstream (instead of a command after --)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- the upstream server command (stdio)")
+    return p
+
+
+def main(argv: list[str] | None = None, *, prog: str = "execauth-mcp-proxy") -> int:
+    args = build_parser(prog).parse_args(argv)
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if bool(command) == bool(args.url):
+        sys.stderr.write("execauth: error: give the upstream as '-- <command...>' or as --url URL (one of them)\n")
+        return 2
+    # Logs go to stderr: stdout is the MCP channel.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    import anyio
+    from execauth_core import ExecAuthError
+
+    from .config import load_config
+    from .front import serve_stdio
+
+    try:
+        config = load_config(args.config)
+        anyio.run(lambda: serve_stdio(config, command=command or None, url=args.url))
+    except (ExecAuthError, NotImplementedError) as exc:
+        sys.stderr.write(f"execauth: error: {exc}\n")
+        return 2
+    except OSError as exc:
+        sys.stderr.write(f"execauth: error: cannot start the upstream: {exc.strerror or exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
