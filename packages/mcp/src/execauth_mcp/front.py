@@ -68,8 +68,9 @@ class _Screen:
                 continue
             size = len(line.encode("utf-8", "replace"))
             if size > limit:
+                # The line is already in memory; reading its id once more costs no more.
                 await self._refuse(
-                    line[:4096], INVALID_REQUEST, f"execauth-mcp: message refused: {size} bytes exceed the limit of {limit}"
+                    line, INVALID_REQUEST, f"execauth-mcp: message refused: {size} bytes exceed the limit of {limit}"
                 )
                 continue
             try:
