@@ -43,7 +43,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("mypy>=1.11", "types-PyYAML", "types-jsonschema", "./packages/core[test]", "./conformance")
+    session.install("mypy>=1.11", "types-PyYAML", "types-jsonschema", "./packages/core[test]", "./conformance", "./packages/mcp")
     session.run("mypy")
 
 
@@ -76,3 +76,10 @@ def bench_openai_agents(session: nox.Session) -> None:
     """execauth-openai-agents overhead per tool call and per Runner.run, offline (own venv)."""
     session.install("./packages/core", "./packages/openai_agents")
     session.run("python", "bench/bench_openai_agents.py", *session.posargs, env={"OPENAI_AGENTS_DISABLE_TRACING": "1"})
+
+
+@nox.session
+def bench_mcp(session: nox.Session) -> None:
+    """execauth-mcp proxy overhead per tools/call vs a direct session, stdio and HTTP (own venv)."""
+    session.install("./packages/core", "./packages/mcp[test]")
+    session.run("python", "bench/bench_mcp.py", *session.posargs)

@@ -34,7 +34,9 @@ POLICY = {
 }
 
 
-def _manifest(name: str, effect: str, props: dict[str, Any] | None = None, required: tuple[str, ...] = ()) -> dict[str, Any]:
+def _manifest(
+    name: str, effect: str, props: dict[str, Any] | None = None, required: tuple[str, ...] = ()
+) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "object", "properties": props or {}, "additionalProperties": False}
     if required:
         schema["required"] = list(required)

@@ -16,7 +16,16 @@ class Raw:
     """The proxy as a subprocess spoken to line by line."""
 
     def __init__(self, work: Workdir, **config: Any) -> None:
-        cmd = [sys.executable, "-m", "execauth_mcp", "--config", str(work.config(**config)), "--", sys.executable, UPSTREAM]
+        cmd = [
+            sys.executable,
+            "-m",
+            "execauth_mcp",
+            "--config",
+            str(work.config(**config)),
+            "--",
+            sys.executable,
+            UPSTREAM,
+        ]
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=work.env(), text=True
         )
@@ -71,8 +80,10 @@ def test_malformed_duplicate_oversized_unknown(work: Workdir) -> None:
         parse = raw.recv()
         assert parse["id"] is None and parse["error"]["code"] == -32700
 
-        raw.send('{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"write_note",'
-                 '"arguments":{"text":"innocent","text":"evil"}}}')
+        raw.send(
+            '{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"write_note",'
+            '"arguments":{"text":"innocent","text":"evil"}}}'
+        )
         dup = raw.recv()
         assert dup["id"] == 7 and dup["error"]["code"] == -32700 and "duplicate" in dup["error"]["message"]
 

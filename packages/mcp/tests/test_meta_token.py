@@ -6,8 +6,9 @@ import json
 import sys
 
 import pytest
-from execauth_core import AuthorizationRequest, LocalSigner
 from mcphelpers import UPSTREAM, Workdir, open_session, proxy_command
+
+from execauth_core import AuthorizationRequest, LocalSigner
 
 pytestmark = pytest.mark.anyio
 

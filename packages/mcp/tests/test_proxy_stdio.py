@@ -93,7 +93,10 @@ async def test_upstream_hang_times_out_and_proxy_keeps_serving(work: Workdir) ->
         after = await s.call_tool("write_note", {"text": "still here"})
     assert slow.is_error and "REQUEST_TIMEOUT" in text(slow) and "did not answer" in text(slow)
     assert not after.is_error
-    assert work.effects() == ["sleep 30.0", "write_note still here"] or work.effects() == ["sleep 30", "write_note still here"]
+    assert work.effects() == ["sleep 30.0", "write_note still here"] or work.effects() == [
+        "sleep 30",
+        "write_note still here",
+    ]
     results = [e for e in work.audit() if e["event"] == "result"]
     assert [r["detail"]["status"] for r in results] == ["error", "ok"]
 

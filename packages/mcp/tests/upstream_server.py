@@ -21,7 +21,6 @@ if os.environ.get("UPSTREAM_JWKS"):
     import json
 
     from execauth_core import KeySet
-
     from execauth_mcp import require_execauth
 
     keys = KeySet.from_jwks(json.loads(Path(os.environ["UPSTREAM_JWKS"]).read_text()))

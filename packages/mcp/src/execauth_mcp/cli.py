@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None, *, prog: str = "execauth-mcp-proxy") -> 
     # Logs go to stderr: stdout is the MCP channel.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
     import anyio
+
     from execauth_core import ExecAuthError
 
     from .config import load_config

@@ -22,8 +22,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from execauth_core import ConfigurationError, loads_strict
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+from execauth_core import ConfigurationError, loads_strict
 
 TOKEN_META_KEY = "execauth/token"
 """The ``_meta`` key that carries an authority token on a ``tools/call``."""

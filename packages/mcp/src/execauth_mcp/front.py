@@ -19,10 +19,11 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-from execauth_core import Guard, loads_strict
-from execauth_core.reasons import ReasonCode as R
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
+
+from execauth_core import Guard, loads_strict
+from execauth_core.reasons import ReasonCode as R
 
 from .config import ProxyConfig
 from .proxy import GatingProxy, _Relay, build_guard, connect_upstream
@@ -47,7 +48,7 @@ class _Screen:
             loose = json.loads(line)
             if isinstance(loose, dict):
                 ident, method = loose.get("id"), loose.get("method")
-        except Exception:  # noqa: BLE001 - an unreadable line has no id
+        except Exception:  # noqa: BLE001, S110 - an unreadable line has no id to answer to
             pass
         if not isinstance(ident, (str, int)) or isinstance(ident, bool):
             ident = None

@@ -20,6 +20,12 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import mcp_types as types
+from mcp.client.session import ClientSession
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import NotificationOptions, Server
+from mcp.server.session import ServerSession
+from mcp.shared.exceptions import MCPError
+
 from execauth_core import (
     ApprovalRequired,
     ConfigurationError,
@@ -29,11 +35,6 @@ from execauth_core import (
     denial_message,
 )
 from execauth_core.reasons import ReasonCode as R
-from mcp.client.session import ClientSession
-from mcp.server.context import ServerRequestContext
-from mcp.server.lowlevel.server import NotificationOptions, Server
-from mcp.server.session import ServerSession
-from mcp.shared.exceptions import MCPError
 
 from ._version import __version__
 from .config import REQUEST_META_KEY, TOKEN_META_KEY, ProxyConfig
@@ -58,8 +59,10 @@ def build_guard(config: ProxyConfig) -> Guard:
             "a remote authority in the proxy config is not supported yet: the proxy decides with a local "
             "policy (policy + manifests); remove the 'authority' section"
         )
-    registry = load_registry(str(config.path(config.manifests))) if isinstance(config.manifests, str) else (
-        ToolRegistry(config.manifests)
+    registry = (
+        load_registry(str(config.path(config.manifests)))
+        if isinstance(config.manifests, str)
+        else (ToolRegistry(config.manifests))
     )
     prefix = f"{config.server}."
     stray = [n for n in registry.names() if not n.startswith(prefix)]
@@ -83,10 +86,10 @@ def denial_result(exc: ExecutionDenied) -> types.CallToolResult:
     """The tool result a model sees for a call that did not run."""
     if isinstance(exc, ApprovalRequired) or exc.outcome == Outcome.REQUIRE_APPROVAL.value:
         return _text_result(
-            f"{denial_message(exc)}. An approval is required before this call can run "
+            f"{denial_message(exc).rstrip('.')}. An approval is required before this call can run "
             f"(proposal {exc.proposal_digest}); it did not run."
         )
-    return _text_result(f"{denial_message(exc)}. The call did not run.")
+    return _text_result(f"{denial_message(exc).rstrip('.')}. The call did not run.")
 
 
 @dataclass
@@ -184,7 +187,9 @@ class GatingProxy:
             schema = await self._input_schema(params.name)
             if schema is None:
                 return denial_result(
-                    guard.deny(request, [R.UNKNOWN_TOOL.value], f"the upstream {cfg.server!r} offers no tool {params.name!r}")
+                    guard.deny(
+                        request, [R.UNKNOWN_TOOL.value], f"the upstream {cfg.server!r} offers no tool {params.name!r}"
+                    )
                 )
             problem = self._schema_errors(params.name, schema, args)
             if problem is not None:
@@ -201,7 +206,7 @@ class GatingProxy:
                 )
         except ExecutionDenied as exc:
             return denial_result(exc)
-        except Exception as exc:  # noqa: BLE001 - fail closed, recorded
+        except Exception as exc:
             log.exception("execauth-mcp: error before the decision")
             return denial_result(guard.deny(request, [R.GUARD_ERROR.value], f"proxy error ({type(exc).__name__})"))
 
@@ -221,7 +226,10 @@ class GatingProxy:
         async def forward() -> types.CallToolResult:
             with anyio.fail_after(cfg.call_timeout):
                 result = await self.upstream.call_tool(
-                    params.name, args, progress_callback=progress, meta=meta or None  # type: ignore[arg-type]
+                    params.name,
+                    args,
+                    progress_callback=progress,
+                    meta=meta or None,  # type: ignore[arg-type]
                 )
             if not isinstance(result, types.CallToolResult):
                 raise MCPError(code=-32603, message="the upstream answered with a result the proxy cannot relay")
@@ -322,7 +330,11 @@ class _Relay:
 
 @asynccontextmanager
 async def connect_upstream(
-    *, command: list[str] | None = None, url: str | None = None, on_message: Any = None, env: dict[str, str] | None = None
+    *,
+    command: list[str] | None = None,
+    url: str | None = None,
+    on_message: Any = None,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[ClientSession]:
     """An initialized client session to the upstream: a stdio subprocess or a streamable-HTTP URL."""
     if (command is None) == (url is None):

@@ -16,6 +16,8 @@ import dataclasses
 from typing import Any
 
 import mcp_types as types
+from mcp.server.context import CallNext, ServerRequestContext
+
 from execauth_core import (
     AuthorizationRequest,
     Clock,
@@ -29,14 +31,13 @@ from execauth_core import (
 from execauth_core.reasons import ReasonCode as R
 from execauth_core.stores.base import AuditLog, ReplayStore
 from execauth_core.stores.memory import MemoryAuditLog, MemoryReplayStore
-from mcp.server.context import CallNext, ServerRequestContext
 
 from .config import REQUEST_META_KEY, TOKEN_META_KEY
 
 
 def _refusal(exc: ExecutionDenied) -> types.CallToolResult:
     return types.CallToolResult(
-        content=[types.TextContent(type="text", text=f"{denial_message(exc)}. The call did not run.")],
+        content=[types.TextContent(type="text", text=f"{denial_message(exc).rstrip('.')}. The call did not run.")],
         is_error=True,
     )
 
@@ -55,16 +56,21 @@ class ExecauthMiddleware:
         params = ctx.params if isinstance(ctx.params, dict) else {}
         name = params.get("name")
         tool = f"{self.server}.{name}" if isinstance(name, str) and name else f"{self.server}.?"
-        meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
+        raw_meta = params.get("_meta")
+        meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
         token = meta.get(TOKEN_META_KEY)
         carried = meta.get(REQUEST_META_KEY)
         if not isinstance(token, str) or not token:
-            return _refusal(guard.deny(None, [R.NO_TOKEN.value], f"no authority token in _meta[{TOKEN_META_KEY!r}]", tool=tool))
+            return _refusal(
+                guard.deny(None, [R.NO_TOKEN.value], f"no authority token in _meta[{TOKEN_META_KEY!r}]", tool=tool)
+            )
         try:
             request = AuthorizationRequest.model_validate(carried)
         except Exception:  # noqa: BLE001 - an unreadable proposal is a refusal
             return _refusal(
-                guard.deny(None, [R.REQUEST_INVALID.value], f"no valid proposal in _meta[{REQUEST_META_KEY!r}]", tool=tool)
+                guard.deny(
+                    None, [R.REQUEST_INVALID.value], f"no valid proposal in _meta[{REQUEST_META_KEY!r}]", tool=tool
+                )
             )
         arguments = params.get("arguments") or {}
         try:
