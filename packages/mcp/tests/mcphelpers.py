@@ -26,7 +26,7 @@ POLICY = {
     "principals": [
         {
             "id": "alice",
-            "allow_tools": ["files.write_note", "files.publish", "files.crash", "files.sleep"],
+            "allow_tools": ["files.write_note", "files.publish", "files.crash", "files.sleep", "files.steps"],
             "max_risk_tier": "E3",
             "require_approval_effects": ["message.public_post"],
         }
@@ -49,6 +49,7 @@ MANIFESTS = [
     _manifest("publish", "message.public_post", {"text": {"type": "string"}}, ("text",)),
     _manifest("crash", "file.write"),
     _manifest("sleep", "file.write", {"seconds": {"type": "number"}}, ("seconds",)),
+    _manifest("steps", "file.write", {"n": {"type": "integer"}}, ("n",)),
 ]
 
 

@@ -126,11 +126,35 @@ async def test_list_passthrough_and_hiding(work: Workdir) -> None:
         resource = await s.read_resource("note://readme")
         prompt = await s.get_prompt("greet", {"name": "Ada"})
         await s.send_ping()
-    assert {"write_note", "delete_all", "publish", "undeclared", "crash", "sleep"} <= listed
+    assert {"write_note", "delete_all", "publish", "undeclared", "crash", "sleep", "steps"} <= listed
     assert "hello from the upstream" in resource.contents[0].text  # type: ignore[union-attr]
     assert "Ada" in prompt.messages[0].content.text  # type: ignore[union-attr]
     async with open_session(proxy_command(work.config(hide_denied_tools=True)), work.env(), work.root) as s:
         hidden = {t.name for t in (await s.list_tools()).tools}
         still_gated = await s.call_tool("delete_all", {})
-    assert hidden == {"write_note", "publish", "crash", "sleep"}
+    assert hidden == {"write_note", "publish", "crash", "sleep", "steps"}
     assert still_gated.is_error and work.effects() == []
+
+
+async def test_progress_is_relayed(work: Workdir) -> None:
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    async with open_session(proxy_command(work.config()), work.env(), work.root) as s:
+        result = await s.call_tool("steps", {"n": 3}, progress_callback=on_progress)
+    assert not result.is_error, text(result)
+    assert seen == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
+
+
+async def test_cancelled_call_is_recorded_and_proxy_keeps_serving(work: Workdir) -> None:
+    async with open_session(proxy_command(work.config(call_timeout=60)), work.env(), work.root) as s:
+        with anyio.move_on_after(2):
+            await s.call_tool("sleep", {"seconds": 30})
+        after = await s.call_tool("write_note", {"text": "after cancel"})
+        with anyio.fail_after(10):
+            while not [e for e in work.audit() if e["event"] == "result" and e["detail"]["status"] == "error"]:
+                await anyio.sleep(0.1)
+    assert not after.is_error
+    assert work.effects()[-1] == "write_note after cancel"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import anyio
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 
 middleware = []
 if os.environ.get("UPSTREAM_JWKS"):
@@ -75,6 +76,15 @@ async def sleep(seconds: float) -> str:
     _effect(f"sleep {seconds}")
     await anyio.sleep(seconds)
     return "slept"
+
+
+@mcp.tool()
+async def steps(n: int, ctx: Context) -> str:
+    """Report progress n times."""
+    _effect(f"steps {n}")
+    for i in range(n):
+        await ctx.report_progress(i + 1, n, f"step {i + 1}")
+    return "stepped"
 
 
 @mcp.resource("note://readme")

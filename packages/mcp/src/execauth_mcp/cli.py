@@ -45,15 +45,28 @@ def main(argv: list[str] | None = None, *, prog: str = "execauth-mcp-proxy") -> 
     try:
         config = load_config(args.config)
         anyio.run(lambda: serve_stdio(config, command=command or None, url=args.url))
-    except (ExecAuthError, NotImplementedError) as exc:
-        sys.stderr.write(f"execauth: error: {exc}\n")
-        return 2
-    except OSError as exc:
-        sys.stderr.write(f"execauth: error: cannot start the upstream: {exc.strerror or exc}\n")
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - one line for the person, never a traceback
+        leaf = _leaf(exc)
+        if isinstance(leaf, (ExecAuthError, NotImplementedError)):
+            message = str(leaf)
+        elif isinstance(leaf, OSError):
+            message = f"cannot start the upstream: {leaf.strerror or leaf}"
+        else:
+            message = f"the proxy stopped: {type(leaf).__name__}: {str(leaf)[:200]}"
+        sys.stderr.write(f"execauth: error: {message}\n")
+        return 2
     return 0
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups."""
+    while True:
+        inner = getattr(exc, "exceptions", None)
+        if not inner:
+            return exc
+        exc = inner[0]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -212,7 +212,13 @@ class GatingProxy:
 
         token = decision.token
         meta: dict[str, Any] = {}
-        progress_token = ctx.meta.get("progress_token") if isinstance(ctx.meta, dict) else None
+        # Read from the wire form: the client's own _meta is not forwarded (a token or a
+        # proposal it carries is never trusted), only its progress token, as progress.
+        wire = ctx.params if isinstance(ctx.params, dict) else {}
+        wire_meta = wire.get("_meta") if isinstance(wire.get("_meta"), dict) else {}
+        progress_token = wire_meta.get("progressToken")
+        if not isinstance(progress_token, (str, int)) or isinstance(progress_token, bool):
+            progress_token = None
         if cfg.forward_token:
             meta[TOKEN_META_KEY] = token
             meta[REQUEST_META_KEY] = request.model_dump(mode="json")
