@@ -215,7 +215,8 @@ class GatingProxy:
         # Read from the wire form: the client's own _meta is not forwarded (a token or a
         # proposal it carries is never trusted), only its progress token, as progress.
         wire = ctx.params if isinstance(ctx.params, dict) else {}
-        wire_meta = wire.get("_meta") if isinstance(wire.get("_meta"), dict) else {}
+        raw_meta = wire.get("_meta")
+        wire_meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
         progress_token = wire_meta.get("progressToken")
         if not isinstance(progress_token, (str, int)) or isinstance(progress_token, bool):
             progress_token = None
