@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None, *, prog: str = "execauth-mcp-proxy") -> 
 
     try:
         config = load_config(args.config)
+        if config.data_dir is None:
+            sys.stderr.write("execauth-mcp: no data_dir in the config: the audit log is kept in memory only\n")
         anyio.run(lambda: serve_stdio(config, command=command or None, url=args.url))
     except KeyboardInterrupt:
         return 130

@@ -232,9 +232,10 @@ class GatingProxy:
 
         async def forward() -> types.CallToolResult:
             with anyio.fail_after(cfg.call_timeout):
+                # Forward the proposal's own copy: what runs is exactly what was decided.
                 result = await self.upstream.call_tool(
                     params.name,
-                    args,
+                    dict(request.args),
                     progress_callback=progress,
                     meta=meta or None,  # type: ignore[arg-type]
                 )
