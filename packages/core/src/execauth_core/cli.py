@@ -47,13 +47,30 @@ def _json_file(path: str) -> Any:
         raise UsageError(f"{path}: {exc}") from None
 
 
+def _problems(exc: pydantic.ValidationError) -> str:
+    """Every validation error with its field path, on one line."""
+    parts = []
+    for err in exc.errors():
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".") or "(root)"
+        parts.append(f"{path}: {err['msg']}")
+    count = f"{len(parts)} problem{'s' if len(parts) != 1 else ''}"
+    return " ".join(f"{count}: {'; '.join(parts)}".split())
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot create the folder: {exc.strerror or exc}") from None
+
+
 def _print(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _mkdir(out)
     key_path = out / "authority.key"
     signer = LocalSigner.generate()
     signer.save(key_path)
@@ -67,12 +84,7 @@ def cmd_token_verify(args: argparse.Namespace) -> int:
     if token == "-" or token.startswith("@"):
         token = _read("-" if token == "-" else token[1:]).decode("utf-8", "replace").strip()
     keys = KeySet.load(args.jwks)
-    raw = _read(args.request)
-    try:
-        loads_strict(raw)
-        request = AuthorizationRequest.model_validate_json(raw, strict=True)
-    except (CanonicalizationError, pydantic.ValidationError) as exc:
-        raise UsageError(f"{args.request}: not an AuthorizationRequest: {str(exc).splitlines()[0]}") from None
+    request = _request(args.request)
     verifier = TokenVerifier(
         keys=keys, issuer=args.issuer, audience=args.audience, max_ttl=args.max_ttl, clock_skew=args.skew
     )
@@ -87,7 +99,14 @@ def cmd_token_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_token_inspect(args: argparse.Namespace) -> int:
-    _print({"verified": False, "claims": unverified_claims(args.token)})
+    parts = args.token.strip().split(".")
+    if len(parts) != 3:
+        raise UsageError(f"not a token: a compact JWS is three base64url parts separated by '.', this has {len(parts)}")
+    try:
+        claims = unverified_claims(args.token.strip())
+    except TokenError as exc:
+        raise UsageError(f"not a token: its claims do not decode ({exc.reason_code})") from None
+    _print({"verified": False, "claims": claims})
     return 0
 
 
@@ -166,14 +185,35 @@ def _request(path: str) -> AuthorizationRequest:
     try:
         loads_strict(raw)
         return AuthorizationRequest.model_validate_json(raw, strict=True)
-    except (CanonicalizationError, pydantic.ValidationError) as exc:
-        raise UsageError(f"{path}: not an AuthorizationRequest: {str(exc).splitlines()[0]}") from None
+    except CanonicalizationError as exc:
+        raise UsageError(f"{path}: not an AuthorizationRequest: {exc}") from None
+    except pydantic.ValidationError as exc:
+        raise UsageError(f"{path}: not an AuthorizationRequest: {_problems(exc)}") from None
+
+
+def _all_policy_problems(path: str) -> None:
+    """Raise a UsageError naming every problem of a policy file the model finds (with
+    paths), where load_policy would name only the first."""
+    from .policyfile import PolicyDocument, _load_yaml
+
+    raw = _read(path)
+    try:
+        data = loads_strict(raw) if path.endswith(".json") else _load_yaml(raw)
+    except (CanonicalizationError, ValueError):
+        return  # load_policy says what is wrong with the syntax
+    if not isinstance(data, dict) or not data:
+        return
+    try:
+        PolicyDocument.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise UsageError(f"{path}: policy invalid: {_problems(exc)}") from None
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
     from .manifest import load_registry
     from .policyfile import load_policy
 
+    _all_policy_problems(args.file)
     policy = load_policy(args.file)
     if args.manifests:
         from .court import Court
@@ -247,8 +287,10 @@ def cmd_record_replay(args: argparse.Namespace) -> int:
             record = decision.record
         else:
             record = DecisionRecord.model_validate(data)
-    except (CanonicalizationError, pydantic.ValidationError) as exc:
-        raise UsageError(f"{args.decision}: not a decision or decision record: {str(exc).splitlines()[0]}") from None
+    except CanonicalizationError as exc:
+        raise UsageError(f"{args.decision}: not a decision or decision record: {exc}") from None
+    except pydantic.ValidationError as exc:
+        raise UsageError(f"{args.decision}: not a decision or decision record: {_problems(exc)}") from None
     signature = None
     if args.jwks:
         if decision is None:
@@ -315,6 +357,7 @@ def _record_signature_ok(decision: Any, keys: KeySet) -> bool:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    _mkdir(Path(args.dir))
     return run_demo(args.dir, sys.stdout)
 
 
@@ -325,7 +368,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
     p = _Parser(prog="execauth", description="Execution authority for AI agents.")
+    p.add_argument("--version", action="version", version=f"execauth {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     keys = sub.add_parser("keys", help="manage signing keys").add_subparsers(dest="sub", required=True)
@@ -338,14 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("token", help="the compact JWS, '-' for stdin, or @FILE")
     ver.add_argument("--jwks", required=True, help="trusted keys (JWKS file)")
     ver.add_argument("--request", required=True, help="the AuthorizationRequest JSON being executed")
-    ver.add_argument("--issuer", required=True)
-    ver.add_argument("--audience", required=True)
+    ver.add_argument("--issuer", required=True, help="the issuer the token must name (iss)")
+    ver.add_argument("--audience", required=True, help="the audience the token must name (aud)")
     ver.add_argument("--now", type=int, default=None, help="verify as of this Unix time")
-    ver.add_argument("--max-ttl", type=int, default=300)
-    ver.add_argument("--skew", type=int, default=30)
+    ver.add_argument("--max-ttl", type=int, default=300, help="longest accepted exp - iat, seconds (default 300)")
+    ver.add_argument("--skew", type=int, default=30, help="allowed clock difference, seconds (default 30)")
     ver.set_defaults(fn=cmd_token_verify)
     ins = token.add_parser("inspect", help="show a token's claims WITHOUT verifying")
-    ins.add_argument("token")
+    ins.add_argument("token", help="the compact JWS to decode")
     ins.set_defaults(fn=cmd_token_inspect)
 
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="sub", required=True)
@@ -366,27 +412,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     pol = sub.add_parser("policy", help="policy files").add_subparsers(dest="sub", required=True)
     pc = pol.add_parser("check", help="validate a policy file and print its digest")
-    pc.add_argument("file")
+    pc.add_argument("file", help="the policy file (YAML, or JSON when it ends in .json)")
     pc.add_argument("--manifests", help="tool manifests file: also check the policy names known tools")
     pc.set_defaults(fn=cmd_policy_check)
 
     dec = sub.add_parser("decide", help="decide a proposal; prints the decision and why (exit 0 only on ALLOW)")
-    dec.add_argument("--policy", required=True)
+    dec.add_argument("--policy", required=True, help="the policy file (YAML or JSON)")
     dec.add_argument("--manifests", help="tool manifests (JSON or YAML list)")
     dec.add_argument("--request", required=True, help="AuthorizationRequest JSON, or '-'")
     dec.add_argument("--now", type=int, default=None, help="decide as of this Unix time")
     dec.add_argument("--state", help="JSON object of counters (budget/rate keys -> used) to decide against")
     dec.add_argument("--key", help="private key file: also issue a token on ALLOW")
-    dec.add_argument("--issuer", default="execauth-local")
-    dec.add_argument("--audience", default="execauth-guard")
+    dec.add_argument("--issuer", default="execauth-local", help="iss of the token (default execauth-local)")
+    dec.add_argument("--audience", default="execauth-guard", help="aud of the token (default execauth-guard)")
     dec.add_argument("--out", help="write the full signed AuthorizationDecision JSON here")
     dec.set_defaults(fn=cmd_decide)
 
     rec = sub.add_parser("record", help="decision records").add_subparsers(dest="sub", required=True)
     rr = rec.add_parser("replay", help="re-run a recorded decision; exit 0 if it comes out the same")
     rr.add_argument("decision", help="an AuthorizationDecision (decide --out) or DecisionRecord JSON file")
-    rr.add_argument("--policy", required=True)
-    rr.add_argument("--manifests")
+    rr.add_argument("--policy", required=True, help="the policy file the decision was made under")
+    rr.add_argument("--manifests", help="tool manifests (JSON or YAML list) the decision was made with")
     rr.add_argument("--jwks", help="trusted keys: also check the decision record's signature")
     rr.set_defaults(fn=cmd_record_replay)
 
@@ -421,6 +467,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except UnicodeDecodeError as exc:
         sys.stderr.write(f"execauth: error: input is not UTF-8: {exc.reason}\n")
+        return 2
+    except OSError as exc:  # a file or folder we could not use: say which, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(f"execauth: error: {where}{exc.strerror or exc}\n")
         return 2
 
 
