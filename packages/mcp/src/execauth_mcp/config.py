@@ -11,6 +11,7 @@ call_timeout: 30           # seconds an upstream tools/call may take
 max_message_bytes: 1048576 # larger client messages are refused
 hide_denied_tools: false   # drop from tools/list what the principal can never call
 forward_token: false       # pass the token and its proposal upstream in _meta (see server.py)
+tools: {}                  # optional: upstream tool name -> manifest name (default <server>.<tool>)
 ```
 
 Unknown keys are refused, so a typo cannot silently disable a setting.
@@ -55,11 +56,14 @@ class ProxyConfig(BaseModel):
     hide_denied_tools: StrictBool = False
     forward_token: StrictBool = False
     authority: RemoteAuthorityConfig | None = None
+    tools: dict[StrictStr, StrictStr] = Field(
+        default_factory=dict, description="Upstream tool name -> manifest name, instead of <server>.<tool>."
+    )
     base_dir: StrictStr = Field(default=".", description="Where relative paths are resolved (the config's folder).")
 
     def tool_name(self, mcp_tool: str) -> str:
-        """The proposal's tool name for an upstream tool: ``<server>.<tool>``."""
-        return f"{self.server}.{mcp_tool}"
+        """The proposal's tool name for an upstream tool: the ``tools`` mapping, else ``<server>.<tool>``."""
+        return self.tools.get(mcp_tool) or f"{self.server}.{mcp_tool}"
 
     def path(self, name: str) -> Path:
         p = Path(name)

@@ -28,6 +28,7 @@ from mcp.shared.exceptions import MCPError
 
 from execauth_core import (
     ApprovalRequired,
+    AuthorizationRequest,
     ConfigurationError,
     ExecutionDenied,
     Guard,
@@ -65,9 +66,13 @@ def build_guard(config: ProxyConfig) -> Guard:
         else (ToolRegistry(config.manifests))
     )
     prefix = f"{config.server}."
-    stray = [n for n in registry.names() if not n.startswith(prefix)]
+    mapped = set(config.tools.values())
+    stray = [n for n in registry.names() if not n.startswith(prefix) and n not in mapped]
     if stray:
-        raise ConfigurationError(f"manifests {stray} do not start with {prefix!r}: MCP tools are named <server>.<tool>")
+        raise ConfigurationError(
+            f"manifests {stray} do not start with {prefix!r}: MCP tools are named <server>.<tool> "
+            "(or mapped in 'tools')"
+        )
     if config.policy is None:
         policy = None  # no policy: the Court denies everything (POLICY_EMPTY)
     elif isinstance(config.policy, str):
@@ -103,6 +108,8 @@ class GatingProxy:
     _tools: dict[str, types.Tool] = field(default_factory=dict)
     _validators: dict[str, Any] = field(default_factory=dict)
     _downstream: ServerSession | None = None
+    token_provider: Callable[[AuthorizationRequest], str | None] | None = None
+    """Verify tokens obtained elsewhere instead of deciding (a verify-only guard)."""
 
     # -- tools -----------------------------------------------------------------
 
@@ -194,24 +201,31 @@ class GatingProxy:
             problem = self._schema_errors(params.name, schema, args)
             if problem is not None:
                 return denial_result(guard.deny(request, [R.ARGS_SCHEMA_VIOLATION.value], problem))
-            decision = guard.authorize(request)
-            if decision.outcome is not Outcome.ALLOW or decision.token is None:
-                return denial_result(
-                    guard.deny(
-                        request,
-                        decision.reason_codes,
-                        " ".join(decision.explanation),
-                        outcome=decision.outcome.value,
+            token: str | None = None
+            meta: dict[str, Any] = {}
+            if self.token_provider is not None:
+                token = self.token_provider(request)
+            elif cfg.forward_token:
+                # Decide first: the token travels upstream with the call.
+                decision = guard.authorize(request)
+                if decision.outcome is not Outcome.ALLOW or decision.token is None:
+                    return denial_result(
+                        guard.deny(
+                            request,
+                            decision.reason_codes,
+                            " ".join(decision.explanation),
+                            outcome=decision.outcome.value,
+                        )
                     )
-                )
+                token = decision.token
+                meta[TOKEN_META_KEY] = token
+                meta[REQUEST_META_KEY] = request.model_dump(mode="json")
         except ExecutionDenied as exc:
             return denial_result(exc)
         except Exception as exc:
             log.exception("execauth-mcp: error before the decision")
             return denial_result(guard.deny(request, [R.GUARD_ERROR.value], f"proxy error ({type(exc).__name__})"))
 
-        token = decision.token
-        meta: dict[str, Any] = {}
         # Read from the wire form: the client's own _meta is not forwarded (a token or a
         # proposal it carries is never trusted), only its progress token, as progress.
         wire = ctx.params if isinstance(ctx.params, dict) else {}
@@ -220,9 +234,6 @@ class GatingProxy:
         progress_token = wire_meta.get("progressToken")
         if not isinstance(progress_token, (str, int)) or isinstance(progress_token, bool):
             progress_token = None
-        if cfg.forward_token:
-            meta[TOKEN_META_KEY] = token
-            meta[REQUEST_META_KEY] = request.model_dump(mode="json")
         progress: Callable[..., Any] | None = None
         downstream = ctx.session
         if progress_token is not None:
@@ -244,7 +255,10 @@ class GatingProxy:
             return result
 
         try:
-            return await guard.aexecute(request, token, forward)
+            if self.token_provider is not None or cfg.forward_token:
+                return await guard.aexecute(request, token, forward)
+            # Decide, verify, consume, record, forward: the guard's one path.
+            return await guard.arun(request, forward)
         except ExecutionDenied as exc:
             return denial_result(exc)
         except TimeoutError:
