@@ -131,7 +131,13 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     session.install(
-        "mypy>=1.11", "types-PyYAML", "types-jsonschema", "./packages/core[test]", "./conformance", "./packages/server"
+        "mypy>=1.11",
+        "types-PyYAML",
+        "types-jsonschema",
+        "./packages/core[test]",
+        "./conformance",
+        "./packages/mcp",
+        "./packages/server",
     )
     session.run("mypy")
 
@@ -174,6 +180,13 @@ def bench_tlog(session: nox.Session) -> None:
     signing, verification of a 10^6-entry log (bounded by --budget seconds)."""
     session.install("./packages/core[redis,postgres]")
     session.run("python", "bench/bench_tlog.py", *session.posargs)
+
+
+@nox.session
+def bench_mcp(session: nox.Session) -> None:
+    """execauth-mcp proxy overhead per tools/call vs a direct session, stdio and HTTP (own venv)."""
+    session.install("./packages/core", "./packages/mcp[test]")
+    session.run("python", "bench/bench_mcp.py", *session.posargs)
 
 
 @nox.session

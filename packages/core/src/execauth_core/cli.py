@@ -690,10 +690,22 @@ def _serve(argv: list[str]) -> int:
     return int(serve_main(argv))
 
 
+def _mcp_proxy(argv: list[str]) -> int:
+    """``execauth mcp-proxy ...`` is served by the execauth-mcp distribution when installed."""
+    try:
+        from execauth_mcp.cli import main as mcp_main
+    except ImportError:
+        sys.stderr.write("execauth: error: mcp-proxy needs the execauth-mcp package: pip install execauth-mcp\n")
+        return 2
+    return mcp_main(argv, prog="execauth mcp-proxy")
+
+
 def main(argv: list[str] | None = None) -> int:
-    given = sys.argv[1:] if argv is None else argv
-    if given[:1] == ["serve"]:
-        return _serve(list(given[1:]))
+    raw = sys.argv[1:] if argv is None else argv
+    if raw[:1] == ["mcp-proxy"]:
+        return _mcp_proxy(list(raw[1:]))
+    if raw[:1] == ["serve"]:
+        return _serve(list(raw[1:]))
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))
