@@ -726,3 +726,53 @@ async def test_principal_can_come_from_the_run_context() -> None:
     assert spy.calls == [{"q": "x"}]
     execution = next(e for e in guard.audit_log.entries() if e.event == "execution")
     assert execution.body["principal"] == "user-42"
+
+
+# -- a tool failure the SDK turns into text is still recorded as a failure (issue 15, item 9)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("decorated", ["default", "custom"])
+async def test_a_failure_the_sdk_swallows_is_recorded_as_an_error(decorated: str) -> None:
+    guard = make_guard()
+    attempts: list[str] = []
+
+    def explain(ctx: Any, error: Exception) -> str:
+        return f"custom: {error}"
+
+    kwargs: dict[str, Any] = {} if decorated == "default" else {"failure_error_function": explain}
+
+    @function_tool(**kwargs)
+    def search(q: str) -> str:
+        """Search."""
+        attempts.append(q)
+        raise ValueError("index offline")
+
+    model = ScriptedModel([call("search", {"q": "x"}, "c1")], [say("ok")])
+    agent = ExecAuth(guard, principal="alice").protect(agent_with(model, search))
+    result = await Runner.run(agent, "go")
+    assert result.final_output == "ok" and attempts == ["x"]
+    seen = model.seen_outputs()["c1"]
+    # The model reads what the SDK made of the exception, as without execauth.
+    assert seen == "custom: index offline" if decorated == "custom" else "error" in seen.lower()
+    entries = list(guard.audit_log.entries())
+    assert [(e.event, e.executed) for e in entries] == [("execution", True), ("result", True)]
+    assert entries[-1].body["detail"]["status"] == "error"
+    assert entries[-1].body["detail"]["error"] == "ValueError"
+
+
+@pytest.mark.asyncio
+async def test_a_decorated_tool_that_succeeds_is_still_recorded_ok() -> None:
+    guard = make_guard()
+
+    @function_tool
+    def search(q: str) -> str:
+        """Search."""
+        return f"hit {q}"
+
+    model = ScriptedModel([call("search", {"q": "x"}, "c1"), call("search", {"q": "y"}, "c2")], [say("ok")])
+    agent = ExecAuth(guard, principal="alice").protect(agent_with(model, search))
+    await Runner.run(agent, "go")
+    assert model.seen_outputs() == {"c1": "hit x", "c2": "hit y"}
+    statuses = [e.body["detail"]["status"] for e in guard.audit_log.entries() if e.event == "result"]
+    assert statuses == ["ok", "ok"]
