@@ -607,7 +607,7 @@ async def test_the_tools_own_exception_is_the_sdks_business_after_a_recorded_exe
 
 
 @pytest.mark.asyncio
-async def test_strict_hooks_stop_a_tool_added_during_the_run() -> None:
+async def test_a_tool_added_during_the_run_is_gated_before_it_runs() -> None:
     guard, late = make_guard(), Spy("late")
     model = ScriptedModel([call("search", {"q": "x"}, "c1")], [call("late", {"x": 1}, "c2")], [say("ok")])
     gate = ExecAuth(guard, principal="alice")
@@ -620,10 +620,11 @@ async def test_strict_hooks_stop_a_tool_added_during_the_run() -> None:
         return "found"
 
     agent.tools.append(make_tool("search", search, ["q"]))
-    with pytest.raises(UngatedToolError, match="late"):
-        await Runner.run(agent, "go", hooks=gate.hooks())
-    assert late.calls == []
-    assert [e for e, _, _ in audit(guard)] == ["execution", "result"]  # only the gated search
+    # The hooks protect the agent as it starts; from then on each turn's tools are
+    # gated as the SDK lists them, so the late tool meets the guard (not allowed).
+    await Runner.run(agent, "go", hooks=gate.hooks())
+    assert late.calls == [] and "TOOL_NOT_ALLOWED" in model.seen_outputs()["c2"]
+    assert [e for e, _, _ in audit(guard)] == ["execution", "result", "denial"]
 
 
 @pytest.mark.asyncio
@@ -776,3 +777,36 @@ async def test_a_decorated_tool_that_succeeds_is_still_recorded_ok() -> None:
     assert model.seen_outputs() == {"c1": "hit x", "c2": "hit y"}
     statuses = [e.body["detail"]["status"] for e in guard.audit_log.entries() if e.event == "result"]
     assert statuses == ["ok", "ok"]
+
+
+# -- tools added after protect() are gated without hooks= (issue 15, item 11) ------------
+
+
+@pytest.mark.asyncio
+async def test_a_tool_added_after_protect_is_gated_without_hooks() -> None:
+    guard, late, later = make_guard(allow=("search",)), Spy("late"), Spy("later")
+    model = ScriptedModel([call("late", {"x": 1}, "c1")], [call("later", {"x": 2}, "c2")], [say("ok")])
+    agent = ExecAuth(guard, principal="alice").protect(agent_with(model))
+    agent.tools.append(make_tool("late", late, ["x"]))  # appended after protect()
+    agent.tools = [*agent.tools, make_tool("later", later, ["x"])]  # or a new list
+    await Runner.run(agent, "go")  # no hooks=
+    assert late.calls == [] and later.calls == []
+    assert "TOOL_NOT_ALLOWED" in model.seen_outputs()["c1"] and "TOOL_NOT_ALLOWED" in model.seen_outputs()["c2"]
+    assert [(e, c) for e, _, c in audit(guard)] == [("denial", ["TOOL_NOT_ALLOWED"])] * 2
+
+
+def test_an_agent_protected_by_another_gate_is_refused() -> None:
+    agent = agent_with(ScriptedModel())
+    ExecAuth(make_guard(), principal="alice").protect(agent)
+    with pytest.raises(ConfigurationError, match="already protected"):
+        ExecAuth(make_guard(), principal="bob").protect(agent)
+
+
+@pytest.mark.asyncio
+async def test_strict_hooks_still_stop_a_tool_kind_the_gate_cannot_cover() -> None:
+    class LocalShell:  # stands in for a non-function tool (shell, computer, apply-patch)
+        name = "shell"
+
+    hooks = ExecAuth(make_guard(), principal="alice").hooks()
+    with pytest.raises(UngatedToolError, match="shell"):
+        await hooks.on_tool_start(None, None, LocalShell())

@@ -289,6 +289,7 @@ class ExecAuth:
             if not isinstance(agent, Agent) or id(agent) in seen:
                 continue
             seen.add(id(agent))
+            self._install(agent)
             for tool in agent.tools:
                 if isinstance(tool, FunctionTool):
                     self._attach(tool, owner=agent.name, agent=AUTO)
@@ -302,6 +303,21 @@ class ExecAuth:
                     ref = getattr(handoff, "_agent_ref", None)
                     queue.append(ref() if callable(ref) else None)
         return agents[0]
+
+    def _install(self, agent: Agent[Any]) -> None:
+        """Gate, each turn, the function tools the SDK is about to offer ``agent``.
+
+        The SDK asks ``agent.get_all_tools()`` for the tools of every turn (its own list
+        and its MCP servers' tools, built afresh each turn); ``protect()`` puts itself
+        in front of that call on the agent instance, so a function tool appended after
+        ``protect()``, or a new MCP tool, is gated before the model can call it, with
+        or without ``hooks=``."""
+        current = agent.__dict__.get("get_all_tools")
+        if isinstance(current, _GatingToolList):
+            if current.gate is not self:
+                raise ConfigurationError(f"agent '{agent.name}' is already protected by another ExecAuth")
+            return
+        object.__setattr__(agent, "get_all_tools", _GatingToolList(self, agent, agent.get_all_tools))
 
     @overload
     def wrap(self, tool: FunctionTool, *, agent: str | _Auto | None = AUTO) -> FunctionTool: ...
@@ -568,6 +584,23 @@ class ExecAuth:
         if not isinstance(grant, ApprovalGrant):
             raise ConfigurationError("add_grant() takes an execauth_core.ApprovalGrant")
         _remember(self._grants, grant.proposal_digest, grant)
+
+
+class _GatingToolList:
+    """``agent.get_all_tools`` of a protected agent: the SDK's own, then every function
+    tool in the answer is gated (idempotent for tools already gated)."""
+
+    def __init__(self, gate: ExecAuth, agent: Agent[Any], original: Callable[..., Awaitable[list[Any]]]) -> None:
+        self.gate = gate
+        self.owner = agent.name
+        self.original = original
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> list[Any]:
+        tools = await self.original(*args, **kwargs)
+        for tool in tools:
+            if isinstance(tool, FunctionTool):
+                self.gate._attach(tool, owner=self.owner, agent=AUTO)
+        return tools
 
 
 class _Named:
