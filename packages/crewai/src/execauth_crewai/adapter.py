@@ -55,6 +55,14 @@ from execauth_core import (
     digest,
 )
 
+from execauth_core._validation import (
+    callable_or_fixed,
+    guard_option,
+    name_or_callable,
+    number_option,
+    optional_callable,
+)
+
 from ._admissions import Admissions, CallNote
 from .tools import GuardedTool
 
@@ -135,8 +143,10 @@ class CrewGuard:
         guard: the enforcement point (``Guard.local(policy)`` or a configured one).
         principal: on whose behalf the crew acts: a name, or a callable given the
             hook context (``None`` when a call bypassed the hook).
-        agent_id: the agent identity put in each proposal; default: the agent's role.
-        call_id: the tool-call id put in each proposal; default :func:`native_call_id`.
+        agent_id: the agent identity put in each proposal: a callable given the hook
+            context, or a fixed name; default: the agent's role.
+        call_id: the tool-call id put in each proposal: a callable given the hook
+            context (or a fixed string); default :func:`native_call_id`.
         token_provider: when set, tokens come from it (a remote authority) and the
             guard only verifies and consumes them (``Guard.execute``); ``None`` from
             it denies with ``NO_TOKEN``.
@@ -161,16 +171,16 @@ class CrewGuard:
         admission_ttl: float = 30.0,
         max_pending: int = 1024,
     ) -> None:
-        if not isinstance(guard, Guard):
-            raise ConfigurationError("CrewGuard needs an execauth_core.Guard")
-        if not (isinstance(principal, str) and principal) and not callable(principal):
-            raise ConfigurationError("principal must be a non-empty name or a callable")
-        self.guard = guard
-        self._principal = principal
-        self._agent_id = agent_id
-        self._call_id = call_id
-        self._token_provider = token_provider
-        self._approver = approver
+        owner = "CrewGuard"
+        self.guard = guard_option(guard, owner)
+        self._principal = name_or_callable(principal, "principal", owner, takes="the hook context")
+        # A fixed name is taken as it is; anything else must be a callable of the context.
+        self._agent_id = callable_or_fixed(agent_id, "agent_id", owner, takes="the hook context")
+        self._call_id = callable_or_fixed(call_id, "call_id", owner, takes="the hook context")
+        self._token_provider = optional_callable(token_provider, "token_provider", owner, takes="the proposal")
+        self._approver = optional_callable(approver, "approver", owner, takes="the pending approval")
+        number_option(admission_ttl, "admission_ttl", owner, minimum=0.001)
+        number_option(max_pending, "max_pending", owner, minimum=1, integer=True)
         self._admissions = Admissions(ttl=admission_ttl, capacity=max_pending)
         self._max_pending = max_pending
         self._lock = threading.Lock()
