@@ -691,6 +691,10 @@ def test_configuration_is_checked() -> None:
         ExecAuth(guard, principal="alice", on_denial="ignore")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
         ExecAuth(guard, principal="alice").wrap(object())  # type: ignore[call-overload]
+    with pytest.raises(ConfigurationError, match="ExecAuth: token_provider must be None or a callable"):
+        ExecAuth(guard, principal="alice", token_provider="tok")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="ExecAuth: approvals must be one of True, False"):
+        ExecAuth(guard, principal="alice", approvals="no")  # type: ignore[arg-type]
 
 
 def test_minimum_version_is_enforced(monkeypatch: pytest.MonkeyPatch) -> None:

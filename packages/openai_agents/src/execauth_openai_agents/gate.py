@@ -44,6 +44,8 @@ from execauth_core import (
     loads_strict,
 )
 
+from execauth_core._validation import one_of, optional_callable
+
 from .errors import ToolCallDenied
 
 log = logging.getLogger("execauth.openai_agents")
@@ -252,6 +254,8 @@ class ExecAuth:
             raise ConfigurationError("on_denial must be 'message' or 'raise'")
         if agent is not None and not isinstance(agent, (str, _Auto)):
             raise ConfigurationError("agent must be AUTO, None or a string")
+        optional_callable(token_provider, "token_provider", "ExecAuth", takes="the proposal")
+        one_of(approvals, "approvals", "ExecAuth", (True, False))
         self.guard = guard
         self.principal = principal
         self.agent = agent
