@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import threading
+import warnings
 from typing import Any
 
 import pytest
@@ -248,7 +249,10 @@ def test_unguarded_tool_in_a_guarded_crew_is_blocked(ledger, tools, make_guard):
     cg = CrewGuard(guard, principal="user-42")
     crew = crew_for([tools["search"]], one_call("search", {"q": "x"}, native=True))  # not wrapped
 
-    cg.kickoff(crew)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cg.kickoff(crew)
+    assert any("search not wrapped" in str(w.message) for w in caught)
 
     assert ledger.calls == []
     [seen] = tool_results(llm_of(crew))
@@ -669,3 +673,34 @@ def test_a_bad_option_is_refused_when_built(make_guard, option, value, expected)
     assert expected in str(info.value) and str(info.value).startswith("CrewGuard: ")
     with pytest.raises(ConfigurationError, match="guard must be an execauth_core.Guard"):
         CrewGuard(object(), principal="user-42")
+
+
+# -- an unwrapped tool is named before the run (issue 15, item 11) ---------------------------
+
+
+def test_kickoff_warns_about_an_unwrapped_tool_and_the_hook_still_refuses_it(ledger, tools, make_guard):
+    guard = make_guard(["search", "drop_table"])
+    cg = CrewGuard(guard, principal="user-42")
+    crew = crew_for(
+        [cg.tool(tools["search"]), tools["drop_table"]], one_call("drop_table", {"table": "users"}, native=True)
+    )
+    assert cg.unwrapped_tools(crew) == ["drop_table"]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cg.kickoff(crew)
+    mine = [w for w in caught if issubclass(w.category, UserWarning) and "not wrapped" in str(w.message)]
+    assert len(mine) == 1 and "drop_table not wrapped with CrewGuard.tool()" in str(mine[0].message)
+
+    assert ledger.calls == []  # inside guarding() the hook refused it
+    assert [event for event, *_ in audit(guard)] == ["denial"]
+
+
+def test_kickoff_of_a_fully_wrapped_crew_does_not_warn(ledger, tools, make_guard, recwarn):
+    guard = make_guard(["search"])
+    cg = CrewGuard(guard, principal="user-42")
+    crew = crew_for([cg.tool(tools["search"])], one_call("search", {"q": "x"}, native=True))
+    assert cg.unwrapped_tools(crew) == []
+    cg.kickoff(crew)
+    assert not [w for w in recwarn if "not wrapped" in str(w.message)]
+    assert ledger.names() == ["search"]

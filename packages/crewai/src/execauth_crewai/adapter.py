@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -232,14 +233,49 @@ class CrewGuard:
             yield self
 
     def kickoff(self, crew: Any, **kwargs: Any) -> Any:
-        """``crew.kickoff(**kwargs)`` inside :meth:`guarding`."""
+        """``crew.kickoff(**kwargs)`` inside :meth:`guarding` (warns first about tools
+        not wrapped with :meth:`tool`: see :meth:`unwrapped_tools`)."""
+        self._warn_unwrapped(crew)
         with self.guarding():
             return crew.kickoff(**kwargs)
 
     async def akickoff(self, crew: Any, **kwargs: Any) -> Any:
-        """``await crew.akickoff(**kwargs)`` inside :meth:`guarding`."""
+        """``await crew.akickoff(**kwargs)`` inside :meth:`guarding` (warns first about
+        unwrapped tools)."""
+        self._warn_unwrapped(crew)
         with self.guarding():
             return await crew.akickoff(**kwargs)
+
+    def unwrapped_tools(self, crew: Any) -> list[str]:
+        """Names of the tools of ``crew`` (its agents' and its tasks') not wrapped with
+        :meth:`tool` by this CrewGuard.
+
+        Inside :meth:`guarding` the admission hook refuses such a tool; but the same
+        crew kicked off without ``guarding()`` runs it with no check at all, because
+        only a wrapped tool refuses to run unadmitted."""
+        holders = [*(getattr(crew, "agents", None) or []), *(getattr(crew, "tasks", None) or [])]
+        names: list[str] = []
+        for holder in holders:
+            for tool in getattr(holder, "tools", None) or []:
+                guarded = tool if isinstance(tool, GuardedTool) else getattr(tool, "_original_tool", None)
+                if not (isinstance(guarded, GuardedTool) and guarded.owner is self):
+                    name = str(getattr(tool, "name", type(tool).__name__))
+                    if name not in names:
+                        names.append(name)
+        return names
+
+    def _warn_unwrapped(self, crew: Any) -> None:
+        try:
+            names = self.unwrapped_tools(crew)
+        except Exception:  # noqa: BLE001 - a warning must never stop a guarded run
+            return
+        if names:
+            warnings.warn(
+                f"execauth: tool(s) {', '.join(names)} not wrapped with CrewGuard.tool(): refused inside "
+                "guarding(), and run unchecked if this crew is ever kicked off without it",
+                UserWarning,
+                stacklevel=3,
+            )
 
     # -- approvals -------------------------------------------------------------
 
