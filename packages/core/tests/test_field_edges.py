@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -145,3 +148,59 @@ def test_expected_policy_of_the_wrong_type_is_refused_when_built(
 
 
 # -- item 17: an immutable -shm file ------------------------------------------------------
+
+
+def _chattr(flag: str, path: Path) -> bool:
+    tool = shutil.which("chattr")
+    if tool is None:
+        return False
+    return subprocess.run([tool, flag, str(path)], capture_output=True, check=False).returncode == 0
+
+
+def test_an_immutable_shm_file_is_refused_not_a_sigbus(tmp_path: Path) -> None:
+    """chattr +i on <db>-shm while a guard has it mapped used to kill the process
+    (SIGBUS). Run in a child process, so a regression cannot take pytest down."""
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is not installed: cannot make the -shm file immutable")
+    script = f"""
+import subprocess, sys
+from execauth_core import AllowListPolicy, ExecutionDenied, Guard
+guard = Guard.local(AllowListPolicy(["search"]), data_dir={str(tmp_path)!r})
+guard.run(guard.proposal("search", {{}}, principal="a"), lambda: None)
+if subprocess.run(["chattr", "+i", {str(tmp_path / "execauth.db-shm")!r}]).returncode != 0:
+    print("NOCHATTR"); sys.exit(0)
+ran = []
+try:
+    guard.run(guard.proposal("search", {{"n": 1}}, principal="a"), lambda: ran.append(1))
+except ExecutionDenied as exc:
+    print("DENIED", ",".join(exc.reason_codes), "ran" if ran else "not-run", flush=True)
+# Closing the connection still checkpoints into the mapped file and faults (SIGBUS):
+# what is checked here is the call. docs/deploying.md says so.
+import os
+os._exit(0)
+"""
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    finally:
+        _chattr("-i", tmp_path / "execauth.db-shm")
+    if "NOCHATTR" in done.stdout:
+        pytest.skip("this file system does not take the immutable attribute (or we are not root)")
+    assert done.returncode == 0, f"child died (rc={done.returncode}): {done.stderr[-500:]}"
+    assert done.stdout.split()[:1] == ["DENIED"] and "STORE_UNAVAILABLE" in done.stdout
+    assert done.stdout.strip().endswith("not-run")
+
+
+def test_opening_a_database_with_an_unwritable_shm_file_names_it(tmp_path: Path) -> None:
+    from execauth_core import StoreUnavailable
+    from execauth_core.stores.sqlite import SQLiteAuditLog
+
+    SQLiteAuditLog(tmp_path / "a.db").close()
+    shm = tmp_path / "a.db-shm"
+    shm.write_bytes(b"")
+    if not _chattr("+i", shm):
+        pytest.skip("cannot make the -shm file immutable here (no chattr, not root, or the file system refuses)")
+    try:
+        with pytest.raises(StoreUnavailable, match="a.db-shm is not writable"):
+            SQLiteAuditLog(tmp_path / "a.db")
+    finally:
+        _chattr("-i", shm)
