@@ -19,7 +19,6 @@ from execauth_core import (
     Guard,
     KeySet,
     LocalSigner,
-    PolicyRef,
     TokenVerifier,
     canonicalize,
     loads_strict,
@@ -37,7 +36,7 @@ def test_floats_that_canonicalize_as_unsafe_integers_are_refused(number: float) 
     with pytest.raises(CanonicalizationError, match="send large numbers as strings"):
         canonicalize_strict({"n": number})
     with pytest.raises(CanonicalizationError, match="send large numbers as strings"):
-        loads_strict('{"n": %r}' % number)
+        loads_strict(f'{{"n": {number!r}}}')
     # The plain serializer still writes it, as RFC 8785 says (appendix B has 2^53).
     assert canonicalize(number).isdigit() or canonicalize(number).startswith(b"-")
 
@@ -92,9 +91,7 @@ def test_guard_local_with_a_folder_in_the_way_names_the_path(tmp_path: Path, in_
 # -- item 16: a verify-only guard pins the policy ---------------------------------------
 
 
-def _verify_only(
-    signer: LocalSigner, clock: FixedClock, expected: object
-) -> Guard:
+def _verify_only(signer: LocalSigner, clock: FixedClock, expected: object) -> Guard:
     verifier = TokenVerifier(
         keys=KeySet.of_signer(signer), issuer="execauth-local", audience="execauth-guard", max_ttl=60
     )
@@ -200,7 +197,7 @@ def test_opening_a_database_with_an_unwritable_shm_file_names_it(tmp_path: Path)
     if not _chattr("+i", shm):
         pytest.skip("cannot make the -shm file immutable here (no chattr, not root, or the file system refuses)")
     try:
-        with pytest.raises(StoreUnavailable, match="a.db-shm is not writable"):
+        with pytest.raises(StoreUnavailable, match=r"a\.db-shm is not writable"):
             SQLiteAuditLog(tmp_path / "a.db")
     finally:
         _chattr("-i", shm)

@@ -671,7 +671,7 @@ def test_a_bad_option_is_refused_when_built(make_guard, option, value, expected)
     with pytest.raises(ConfigurationError) as info:
         CrewGuard(make_guard(["search"]), **kwargs)
     assert expected in str(info.value) and str(info.value).startswith("CrewGuard: ")
-    with pytest.raises(ConfigurationError, match="guard must be an execauth_core.Guard"):
+    with pytest.raises(ConfigurationError, match=r"guard must be an execauth_core\.Guard"):
         CrewGuard(object(), principal="user-42")
 
 

@@ -472,5 +472,5 @@ def test_a_bad_guarded_node_option_is_refused_when_built() -> None:
         guarded_node(guard, tool="send", args={"to": "x"}, principal="alice")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="guarded_node: tool must be a non-empty string"):
         guarded_node(guard, tool="", args=lambda s: {}, principal="alice")
-    with pytest.raises(ConfigurationError, match="guarded_node: guard must be an execauth_core.Guard"):
+    with pytest.raises(ConfigurationError, match=r"guarded_node: guard must be an execauth_core\.Guard"):
         guarded_node(object(), tool="send", args=lambda s: {}, principal="alice")  # type: ignore[arg-type]

@@ -25,10 +25,10 @@ from execauth_core import (
     PendingApproval,
     denial_message,
 )
+from execauth_core._validation import name_or_callable, optional_callable
 
 log = logging.getLogger("execauth.autogen")
 
-from execauth_core._validation import name_or_callable, optional_callable
 
 T = TypeVar("T")
 

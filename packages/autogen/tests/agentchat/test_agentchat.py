@@ -357,6 +357,7 @@ def test_the_workbench_refuses_to_serialize(tools: Tools, make_guard: Callable[.
 def test_check_agent_refuses_an_ungated_workbench_beside_a_gated_one(tools: Tools, make_guard: Any) -> None:
     from autogen_agentchat.agents import AssistantAgent
     from autogen_core.tools import StaticWorkbench
+
     from execauth_autogen.agentchat import check_agent
     from execauth_core import ConfigurationError
 
@@ -386,7 +387,9 @@ def test_check_agent_refuses_an_ungated_workbench_beside_a_gated_one(tools: Tool
         ("approver", "carol", "approver must be None or a callable"),
     ],
 )
-def test_a_bad_option_is_refused_when_built(tools: Tools, make_guard: Any, option: str, value: Any, expected: str) -> None:
+def test_a_bad_option_is_refused_when_built(
+    tools: Tools, make_guard: Any, option: str, value: Any, expected: str
+) -> None:
     from execauth_core import ConfigurationError
 
     kwargs: dict[str, Any] = {"principal": "user-42", option: value}

@@ -15,7 +15,13 @@ from .errors import ConfigurationError
 
 __all__ = [
     "callable_or_fixed",
-    "guard_option", "name_option", "name_or_callable", "number_option", "one_of", "optional_callable"]
+    "guard_option",
+    "name_option",
+    "name_or_callable",
+    "number_option",
+    "one_of",
+    "optional_callable",
+]
 
 T = TypeVar("T")
 _NAME_LIMIT = 256
@@ -88,7 +94,8 @@ def one_of(value: T, option: str, owner: str, choices: Iterable[object]) -> T:
 def number_option(value: T, option: str, owner: str, *, minimum: float, integer: bool = False) -> T:
     """``value`` is a number (an ``int`` if ``integer``) of at least ``minimum``, not a bool."""
     kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value >= minimum:
+    number: Any = value
+    if isinstance(number, bool) or not isinstance(number, kinds) or not number >= minimum:
         kind = "an integer" if integer else "a number"
         raise _refuse(owner, option, f"{kind} of at least {minimum:g}", value)
     return value

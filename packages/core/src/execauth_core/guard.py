@@ -661,7 +661,7 @@ def _proposal_problem(exc: Exception) -> str:
                 parts.append(f"{where}: {str(error.get('msg', '')).removeprefix('Value error, ')}")
             if parts:
                 return _printable("; ".join(parts), 300)
-        except Exception:  # noqa: BLE001 - fall back to the first line
+        except Exception:  # noqa: BLE001, S110 - fall back to the first line
             pass
     return _first_line(exc)
 
@@ -685,9 +685,9 @@ def _policy_source(expected: object) -> Callable[[], PolicyRef] | None:
     if isinstance(expected, PolicyRef):
         return lambda: expected
     if isinstance(getattr(expected, "policy_ref", None), PolicyRef):
-        return lambda: expected.policy_ref  # type: ignore[attr-defined, no-any-return]
+        return lambda: expected.policy_ref  # type: ignore[attr-defined]
     if callable(expected):
-        return expected  # type: ignore[no-any-return]
+        return expected
     raise ConfigurationError(
         "expected_policy is a PolicyRef (id, epoch, digest), an object with a policy_ref "
         f"(a Court or decision point), or a function returning a PolicyRef; got {type(expected).__name__}"

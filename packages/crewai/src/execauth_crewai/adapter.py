@@ -55,7 +55,6 @@ from execauth_core import (
     denial_message,
     digest,
 )
-
 from execauth_core._validation import (
     callable_or_fixed,
     guard_option,

@@ -36,7 +36,9 @@ def guarded_node(
     guard_option(guard, owner)
     name_option(tool, "tool", owner)
     if not callable(args):
-        raise ConfigurationError(f"guarded_node: args must be a callable of the node's state; got {type(args).__name__}")
+        raise ConfigurationError(
+            f"guarded_node: args must be a callable of the node's state; got {type(args).__name__}"
+        )
     name_or_callable(principal, "principal", owner, takes="the node's state")
     name_option(agent, "agent", owner, optional=True)
 

@@ -43,7 +43,6 @@ from execauth_core import (
     denial_message,
     loads_strict,
 )
-
 from execauth_core._validation import one_of, optional_callable
 
 from .errors import ToolCallDenied
