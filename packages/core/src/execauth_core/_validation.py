@@ -95,7 +95,7 @@ def number_option(value: T, option: str, owner: str, *, minimum: float, integer:
     """``value`` is a number (an ``int`` if ``integer``) of at least ``minimum``, not a bool."""
     kinds: tuple[type, ...] = (int,) if integer else (int, float)
     number: Any = value
-    if isinstance(number, bool) or not isinstance(number, kinds) or not number >= minimum:
+    if isinstance(value, bool) or not isinstance(value, kinds) or not number >= minimum:
         kind = "an integer" if integer else "a number"
         raise _refuse(owner, option, f"{kind} of at least {minimum:g}", value)
     return value
