@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import threading
+import warnings
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from crewai.tools import BaseTool
 from crewai.tools.tool_failure import ToolExecutionFailedError, ToolFailure, ToolFailurePolicy
 
 import execauth_crewai
-from execauth_core import AuthorizationRequest, ExecutionDenied, StoreUnavailable
+from execauth_core import AuthorizationRequest, ConfigurationError, ExecutionDenied, StoreUnavailable
 from execauth_crewai import CREWAI_BLOCKED_PREFIX, CrewGuard, GuardedTool, console_approver
 from execauth_crewai.testing import react_action, react_final, tool_call, tool_results
 
@@ -248,7 +249,10 @@ def test_unguarded_tool_in_a_guarded_crew_is_blocked(ledger, tools, make_guard):
     cg = CrewGuard(guard, principal="user-42")
     crew = crew_for([tools["search"]], one_call("search", {"q": "x"}, native=True))  # not wrapped
 
-    cg.kickoff(crew)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cg.kickoff(crew)
+    assert any("search not wrapped" in str(w.message) for w in caught)
 
     assert ledger.calls == []
     [seen] = tool_results(llm_of(crew))
@@ -632,3 +636,71 @@ async def test_guarded_arun_decides_through_guard_arun(ledger, make_guard):
         ("denial", False, ["NO_TOKEN"], "search"),
         ("execution", True, ["TOOL_ALLOWED"], "search"),
     ]
+
+
+# -- options are checked when the CrewGuard is built (issue 15, item 10) --------------------
+
+
+def test_a_fixed_agent_id_is_put_in_every_proposal(ledger, tools, make_guard):
+    guard = make_guard(["search"])
+    cg = CrewGuard(guard, principal="user-42", agent_id="billing-bot")
+    crew = crew_for([cg.tool(tools["search"])], one_call("search", {"q": "refunds"}, native=True))
+
+    cg.kickoff(crew)
+
+    assert ledger.calls == [("search", {"q": "refunds", "limit": 3})]
+    execution = next(e for e in guard.audit_log.entries() if e.event == "execution")
+    assert execution.body["agent"] == "billing-bot"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("agent_id", 42, "agent_id must be a non-empty string or a callable of the hook context"),
+        ("agent_id", "", "agent_id must be a non-empty string"),
+        ("call_id", ["c1"], "call_id must be a non-empty string or a callable"),
+        ("principal", None, "principal must be a non-empty string or a callable"),
+        ("token_provider", "tok", "token_provider must be None or a callable"),
+        ("approver", "carol", "approver must be None or a callable"),
+        ("admission_ttl", "30", "admission_ttl must be a number of at least"),
+        ("max_pending", 0, "max_pending must be an integer of at least 1"),
+    ],
+)
+def test_a_bad_option_is_refused_when_built(make_guard, option, value, expected):
+    kwargs = {"principal": "user-42", option: value}
+    with pytest.raises(ConfigurationError) as info:
+        CrewGuard(make_guard(["search"]), **kwargs)
+    assert expected in str(info.value) and str(info.value).startswith("CrewGuard: ")
+    with pytest.raises(ConfigurationError, match=r"guard must be an execauth_core\.Guard"):
+        CrewGuard(object(), principal="user-42")
+
+
+# -- an unwrapped tool is named before the run (issue 15, item 11) ---------------------------
+
+
+def test_kickoff_warns_about_an_unwrapped_tool_and_the_hook_still_refuses_it(ledger, tools, make_guard):
+    guard = make_guard(["search", "drop_table"])
+    cg = CrewGuard(guard, principal="user-42")
+    crew = crew_for(
+        [cg.tool(tools["search"]), tools["drop_table"]], one_call("drop_table", {"table": "users"}, native=True)
+    )
+    assert cg.unwrapped_tools(crew) == ["drop_table"]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cg.kickoff(crew)
+    mine = [w for w in caught if issubclass(w.category, UserWarning) and "not wrapped" in str(w.message)]
+    assert len(mine) == 1 and "drop_table not wrapped with CrewGuard.tool()" in str(mine[0].message)
+
+    assert ledger.calls == []  # inside guarding() the hook refused it
+    assert [event for event, *_ in audit(guard)] == ["denial"]
+
+
+def test_kickoff_of_a_fully_wrapped_crew_does_not_warn(ledger, tools, make_guard, recwarn):
+    guard = make_guard(["search"])
+    cg = CrewGuard(guard, principal="user-42")
+    crew = crew_for([cg.tool(tools["search"])], one_call("search", {"q": "x"}, native=True))
+    assert cg.unwrapped_tools(crew) == []
+    cg.kickoff(crew)
+    assert not [w for w in recwarn if "not wrapped" in str(w.message)]
+    assert ledger.names() == ["search"]

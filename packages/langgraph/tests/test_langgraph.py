@@ -487,3 +487,37 @@ def test_star_import_exports_the_middleware_with_langchain() -> None:
     proc = _run("from execauth_langgraph import *\nprint(ExecAuthMiddleware.__name__)")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ExecAuthMiddleware"
+# -- options are checked when the wrapper or node is built (issue 15, item 10) ------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("principal", 42, "principal must be a non-empty string or a callable of the tool-call request"),
+        ("principal", "", "principal must be a non-empty string"),
+        ("agent", ["bot"], "agent must be a non-empty string or a callable"),
+        ("token_provider", "tok", "token_provider must be None or a callable"),
+        ("approvals", "yes", "approvals must be one of True, False"),
+    ],
+)
+def test_a_bad_wrapper_option_is_refused_when_built(option: str, value: Any, expected: str) -> None:
+    from execauth_core import AllowListPolicy, ConfigurationError, Guard
+    from execauth_langgraph import guarded_tool_node
+
+    kwargs: dict[str, Any] = {"principal": "user-42", option: value}
+    with pytest.raises(ConfigurationError, match=expected):
+        guarded_tool_node([], Guard.local(AllowListPolicy(["search"])), **kwargs)
+
+
+def test_a_bad_guarded_node_option_is_refused_when_built() -> None:
+    from execauth_core import AllowListPolicy, ConfigurationError, Guard
+
+    guard = Guard.local(AllowListPolicy(["send"]))
+    with pytest.raises(ConfigurationError, match="guarded_node: principal must be"):
+        guarded_node(guard, tool="send", args=lambda s: {}, principal=7)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="guarded_node: args must be a callable"):
+        guarded_node(guard, tool="send", args={"to": "x"}, principal="alice")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="guarded_node: tool must be a non-empty string"):
+        guarded_node(guard, tool="", args=lambda s: {}, principal="alice")
+    with pytest.raises(ConfigurationError, match=r"guarded_node: guard must be an execauth_core\.Guard"):
+        guarded_node(object(), tool="send", args=lambda s: {}, principal="alice")  # type: ignore[arg-type]

@@ -607,7 +607,7 @@ async def test_the_tools_own_exception_is_the_sdks_business_after_a_recorded_exe
 
 
 @pytest.mark.asyncio
-async def test_strict_hooks_stop_a_tool_added_during_the_run() -> None:
+async def test_a_tool_added_during_the_run_is_gated_before_it_runs() -> None:
     guard, late = make_guard(), Spy("late")
     model = ScriptedModel([call("search", {"q": "x"}, "c1")], [call("late", {"x": 1}, "c2")], [say("ok")])
     gate = ExecAuth(guard, principal="alice")
@@ -620,10 +620,11 @@ async def test_strict_hooks_stop_a_tool_added_during_the_run() -> None:
         return "found"
 
     agent.tools.append(make_tool("search", search, ["q"]))
-    with pytest.raises(UngatedToolError, match="late"):
-        await Runner.run(agent, "go", hooks=gate.hooks())
-    assert late.calls == []
-    assert [e for e, _, _ in audit(guard)] == ["execution", "result"]  # only the gated search
+    # The hooks protect the agent as it starts; from then on each turn's tools are
+    # gated as the SDK lists them, so the late tool meets the guard (not allowed).
+    await Runner.run(agent, "go", hooks=gate.hooks())
+    assert late.calls == [] and "TOOL_NOT_ALLOWED" in model.seen_outputs()["c2"]
+    assert [e for e, _, _ in audit(guard)] == ["execution", "result", "denial"]
 
 
 @pytest.mark.asyncio
@@ -690,6 +691,10 @@ def test_configuration_is_checked() -> None:
         ExecAuth(guard, principal="alice", on_denial="ignore")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
         ExecAuth(guard, principal="alice").wrap(object())  # type: ignore[call-overload]
+    with pytest.raises(ConfigurationError, match="ExecAuth: token_provider must be None or a callable"):
+        ExecAuth(guard, principal="alice", token_provider="tok")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="ExecAuth: approvals must be one of True, False"):
+        ExecAuth(guard, principal="alice", approvals="no")  # type: ignore[arg-type]
 
 
 def test_minimum_version_is_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -726,3 +731,86 @@ async def test_principal_can_come_from_the_run_context() -> None:
     assert spy.calls == [{"q": "x"}]
     execution = next(e for e in guard.audit_log.entries() if e.event == "execution")
     assert execution.body["principal"] == "user-42"
+
+
+# -- a tool failure the SDK turns into text is still recorded as a failure (issue 15, item 9)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("decorated", ["default", "custom"])
+async def test_a_failure_the_sdk_swallows_is_recorded_as_an_error(decorated: str) -> None:
+    guard = make_guard()
+    attempts: list[str] = []
+
+    def explain(ctx: Any, error: Exception) -> str:
+        return f"custom: {error}"
+
+    kwargs: dict[str, Any] = {} if decorated == "default" else {"failure_error_function": explain}
+
+    @function_tool(**kwargs)
+    def search(q: str) -> str:
+        """Search."""
+        attempts.append(q)
+        raise ValueError("index offline")
+
+    model = ScriptedModel([call("search", {"q": "x"}, "c1")], [say("ok")])
+    agent = ExecAuth(guard, principal="alice").protect(agent_with(model, search))
+    result = await Runner.run(agent, "go")
+    assert result.final_output == "ok" and attempts == ["x"]
+    seen = model.seen_outputs()["c1"]
+    # The model reads what the SDK made of the exception, as without execauth.
+    assert seen == "custom: index offline" if decorated == "custom" else "error" in seen.lower()
+    entries = list(guard.audit_log.entries())
+    assert [(e.event, e.executed) for e in entries] == [("execution", True), ("result", True)]
+    assert entries[-1].body["detail"]["status"] == "error"
+    assert entries[-1].body["detail"]["error"] == "ValueError"
+
+
+@pytest.mark.asyncio
+async def test_a_decorated_tool_that_succeeds_is_still_recorded_ok() -> None:
+    guard = make_guard()
+
+    @function_tool
+    def search(q: str) -> str:
+        """Search."""
+        return f"hit {q}"
+
+    model = ScriptedModel([call("search", {"q": "x"}, "c1"), call("search", {"q": "y"}, "c2")], [say("ok")])
+    agent = ExecAuth(guard, principal="alice").protect(agent_with(model, search))
+    await Runner.run(agent, "go")
+    assert model.seen_outputs() == {"c1": "hit x", "c2": "hit y"}
+    statuses = [e.body["detail"]["status"] for e in guard.audit_log.entries() if e.event == "result"]
+    assert statuses == ["ok", "ok"]
+
+
+# -- tools added after protect() are gated without hooks= (issue 15, item 11) ------------
+
+
+@pytest.mark.asyncio
+async def test_a_tool_added_after_protect_is_gated_without_hooks() -> None:
+    guard, late, later = make_guard(allow=("search",)), Spy("late"), Spy("later")
+    model = ScriptedModel([call("late", {"x": 1}, "c1")], [call("later", {"x": 2}, "c2")], [say("ok")])
+    agent = ExecAuth(guard, principal="alice").protect(agent_with(model))
+    agent.tools.append(make_tool("late", late, ["x"]))  # appended after protect()
+    agent.tools = [*agent.tools, make_tool("later", later, ["x"])]  # or a new list
+    await Runner.run(agent, "go")  # no hooks=
+    assert late.calls == [] and later.calls == []
+    assert "TOOL_NOT_ALLOWED" in model.seen_outputs()["c1"] and "TOOL_NOT_ALLOWED" in model.seen_outputs()["c2"]
+    assert [(e, c) for e, _, c in audit(guard)] == [("denial", ["TOOL_NOT_ALLOWED"])] * 2
+
+
+def test_an_agent_protected_by_another_gate_is_refused() -> None:
+    agent = agent_with(ScriptedModel())
+    ExecAuth(make_guard(), principal="alice").protect(agent)
+    with pytest.raises(ConfigurationError, match="already protected"):
+        ExecAuth(make_guard(), principal="bob").protect(agent)
+
+
+@pytest.mark.asyncio
+async def test_strict_hooks_still_stop_a_tool_kind_the_gate_cannot_cover() -> None:
+    class LocalShell:  # stands in for a non-function tool (shell, computer, apply-patch)
+        name = "shell"
+
+    hooks = ExecAuth(make_guard(), principal="alice").hooks()
+    with pytest.raises(UngatedToolError, match="shell"):
+        await hooks.on_tool_start(None, None, LocalShell())

@@ -25,8 +25,10 @@ from execauth_core import (
     PendingApproval,
     denial_message,
 )
+from execauth_core._validation import name_or_callable, optional_callable
 
 log = logging.getLogger("execauth.autogen")
+
 
 T = TypeVar("T")
 
@@ -132,11 +134,12 @@ class Gate:
     ) -> None:
         if not isinstance(guard, Guard):
             raise TypeError("execauth-autogen needs an execauth_core.Guard")
+        owner = "execauth-autogen"
         self.guard = guard
-        self.principal = principal
-        self.agent = agent
-        self.token_provider = token_provider
-        self.approver = approver
+        self.principal = name_or_callable(principal, "principal", owner, takes="no arguments")
+        self.agent = name_or_callable(agent, "agent", owner, takes="no arguments", optional=True)
+        self.token_provider = optional_callable(token_provider, "token_provider", owner, takes="the proposal")
+        self.approver = optional_callable(approver, "approver", owner, takes="the pending approval")
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         # Sync AutoGen paths may run tools from helper threads.
         self._lock = threading.Lock()

@@ -201,3 +201,36 @@ class ExecAuthWorkbench(StaticWorkbench):
             "ExecAuthWorkbench cannot be serialized: it holds a live execauth Guard. "
             "Rebuild it in code after loading the agent's other components."
         )
+
+
+def check_agent(agent: Any) -> Any:
+    """Refuse an agent whose tools are not all behind an :class:`ExecAuthWorkbench`.
+
+    ``AssistantAgent(workbench=[ExecAuthWorkbench(...), StaticWorkbench([...])])`` is
+    accepted by AutoGen, and the second workbench's tools would run ungated; so would
+    ``tools=`` (AutoGen builds a plain workbench for them). Call this once the agent is
+    built (it reads AutoGen's ``_workbench`` list, where ``AssistantAgent`` keeps every
+    workbench it will call).
+
+    Returns:
+        The agent, for chaining.
+
+    Raises:
+        ConfigurationError: a workbench of the agent is not an ``ExecAuthWorkbench``
+            (named in the message), or the agent shows no workbench list at all.
+    """
+    from execauth_core import ConfigurationError
+
+    name = getattr(agent, "name", type(agent).__name__)
+    benches = getattr(agent, "_workbench", None)
+    if benches is None:
+        raise ConfigurationError(f"agent {name!r} shows no workbench list: cannot check that its tools are gated")
+    if not isinstance(benches, (list, tuple)):
+        benches = [benches]
+    ungated = [type(bench).__name__ for bench in benches if not isinstance(bench, ExecAuthWorkbench)]
+    if ungated:
+        raise ConfigurationError(
+            f"agent {name!r} has workbench(es) not gated by execauth: {', '.join(ungated)}; "
+            "put every tool in an ExecAuthWorkbench (and pass no tools=)"
+        )
+    return agent

@@ -349,3 +349,49 @@ def test_the_workbench_refuses_to_serialize(tools: Tools, make_guard: Callable[.
     """Dumped as a StaticWorkbench it would reload without the guard."""
     with pytest.raises(NotImplementedError, match="cannot be serialized"):
         workbench(tools, make_guard(allow=["search"])).dump_component()
+
+
+# -- gated and ungated side by side; options checked when built (issue 15, items 10-11) --
+
+
+def test_check_agent_refuses_an_ungated_workbench_beside_a_gated_one(tools: Tools, make_guard: Any) -> None:
+    from autogen_agentchat.agents import AssistantAgent
+    from autogen_core.tools import StaticWorkbench
+
+    from execauth_autogen.agentchat import check_agent
+    from execauth_core import ConfigurationError
+
+    from .harness import scripted
+
+    guard = make_guard(["search"])
+    client = scripted("done")
+    gated = AssistantAgent("bank", model_client=client, workbench=workbench(tools, guard))
+    assert check_agent(gated) is gated
+    mixed = AssistantAgent(
+        "mixed", model_client=client, workbench=[workbench(tools, guard), StaticWorkbench(tools.all())]
+    )
+    with pytest.raises(ConfigurationError, match="StaticWorkbench"):
+        check_agent(mixed)
+    plain = AssistantAgent("plain", model_client=client, tools=tools.all())
+    with pytest.raises(ConfigurationError, match="not gated by execauth"):
+        check_agent(plain)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("principal", 42, "principal must be a non-empty string or a callable"),
+        ("principal", "", "principal must be a non-empty string"),
+        ("agent", ["bot"], "agent must be a non-empty string or a callable of no arguments or None"),
+        ("token_provider", "tok", "token_provider must be None or a callable"),
+        ("approver", "carol", "approver must be None or a callable"),
+    ],
+)
+def test_a_bad_option_is_refused_when_built(
+    tools: Tools, make_guard: Any, option: str, value: Any, expected: str
+) -> None:
+    from execauth_core import ConfigurationError
+
+    kwargs: dict[str, Any] = {"principal": "user-42", option: value}
+    with pytest.raises(ConfigurationError, match=expected):
+        ExecAuthWorkbench(tools.all(), make_guard(["search"]), **kwargs)

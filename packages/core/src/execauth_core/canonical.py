@@ -28,6 +28,7 @@ __all__ = [
     "CanonicalizationError",
     "canonicalize",
     "canonicalize_spliced",
+    "canonicalize_strict",
     "canonicalize_trusted",
     "digest",
     "digest_bytes",
@@ -42,42 +43,84 @@ MAX_DEPTH = 64
 """Deeper nesting is rejected: nobody's tool arguments are legitimately deeper."""
 
 _DIGEST_PREFIX = "sha256:"
+_EXPONENT_FROM = 1e21
+"""ECMAScript (and so JCS) writes numbers of this magnitude and above with an exponent."""
 
 
-def _check(value: Any, depth: int) -> None:
-    # rfc8785 checks numbers; this walk adds the depth bound and the key type,
-    # and rejects container types that have no JSON meaning.
+def _check(value: Any, depth: int, strict: bool = False) -> None:
+    # rfc8785 checks numbers; this walk adds the depth bound, the key type and
+    # valid Unicode, and rejects container types that have no JSON meaning.
+    # ``strict`` also refuses the floats whose canonical form reads back as an
+    # unsafe integer (see canonicalize_strict).
     if depth > MAX_DEPTH:
         raise CanonicalizationError(f"nesting deeper than {MAX_DEPTH} levels")
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise CanonicalizationError(f"object key {key!r} is not a string")
-            _check(item, depth + 1)
+            _utf8(key)
+            _check(item, depth + 1, strict)
     elif isinstance(value, (list, tuple)):
         for item in value:
-            _check(item, depth + 1)
-    elif isinstance(value, bool) or value is None or isinstance(value, str):
+            _check(item, depth + 1, strict)
+    elif isinstance(value, str):
+        _utf8(value)
+    elif isinstance(value, bool) or value is None:
         return
     elif isinstance(value, int):
         if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             raise CanonicalizationError(f"integer {value} is outside ±(2^53-1); send large numbers as strings")
     elif isinstance(value, float):
-        return  # rfc8785 rejects NaN and the infinities with its own error
+        # rfc8785 rejects NaN and the infinities with its own error. A float of
+        # magnitude in (2^53-1, 1e21) is written by JCS as a plain integer
+        # (1e17 -> 100000000000000000), which reads back as an unsafe integer:
+        # untrusted input holding one could not survive its own round trip.
+        if strict and MAX_SAFE_INTEGER < abs(value) < _EXPONENT_FROM:
+            raise CanonicalizationError(
+                f"number {value!r} is beyond ±(2^53-1) and below 1e21, which JSON canonical form "
+                "writes as an unsafe integer; send large numbers as strings"
+            )
     else:
         raise CanonicalizationError(f"{type(value).__name__} is not a JSON value")
+
+
+def _utf8(text: str) -> None:
+    # An escaped lone surrogate ("\ud800") is a valid Python str but has no UTF-8
+    # form: it could never be canonicalized, signed or logged.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CanonicalizationError(
+            f"string {text[:40]!r} holds a lone surrogate (U+{ord(text[exc.start]):04X}), which is not valid Unicode"
+        ) from None
 
 
 def canonicalize(value: Any) -> bytes:
     """Return the RFC 8785 (JCS) canonical UTF-8 bytes of a JSON value.
 
-    Checks the value on the way (nesting depth, key types, safe integers) so
-    untrusted input gets a clear error.
+    Checks the value on the way (nesting depth, key types, safe integers, valid
+    Unicode) so untrusted input gets a clear error.
 
     Raises:
         CanonicalizationError: the value cannot be represented in JCS.
     """
     _check(value, 0)
+    return canonicalize_trusted(value)
+
+
+def canonicalize_strict(value: Any) -> bytes:
+    """:func:`canonicalize` for untrusted values that must also read back as
+    themselves: refuses, besides, a float of magnitude between 2^53-1 and 1e21
+    (``1e17``), which JCS writes as digits that parse as an unsafe integer.
+
+    Used when a proposal is built, so such a number is ``REQUEST_INVALID`` at
+    once rather than a guard error later.
+
+    Raises:
+        CanonicalizationError: the value cannot be represented, or would not
+            survive the round trip.
+    """
+    _check(value, 0, strict=True)
     return canonicalize_trusted(value)
 
 
@@ -187,8 +230,9 @@ def loads_strict(data: str | bytes) -> Any:
     """Parse JSON strictly.
 
     Rejects duplicate keys, ``NaN``/``Infinity``, integers outside ±(2^53-1),
-    numbers that overflow a double, invalid UTF-8, and nesting deeper than
-    :data:`MAX_DEPTH`.
+    numbers that overflow a double, numbers whose canonical form would be an unsafe
+    integer (``1e17``), invalid UTF-8 (and escaped lone surrogates such as
+    ``"\\ud800"``), and nesting deeper than :data:`MAX_DEPTH`.
 
     Raises:
         CanonicalizationError: with a message that says what is wrong.
@@ -214,7 +258,7 @@ def loads_strict(data: str | bytes) -> Any:
         raise CanonicalizationError("nesting too deep") from exc
     except ValueError as exc:
         raise CanonicalizationError(f"invalid JSON: {exc}") from exc
-    _check(value, 0)
+    _check(value, 0, strict=True)
     return value
 
 

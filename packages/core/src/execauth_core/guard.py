@@ -14,6 +14,7 @@ import inspect
 import logging
 import os
 import secrets
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +38,7 @@ from .messages import (
     AuthorizationRequest,
     Outcome,
     PendingApproval,
+    PolicyRef,
 )
 from .policy import DecisionPoint
 from .reasons import ReasonCode as R
@@ -119,6 +121,13 @@ class Guard:
             execution whose record the log refuses is denied.
         clock: the time source.
         id_factory: makes token and grant ids (fixed in conformance runs).
+        expected_policy: for a verify-only guard, the policy its tokens must have
+            been issued under (id, epoch and digest); a token issued under any
+            other is refused with ``TOKEN_POLICY_STALE``. A
+            :class:`~execauth_core.messages.PolicyRef`, an object with a
+            ``policy_ref`` (a Court or decision point, followed as it reloads), or
+            a function returning the current ``PolicyRef``. A guard with an
+            authority always checks against the authority's policy.
     """
 
     def __init__(
@@ -131,7 +140,9 @@ class Guard:
         spool: Spool | None = None,
         clock: Clock | None = None,
         id_factory: Callable[[], str] = new_id,
+        expected_policy: PolicyRef | Callable[[], PolicyRef] | Any | None = None,
     ) -> None:
+        self._expected_policy = _policy_source(expected_policy)
         self.authority = authority
         self.verifier = verifier
         self.replay_store = replay_store
@@ -192,19 +203,22 @@ class Guard:
                 replay, audit = MemoryReplayStore(), MemoryAuditLog()
         else:
             folder = Path(data_dir)
-            folder.mkdir(parents=True, exist_ok=True)
-            if signer is None:
-                key_path = folder / "authority.key"
-                if key_path.exists():
-                    signer = LocalSigner.load(key_path)
-                else:
-                    local = LocalSigner.generate()
-                    local.save(key_path)
-                    signer = local
-            (folder / "jwks.json").write_text(_json_text(KeySet.of_signer(signer).to_jwks()), encoding="utf-8")
-            if stores is None:
-                db = folder / "execauth.db"
-                replay, audit = SQLiteReplayStore(db), SQLiteAuditLog(db)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                if signer is None:
+                    key_path = folder / "authority.key"
+                    if key_path.exists():
+                        signer = LocalSigner.load(key_path)
+                    else:
+                        local = LocalSigner.generate()
+                        local.save(key_path)
+                        signer = local
+                (folder / "jwks.json").write_text(_json_text(KeySet.of_signer(signer).to_jwks()), encoding="utf-8")
+                if stores is None:
+                    db = folder / "execauth.db"
+                    replay, audit = SQLiteReplayStore(db), SQLiteAuditLog(db)
+            except (OSError, sqlite3.Error, StoreUnavailable) as exc:
+                raise ConfigurationError(f"data_dir {str(folder)!r} cannot be used: {_os_reason(exc)}") from None
         keys = KeySet.of_signer(signer)
         authority = Authority(policy, signer, issuer=issuer, audience=audience, token_ttl=token_ttl)
         verifier = TokenVerifier(keys=keys, issuer=issuer, audience=audience, max_ttl=max(token_ttl, 1))
@@ -322,7 +336,7 @@ class Guard:
                 context_refs=tuple(context_refs),
             )
         except Exception as exc:  # noqa: BLE001 - any malformed proposal is a recorded denial
-            message = _first_line(exc)
+            message = _proposal_problem(exc)
             denial = _Denial("DENY", (R.REQUEST_INVALID.value,), f"malformed proposal: {message}")
             raise self._deny(_Unbuilt(tool, principal, agent, call_id), None, denial) from None
 
@@ -462,7 +476,9 @@ class Guard:
                 raise _Denial("DENY", (R.NO_TOKEN.value,), "no authority token was presented")
             now = self.clock.now()
             claims = self.verifier.verify(token, request=request, now=now, proposal_digest=pd)
-            if self.authority is not None and claims.policy != self.authority.decision_point.policy_ref:
+            if (self.authority is not None and claims.policy != self.authority.decision_point.policy_ref) or (
+                self._expected_policy is not None and claims.policy != self._expected_policy()
+            ):
                 # A policy change (a kill switch, a lowered ceiling) also stops tokens
                 # issued under the old policy and not yet used.
                 raise _Denial(
@@ -744,6 +760,23 @@ def _first_line(exc: Exception) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
+def _proposal_problem(exc: Exception) -> str:
+    """What is wrong with a proposal, naming each field (pydantic's first line
+    only counts the errors)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            parts = []
+            for error in errors()[:3]:
+                where = ".".join(str(p) for p in error.get("loc", ())) or "proposal"
+                parts.append(f"{where}: {str(error.get('msg', '')).removeprefix('Value error, ')}")
+            if parts:
+                return _printable("; ".join(parts), 300)
+        except Exception:  # noqa: BLE001, S110 - fall back to the first line
+            pass
+    return _first_line(exc)
+
+
 def _spent(spend: list[tuple[str, int]], spent: object) -> _Denial:
     if len(spend) > 1 and spent == spend[1][0]:
         return _Denial("DENY", (R.APPROVAL_USED.value,), "this approval was already used")
@@ -753,6 +786,30 @@ def _spent(spend: list[tuple[str, int]], spent: object) -> _Denial:
 def _guard_error(exc: Exception) -> _Denial:
     log.exception("execauth: error inside the guard; denying")
     return _Denial("DENY", (R.GUARD_ERROR.value,), f"internal error ({type(exc).__name__}); denied")
+
+
+def _policy_source(expected: object) -> Callable[[], PolicyRef] | None:
+    """What ``Guard(expected_policy=...)`` accepts, as a function giving the pinned
+    policy; anything else is refused when the guard is built."""
+    if expected is None:
+        return None
+    if isinstance(expected, PolicyRef):
+        return lambda: expected
+    if isinstance(getattr(expected, "policy_ref", None), PolicyRef):
+        return lambda: expected.policy_ref  # type: ignore[attr-defined]
+    if callable(expected):
+        return expected
+    raise ConfigurationError(
+        "expected_policy is a PolicyRef (id, epoch, digest), an object with a policy_ref "
+        f"(a Court or decision point), or a function returning a PolicyRef; got {type(expected).__name__}"
+    )
+
+
+def _os_reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return str(exc) or type(exc).__name__
 
 
 def _json_text(value: Any) -> str:

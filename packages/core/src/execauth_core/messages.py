@@ -15,7 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from .canonical import canonicalize, canonicalize_spliced, canonicalize_trusted, digest_bytes
+from .canonical import canonicalize_spliced, canonicalize_strict, canonicalize_trusted, digest_bytes
 
 Digest = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -88,7 +88,8 @@ class AuthorizationRequest(_Wire):
     def _args_are_canonical_json(cls, value: dict[str, Any]) -> dict[str, Any]:
         # Canonicalize once at the boundary: a proposal that cannot be digested
         # can never be bound to a token, so it is refused here.
-        raw = canonicalize(value)
+        # Strict: a number that would not read back as itself (1e17) is refused too.
+        raw = canonicalize_strict(value)
         if len(raw) > MAX_ARGS_BYTES:
             raise ValueError(f"arguments are {len(raw)} bytes canonical; limit {MAX_ARGS_BYTES}")
         # Keep a private copy decoded from the canonical bytes: no caller-held nested

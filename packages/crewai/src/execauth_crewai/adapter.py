@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -53,6 +54,13 @@ from execauth_core import (
     PendingApproval,
     denial_message,
     digest,
+)
+from execauth_core._validation import (
+    callable_or_fixed,
+    guard_option,
+    name_or_callable,
+    number_option,
+    optional_callable,
 )
 
 from ._admissions import Admissions, CallNote
@@ -135,8 +143,10 @@ class CrewGuard:
         guard: the enforcement point (``Guard.local(policy)`` or a configured one).
         principal: on whose behalf the crew acts: a name, or a callable given the
             hook context (``None`` when a call bypassed the hook).
-        agent_id: the agent identity put in each proposal; default: the agent's role.
-        call_id: the tool-call id put in each proposal; default :func:`native_call_id`.
+        agent_id: the agent identity put in each proposal: a callable given the hook
+            context, or a fixed name; default: the agent's role.
+        call_id: the tool-call id put in each proposal: a callable given the hook
+            context (or a fixed string); default :func:`native_call_id`.
         token_provider: when set, tokens come from it (a remote authority) and the
             guard only verifies and consumes them (``Guard.execute``); ``None`` from
             it denies with ``NO_TOKEN``.
@@ -161,16 +171,16 @@ class CrewGuard:
         admission_ttl: float = 30.0,
         max_pending: int = 1024,
     ) -> None:
-        if not isinstance(guard, Guard):
-            raise ConfigurationError("CrewGuard needs an execauth_core.Guard")
-        if not (isinstance(principal, str) and principal) and not callable(principal):
-            raise ConfigurationError("principal must be a non-empty name or a callable")
-        self.guard = guard
-        self._principal = principal
-        self._agent_id = agent_id
-        self._call_id = call_id
-        self._token_provider = token_provider
-        self._approver = approver
+        owner = "CrewGuard"
+        self.guard = guard_option(guard, owner)
+        self._principal = name_or_callable(principal, "principal", owner, takes="the hook context")
+        # A fixed name is taken as it is; anything else must be a callable of the context.
+        self._agent_id = callable_or_fixed(agent_id, "agent_id", owner, takes="the hook context")
+        self._call_id = callable_or_fixed(call_id, "call_id", owner, takes="the hook context")
+        self._token_provider = optional_callable(token_provider, "token_provider", owner, takes="the proposal")
+        self._approver = optional_callable(approver, "approver", owner, takes="the pending approval")
+        number_option(admission_ttl, "admission_ttl", owner, minimum=0.001)
+        number_option(max_pending, "max_pending", owner, minimum=1, integer=True)
         self._admissions = Admissions(ttl=admission_ttl, capacity=max_pending)
         self._max_pending = max_pending
         self._lock = threading.Lock()
@@ -222,14 +232,49 @@ class CrewGuard:
             yield self
 
     def kickoff(self, crew: Any, **kwargs: Any) -> Any:
-        """``crew.kickoff(**kwargs)`` inside :meth:`guarding`."""
+        """``crew.kickoff(**kwargs)`` inside :meth:`guarding` (warns first about tools
+        not wrapped with :meth:`tool`: see :meth:`unwrapped_tools`)."""
+        self._warn_unwrapped(crew)
         with self.guarding():
             return crew.kickoff(**kwargs)
 
     async def akickoff(self, crew: Any, **kwargs: Any) -> Any:
-        """``await crew.akickoff(**kwargs)`` inside :meth:`guarding`."""
+        """``await crew.akickoff(**kwargs)`` inside :meth:`guarding` (warns first about
+        unwrapped tools)."""
+        self._warn_unwrapped(crew)
         with self.guarding():
             return await crew.akickoff(**kwargs)
+
+    def unwrapped_tools(self, crew: Any) -> list[str]:
+        """Names of the tools of ``crew`` (its agents' and its tasks') not wrapped with
+        :meth:`tool` by this CrewGuard.
+
+        Inside :meth:`guarding` the admission hook refuses such a tool; but the same
+        crew kicked off without ``guarding()`` runs it with no check at all, because
+        only a wrapped tool refuses to run unadmitted."""
+        holders = [*(getattr(crew, "agents", None) or []), *(getattr(crew, "tasks", None) or [])]
+        names: list[str] = []
+        for holder in holders:
+            for tool in getattr(holder, "tools", None) or []:
+                guarded = tool if isinstance(tool, GuardedTool) else getattr(tool, "_original_tool", None)
+                if not (isinstance(guarded, GuardedTool) and guarded.owner is self):
+                    name = str(getattr(tool, "name", type(tool).__name__))
+                    if name not in names:
+                        names.append(name)
+        return names
+
+    def _warn_unwrapped(self, crew: Any) -> None:
+        try:
+            names = self.unwrapped_tools(crew)
+        except Exception:  # noqa: BLE001 - a warning must never stop a guarded run
+            return
+        if names:
+            warnings.warn(
+                f"execauth: tool(s) {', '.join(names)} not wrapped with CrewGuard.tool(): refused inside "
+                "guarding(), and run unchecked if this crew is ever kicked off without it",
+                UserWarning,
+                stacklevel=3,
+            )
 
     # -- approvals -------------------------------------------------------------
 

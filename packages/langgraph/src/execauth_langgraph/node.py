@@ -7,7 +7,8 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from execauth_core import Guard
+from execauth_core import ConfigurationError, Guard
+from execauth_core._validation import guard_option, name_option, name_or_callable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,6 +31,16 @@ def guarded_node(
     :class:`~execauth_core.ExecutionDenied` and does not run (the graph stops there,
     like any node error). Sync and async nodes.
     """
+
+    owner = "guarded_node"
+    guard_option(guard, owner)
+    name_option(tool, "tool", owner)
+    if not callable(args):
+        raise ConfigurationError(
+            f"guarded_node: args must be a callable of the node's state; got {type(args).__name__}"
+        )
+    name_or_callable(principal, "principal", owner, takes="the node's state")
+    name_option(agent, "agent", owner, optional=True)
 
     def decorate(fn: F) -> F:
         def propose(state: Any) -> Any:

@@ -31,12 +31,14 @@ from execauth_core import (
     PendingApproval,
     denial_message,
 )
+from execauth_core._validation import name_or_callable, one_of, optional_callable
 
 log = logging.getLogger("execauth.langgraph")
 
 ToolResult = ToolMessage | Command[Any]
 Execute = Callable[[ToolCallRequest], ToolResult]
 AExecute = Callable[[ToolCallRequest], Awaitable[ToolResult]]
+
 Resolver = str | Callable[[ToolCallRequest], str | None] | None
 TokenProvider = Callable[[AuthorizationRequest], str | None]
 
@@ -92,11 +94,12 @@ class ExecAuthToolWrapper:
     ) -> None:
         if not isinstance(guard, Guard):
             raise TypeError("ExecAuthToolWrapper needs an execauth_core.Guard")
+        owner = "ExecAuthToolWrapper"
         self.guard = guard
-        self.principal = principal
-        self.agent = agent
-        self.token_provider = token_provider
-        self.approvals = approvals
+        self.principal = name_or_callable(principal, "principal", owner, takes="the tool-call request")
+        self.agent = name_or_callable(agent, "agent", owner, takes="the tool-call request", optional=True)
+        self.token_provider = optional_callable(token_provider, "token_provider", owner, takes="the proposal")
+        self.approvals = one_of(approvals, "approvals", owner, (True, False))
         # proposal digest -> the pending approval already recorded, so that the
         # re-run of this wrapper on resume does not record the same denial twice.
         self._pending: dict[tuple[str, ...], Any] = {}

@@ -43,6 +43,7 @@ from execauth_core import (
     denial_message,
     loads_strict,
 )
+from execauth_core._validation import one_of, optional_callable
 
 from .errors import ToolCallDenied
 
@@ -141,6 +142,53 @@ class _GatedInvoker:
         return {**self.defaults, **parsed}
 
 
+_FAILED_ATTR = "_execauth_tool_failure"
+
+
+class _FailureWatch:
+    """Stands in for the raw invoker inside the SDK's failure handler.
+
+    ``@function_tool`` wraps the tool body in a handler that, with the default
+    ``failure_error_function``, turns an exception into an error string for the
+    model: the gate would only ever see a successful return. Sitting between that
+    handler and the body, this notes the exception on the call's ``ToolContext``
+    (one per call) and lets it go on to the SDK unchanged; the gate then records the
+    call as failed while the model still gets the SDK's own error text.
+    """
+
+    def __init__(self, impl: Callable[[ToolContext[Any], str], Awaitable[Any]]) -> None:
+        self._impl = impl
+
+    async def __call__(self, ctx: ToolContext[Any], input: str) -> Any:
+        try:
+            return await self._impl(ctx, input)
+        except BaseException as exc:
+            try:
+                setattr(ctx, _FAILED_ATTR, exc)
+            except Exception:  # noqa: BLE001, S110 - a context that takes no attribute: nothing to note
+                pass
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        # The SDK reads markers off the raw invoker (argument preparation, the wrapped
+        # function): they are the wrapped invoker's.
+        return getattr(self._impl, name)
+
+
+def _watch_failures(inner: object) -> None:
+    """Put a :class:`_FailureWatch` under the SDK's failure handler of a
+    ``@function_tool`` (openai-agents 0.20 to 0.24 keep the raw invoker in
+    ``_invoke_tool_impl``). A tool with its own ``on_invoke_tool`` has no such
+    handler: what it raises reaches the gate directly."""
+    impl = getattr(inner, "_invoke_tool_impl", None)
+    if impl is None or isinstance(impl, _FailureWatch) or not callable(impl):
+        return
+    try:
+        inner._invoke_tool_impl = _FailureWatch(impl)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - the SDK's layout changed: record as before
+        log.warning("execauth: cannot watch this SDK's tool failures; a swallowed error is recorded as ok")
+
+
 class _ApprovalCheck:
     """The ``needs_approval`` of a gated tool: the tool's own setting, or the guard's
     policy saying REQUIRE_APPROVAL for this proposal (a preview that records nothing)."""
@@ -205,6 +253,8 @@ class ExecAuth:
             raise ConfigurationError("on_denial must be 'message' or 'raise'")
         if agent is not None and not isinstance(agent, (str, _Auto)):
             raise ConfigurationError("agent must be AUTO, None or a string")
+        optional_callable(token_provider, "token_provider", "ExecAuth", takes="the proposal")
+        one_of(approvals, "approvals", "ExecAuth", (True, False))
         self.guard = guard
         self.principal = principal
         self.agent = agent
@@ -242,6 +292,7 @@ class ExecAuth:
             if not isinstance(agent, Agent) or id(agent) in seen:
                 continue
             seen.add(id(agent))
+            self._install(agent)
             for tool in agent.tools:
                 if isinstance(tool, FunctionTool):
                     self._attach(tool, owner=agent.name, agent=AUTO)
@@ -255,6 +306,21 @@ class ExecAuth:
                     ref = getattr(handoff, "_agent_ref", None)
                     queue.append(ref() if callable(ref) else None)
         return agents[0]
+
+    def _install(self, agent: Agent[Any]) -> None:
+        """Gate, each turn, the function tools the SDK is about to offer ``agent``.
+
+        The SDK asks ``agent.get_all_tools()`` for the tools of every turn (its own list
+        and its MCP servers' tools, built afresh each turn); ``protect()`` puts itself
+        in front of that call on the agent instance, so a function tool appended after
+        ``protect()``, or a new MCP tool, is gated before the model can call it, with
+        or without ``hooks=``."""
+        current = agent.__dict__.get("get_all_tools")
+        if isinstance(current, _GatingToolList):
+            if current.gate is not self:
+                raise ConfigurationError(f"agent '{agent.name}' is already protected by another ExecAuth")
+            return
+        object.__setattr__(agent, "get_all_tools", _GatingToolList(self, agent, agent.get_all_tools))
 
     @overload
     def wrap(self, tool: FunctionTool, *, agent: str | _Auto | None = AUTO) -> FunctionTool: ...
@@ -306,6 +372,7 @@ class ExecAuth:
             return tool
         label = self.agent if not isinstance(self.agent, _Auto) else agent
         invoker = _GatedInvoker(self, tool.name, current, label, owner, _defaults(tool))
+        _watch_failures(current)
         if self._previews_approvals():
             tool.needs_approval = _ApprovalCheck(invoker, tool.needs_approval)
         # Last, so a failure above leaves the tool as it was rather than half-gated.
@@ -326,6 +393,8 @@ class ExecAuth:
     async def _invoke(self, invoker: _GatedInvoker, ctx: ToolContext[Any], raw: str) -> Any:
         request: AuthorizationRequest | None = None
         ran = False
+        # What the SDK made of an exception it swallowed, for the model.
+        swallowed: list[Any] = []
 
         try:
             args = invoker.arguments(raw)
@@ -343,7 +412,16 @@ class ExecAuth:
             async def call() -> Any:
                 nonlocal ran
                 ran = True
-                return await invoker.inner(ctx, authorized)
+                _forget_failure(ctx)
+                output = await invoker.inner(ctx, authorized)
+                failure = _forget_failure(ctx)
+                if failure is not None:
+                    # The SDK swallowed the tool's exception: raised again here so the
+                    # guard records the call as failed; the model still gets the SDK's
+                    # message (below).
+                    swallowed.append(output)
+                    raise failure
+                return output
 
             if self.token_provider is not None:
                 token = self.token_provider(request)
@@ -353,10 +431,14 @@ class ExecAuth:
             grant = self._grants.pop(request.content_digest(), None)
             return await self.guard.arun(request, call, approval=grant)
         except ExecutionDenied as exc:
+            if swallowed:  # the tool's own (nested) denial, which the SDK turned into text
+                return swallowed[0]
             return self._denied(exc)
         except _BadArguments as exc:
             return self._denied(self.guard.deny(None, ("REQUEST_INVALID",), str(exc), tool=invoker.tool_name))
         except Exception as exc:
+            if swallowed:
+                return swallowed[0]  # recorded as an error; the model reads the SDK's text
             if ran:
                 raise  # the tool itself failed, after a recorded execution: the SDK's business
             log.exception("execauth: error in the OpenAI Agents gate; denying")
@@ -507,6 +589,23 @@ class ExecAuth:
         _remember(self._grants, grant.proposal_digest, grant)
 
 
+class _GatingToolList:
+    """``agent.get_all_tools`` of a protected agent: the SDK's own, then every function
+    tool in the answer is gated (idempotent for tools already gated)."""
+
+    def __init__(self, gate: ExecAuth, agent: Agent[Any], original: Callable[..., Awaitable[list[Any]]]) -> None:
+        self.gate = gate
+        self.owner = agent.name
+        self.original = original
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> list[Any]:
+        tools = await self.original(*args, **kwargs)
+        for tool in tools:
+            if isinstance(tool, FunctionTool):
+                self.gate._attach(tool, owner=self.owner, agent=AUTO)
+        return tools
+
+
 class _Named:
     """Stands in for an agent when only its name is known."""
 
@@ -519,6 +618,16 @@ def _remember(memory: OrderedDict[str, T], key: str, value: T) -> None:
     memory.move_to_end(key)
     while len(memory) > _MEMORY_LIMIT:
         memory.popitem(last=False)
+
+
+def _forget_failure(ctx: object) -> BaseException | None:
+    failure = getattr(ctx, _FAILED_ATTR, None)
+    if failure is not None:
+        try:
+            delattr(ctx, _FAILED_ATTR)
+        except Exception:  # noqa: BLE001, S110 - nothing to forget
+            pass
+    return failure if isinstance(failure, BaseException) else None
 
 
 def _find_invoker(gate: ExecAuth, item: ToolApprovalItem) -> _GatedInvoker | None:

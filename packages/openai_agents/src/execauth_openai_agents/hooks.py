@@ -1,8 +1,9 @@
 """Run hooks: defence in depth around the per-tool gate.
 
-The gate lives on each ``FunctionTool``; a tool that was never gated (added after
-``protect()``, an MCP server's tools, which the SDK builds afresh every turn, a local
-computer/shell/apply-patch tool) would run unchecked. These hooks close that gap for
+The gate lives on each ``FunctionTool``; ``protect()`` also gates, each turn, the
+function tools the SDK lists for a protected agent (tools added later, an MCP server's
+tools). A tool still not gated (a local computer/shell/apply-patch tool, the tools of
+an agent ``protect()`` never reached) would run unchecked. These hooks close that gap for
 the run they are passed to: every agent is protected as it starts (so agents reached
 through handoffs are gated even if ``protect()`` could not see them), and with
 ``strict=True`` a tool this gate does not cover stops the run in ``on_tool_start``,

@@ -26,7 +26,29 @@ _PURGE_SECONDS = 30
 _REPLICA_CLOCK_MARGIN = 300  # = tokens.MAX_CLOCK_SKEW
 
 
+def _check_shared_memory(file: str) -> None:
+    """Refuse to touch a database whose ``-shm`` file cannot be written.
+
+    SQLite maps the WAL index (``<db>-shm``) into memory and writes it even to read.
+    If an operator makes that file unwritable while the process has it mapped (e.g.
+    ``chattr +i``), the next write into the mapping kills the process with SIGBUS:
+    no error, no denial record. ``access(2)`` reports such a file (immutable or read
+    only) as not writable, so each store call checks it first (one system call) and
+    fails closed with :class:`StoreUnavailable` instead. A change between this check
+    and SQLite's write can still kill the process: an operator error, see
+    docs/deploying.md.
+    """
+    if not file:
+        return
+    shm = file + "-shm"
+    if not os.access(shm, os.W_OK) and os.path.exists(shm):
+        raise StoreUnavailable(
+            f"SQLite shared-memory file {shm} is not writable (read-only or immutable): refusing to use the database"
+        )
+
+
 def _connect(path: str | os.PathLike[str], timeout: float) -> sqlite3.Connection:
+    _check_shared_memory(os.path.abspath(os.fspath(path)) if os.fspath(path) not in ("", ":memory:") else "")
     try:
         conn = sqlite3.connect(os.fspath(path), timeout=timeout, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -60,6 +82,7 @@ class SQLiteReplayStore:
 
     def consume(self, token_id: str, *, expires_at: int, now: int) -> bool:
         with self._lock:
+            _check_shared_memory(self._file)
             try:
                 fresh = self._insert(self._conn, token_id, expires_at)
                 self._purge_if_due(self._conn, now)
@@ -116,6 +139,7 @@ class _SQLiteJoint(JointBase[SQLiteReplayStore, "SQLiteAuditLog"]):
         audit, replay = self._audit, self._replay
         # Lock order audit -> replay here; the replay store alone never takes the audit lock.
         with audit._lock, replay._lock:
+            _check_shared_memory(audit._file)
             try:
                 audit._conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -202,6 +226,7 @@ class SQLiteAuditLog(TreeMixin):
 
     def append(self, event: Mapping[str, Any]) -> AuditEntry:
         with self._lock:
+            _check_shared_memory(self._file)
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -290,6 +315,7 @@ class SQLiteAuditLog(TreeMixin):
 
     def head(self) -> tuple[int, str]:
         with self._lock:
+            _check_shared_memory(self._file)
             try:
                 row = self._conn.execute("SELECT seq, digest FROM audit_head WHERE id = 1").fetchone()
             except sqlite3.Error as exc:
@@ -298,6 +324,7 @@ class SQLiteAuditLog(TreeMixin):
 
     def entries(self, start: int = 1) -> Iterator[AuditEntry]:
         with self._lock:
+            _check_shared_memory(self._file)
             try:
                 rows = self._conn.execute(
                     "SELECT seq, digest, body FROM audit_log WHERE seq >= ? ORDER BY seq", (start,)
@@ -333,6 +360,7 @@ class SQLiteStateStore:
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
         self.path = os.fspath(path)
         self._conn = _connect(path, timeout)
+        self._file = _database_file(self._conn)
         self._lock = threading.Lock()
         self._next_purge = 0
         try:
@@ -349,6 +377,7 @@ class SQLiteStateStore:
 
     def debit(self, hold_id: str, debits: Sequence[Debit], *, now: int) -> str | None:
         with self._lock:
+            _check_shared_memory(self._file)
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -398,6 +427,7 @@ class SQLiteStateStore:
 
     def refund(self, hold_id: str) -> None:
         with self._lock:
+            _check_shared_memory(self._file)
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -418,6 +448,7 @@ class SQLiteStateStore:
 
     def usage(self, key: str, window: int, *, now: int) -> int:
         with self._lock:
+            _check_shared_memory(self._file)
             try:
                 row = self._conn.execute(
                     "SELECT used FROM state_counters WHERE key = ? AND window_start = ?",
