@@ -131,7 +131,13 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     session.install(
-        "mypy>=1.11", "types-PyYAML", "types-jsonschema", "./packages/core[test]", "./conformance", "./packages/mcp"
+        "mypy>=1.11",
+        "types-PyYAML",
+        "types-jsonschema",
+        "./packages/core[test]",
+        "./conformance",
+        "./packages/mcp",
+        "./packages/server",
     )
     session.run("mypy")
 
@@ -181,3 +187,10 @@ def bench_mcp(session: nox.Session) -> None:
     """execauth-mcp proxy overhead per tools/call vs a direct session, stdio and HTTP (own venv)."""
     session.install("./packages/core", "./packages/mcp[test]")
     session.run("python", "bench/bench_mcp.py", *session.posargs)
+
+
+@nox.session
+def bench_server(session: nox.Session) -> None:
+    """execauth-server: decide round trip over loopback beside in-process, calls/s on 1 and 2 workers."""
+    session.install("./packages/core[remote,postgres]", "./packages/server", "psycopg[binary]>=3.1")
+    session.run("python", "bench/bench_server.py", *session.posargs)

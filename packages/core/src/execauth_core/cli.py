@@ -680,6 +680,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _serve(argv: list[str]) -> int:
+    """``execauth serve``: handed over to the execauth-server distribution, if installed."""
+    try:
+        from execauth_server.cli import main as serve_main
+    except ImportError:
+        sys.stderr.write("execauth: error: 'serve' needs the execauth-server package: pip install ./packages/server\n")
+        return 2
+    return int(serve_main(argv))
+
+
 def _mcp_proxy(argv: list[str]) -> int:
     """``execauth mcp-proxy ...`` is served by the execauth-mcp distribution when installed."""
     try:
@@ -694,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
     raw = sys.argv[1:] if argv is None else argv
     if raw[:1] == ["mcp-proxy"]:
         return _mcp_proxy(list(raw[1:]))
+    if raw[:1] == ["serve"]:
+        return _serve(list(raw[1:]))
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))
