@@ -220,6 +220,30 @@ def test_the_doc_files_are_found() -> None:
 
 
 @pytest.mark.parametrize("doc", doc_files())
+def _clean_docs_namespaces(text: str) -> None:
+    """Start the docs' own store namespaces empty, as a reader's first run would.
+
+    The docs keep their data under the Redis prefix ``execauth:docs:`` and the PostgreSQL
+    schema ``execauth_docs``; what an earlier run left there (checkpoints signed by that
+    run's throwaway key, say) would otherwise be judged by this run's key.
+    """
+    if "execauth:docs:" in text:
+        import redis
+
+        client = redis.Redis.from_url(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL)
+        try:
+            keys = list(client.scan_iter(match="execauth:docs:*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+    if "execauth_docs" in text:
+        import psycopg
+
+        with psycopg.connect(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS execauth_docs CASCADE")
+
+
 def test_code_blocks_run(doc: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = extract((REPO / doc).read_text(encoding="utf-8"), doc)
     problems = problems_of(blocks)
@@ -237,6 +261,7 @@ def test_code_blocks_run(doc: str, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     if not runnable:
         pytest.skip(f"{doc}: no block to run; " + "; ".join(skipped) if skipped else f"{doc}: no block to run")
     _require_servers(runnable)
+    _clean_docs_namespaces("".join(b.code for b in runnable))
     for var, default in (("REDIS_URL", DEFAULT_REDIS_URL), ("DATABASE_URL", DEFAULT_DATABASE_URL)):
         monkeypatch.setenv(var, os.environ.get(var) or default)
     monkeypatch.chdir(tmp_path)
