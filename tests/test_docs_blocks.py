@@ -219,7 +219,6 @@ def test_the_doc_files_are_found() -> None:
     assert files, "EXECAUTH_DOCS_GLOB matched no file"
 
 
-@pytest.mark.parametrize("doc", doc_files())
 def _clean_docs_namespaces(text: str) -> None:
     """Start the docs' own store namespaces empty, as a reader's first run would.
 
@@ -244,6 +243,7 @@ def _clean_docs_namespaces(text: str) -> None:
             conn.execute("DROP SCHEMA IF EXISTS execauth_docs CASCADE")
 
 
+@pytest.mark.parametrize("doc", doc_files())
 def test_code_blocks_run(doc: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = extract((REPO / doc).read_text(encoding="utf-8"), doc)
     problems = problems_of(blocks)
