@@ -76,3 +76,10 @@ def bench_openai_agents(session: nox.Session) -> None:
     """execauth-openai-agents overhead per tool call and per Runner.run, offline (own venv)."""
     session.install("./packages/core", "./packages/openai_agents")
     session.run("python", "bench/bench_openai_agents.py", *session.posargs, env={"OPENAI_AGENTS_DISABLE_TRACING": "1"})
+
+
+@nox.session
+def bench_executor(session: nox.Session) -> None:
+    """Executor-side verification: Executor.admit in process, ExecAuthMiddleware overhead over loopback."""
+    session.install("./packages/core", "./packages/server")
+    session.run("python", "bench/bench_executor.py", *session.posargs)
