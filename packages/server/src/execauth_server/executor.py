@@ -28,6 +28,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from starlette.requests import HTTPConnection
 
 from execauth_core.canonical import canonicalize
 from execauth_core.executor import AUTH_SCHEME, Executor, ExecutorDenied, HTTPCall, VerifiedCall
@@ -196,9 +197,10 @@ async def _refuse(send: Send, denied: ExecutorDenied) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def verified_call(request: Any) -> VerifiedCall:
+def verified_call(request: HTTPConnection) -> VerifiedCall:
     """The :class:`VerifiedCall` the middleware admitted, from a Starlette/FastAPI
-    ``Request`` or an ASGI scope.
+    ``Request`` (or an ASGI scope). Usable as a FastAPI dependency:
+    ``call: VerifiedCall = Depends(verified_call)``.
 
     Raises:
         LookupError: the request did not pass through :class:`ExecAuthMiddleware`.
