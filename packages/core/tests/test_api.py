@@ -67,6 +67,8 @@ PUBLIC = {
     "PolicyDocument",
     "load_policy",
     "parse_policy",
+    "JWKSKeys",
+    "RemoteAuthority",
 }
 
 

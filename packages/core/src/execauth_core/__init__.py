@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from .effects import EFFECTS, EffectSpec, EvidenceGrade, RiskTier
     from .manifest import PreflightResult, ToolManifest, ToolRegistry, load_registry
     from .policyfile import PolicyDocument, load_policy, parse_policy
+    from .remote import JWKSKeys, RemoteAuthority
 
 # The Court (manifests, policy files, effect taxonomy) loads on first use: code that
 # only guards with an allow-list, or only verifies tokens, never pays for it.
@@ -68,6 +69,8 @@ _LAZY = {
     "PolicyDocument": "policyfile",
     "load_policy": "policyfile",
     "parse_policy": "policyfile",
+    "JWKSKeys": "remote",
+    "RemoteAuthority": "remote",
 }
 
 
@@ -147,4 +150,6 @@ __all__ = [
     "loads_strict",
     "parse_policy",
     "verify_chain",
+    "JWKSKeys",
+    "RemoteAuthority",
 ]

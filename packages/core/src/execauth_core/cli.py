@@ -396,7 +396,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _serve(argv: list[str]) -> int:
+    """``execauth serve``: handed over to the execauth-server distribution, if installed."""
+    try:
+        from execauth_server.cli import main as serve_main
+    except ImportError:
+        sys.stderr.write("execauth: error: 'serve' needs the execauth-server package: pip install ./packages/server\n")
+        return 2
+    return int(serve_main(argv))
+
+
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["serve"]:
+        return _serve(list(given[1:]))
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))

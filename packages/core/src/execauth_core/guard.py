@@ -25,6 +25,7 @@ from .clock import Clock, SystemClock
 from .current import _CURRENT, CurrentCall
 from .errors import (
     ApprovalRequired,
+    AuthorityUnavailable,
     ConfigurationError,
     ExecutionDenied,
     StoreUnavailable,
@@ -202,6 +203,68 @@ class Guard:
             id_factory=id_factory,
         )
 
+    @classmethod
+    def remote(
+        cls,
+        url: str,
+        *,
+        credential: str,
+        audience: str = "execauth-guard",
+        issuer: str = "execauth-server",
+        data_dir: str | os.PathLike[str] | None = None,
+        stores: str | Stores | None = None,
+        jwks_url: str | None = None,
+        timeout: float = 5.0,
+        max_ttl: int = 3600,
+        clock: Clock | None = None,
+        id_factory: Callable[[], str] = new_id,
+    ) -> Guard:
+        """A guard whose authority is the ``execauth serve`` at ``url``: this process
+        holds no signing key. Needs the ``remote`` extra (httpx).
+
+        Decisions come from the service (:class:`~execauth_core.remote.RemoteAuthority`,
+        authenticated with ``credential``); tokens are verified against the service's
+        JWKS (``jwks_url``, default ``url/.well-known/jwks.json``), pinned by kid. The
+        token ids are consumed and the executions recorded here: in ``stores``, or the
+        SQLite file ``data_dir/execauth.db``, or in memory. An unreachable, slow or
+        misbehaving service is a recorded denial (``AUTHORITY_UNAVAILABLE``,
+        ``AUTHORITY_ANSWER_INVALID``), never an execution.
+
+        Args:
+            audience: the ``aud`` this guard accepts (the service's ``audience``, or
+                the ``tool_audiences`` entry of the tools it guards).
+            issuer: the service's ``issuer``.
+        """
+        from typing import cast
+
+        from .remote import JWKSKeys, RemoteAuthority
+
+        keys = JWKSKeys(jwks_url or url.rstrip("/") + "/.well-known/jwks.json", timeout=timeout)
+        remote = RemoteAuthority(url, credential=credential, keys=keys, timeout=timeout)
+        replay: ReplayStore
+        audit: AuditLog
+        if stores is not None:
+            opened = open_stores(stores) if isinstance(stores, str) else stores
+            if not isinstance(opened, Stores):
+                raise ConfigurationError("stores is a store URL or execauth_core.stores.Stores")
+            replay, audit = opened.replay, opened.audit
+        elif data_dir is not None:
+            folder = Path(data_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            replay, audit = SQLiteReplayStore(folder / "execauth.db"), SQLiteAuditLog(folder / "execauth.db")
+        else:
+            replay, audit = MemoryReplayStore(), MemoryAuditLog()
+        verifier = TokenVerifier(keys=keys, issuer=issuer, audience=audience, max_ttl=max_ttl)
+        return cls(
+            # Duck-typed: decide() and decision_point.policy_ref are what the guard uses.
+            authority=cast(Authority, remote),
+            verifier=verifier,
+            replay_store=replay,
+            audit_log=audit,
+            clock=clock,
+            id_factory=id_factory,
+        )
+
     def close(self) -> None:
         """Close what the replay store and audit log hold open (connections, files).
 
@@ -283,6 +346,8 @@ class Guard:
             raise self._deny(request, pd, d) from None
         except StoreUnavailable as exc:
             raise self._deny(request, pd, _Denial("DENY", (R.STORE_UNAVAILABLE.value,), str(exc))) from None
+        except AuthorityUnavailable as exc:
+            raise self._deny(request, pd, _Denial("DENY", (exc.reason_code,), str(exc))) from None
         except Exception as exc:  # noqa: BLE001 - fail closed on anything
             raise self._deny(request, pd, _guard_error(exc)) from None
         try:
@@ -417,6 +482,8 @@ class Guard:
                 denial = _Denial("DENY", (exc.reason_code,), exc.message)
             elif isinstance(exc, StoreUnavailable):
                 denial = _Denial("DENY", (R.STORE_UNAVAILABLE.value,), str(exc))
+            elif isinstance(exc, AuthorityUnavailable):
+                denial = _Denial("DENY", (exc.reason_code,), str(exc))
             else:
                 denial = _guard_error(exc)
             # An ALLOW that will not run gives back the budget it debited.

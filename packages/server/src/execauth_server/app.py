@@ -1,0 +1,615 @@
+"""The authority as an HTTP service (Starlette).
+
+Endpoints (JSON; see ``GET /openapi.json``):
+
+- ``POST /v1/decide``: an AuthorizationRequest in (or ``{"request": ..., "approval": ...}``),
+  the signed AuthorizationDecision out, with the token only on ALLOW.
+- ``POST /v1/results``: a guard reports the outcome of an execution.
+- ``GET /v1/audit/head``: the audit log's head (sequence number and digest).
+- ``GET /.well-known/jwks.json``: the trusted keys, with Cache-Control and ETag.
+- ``GET /healthz``, ``GET /readyz`` (readiness checks the stores).
+
+Every refusal is a JSON answer ``{"reason_code", "message", "audit_seq"}`` and, where
+the audit log can be written, a recorded denial (``executed: false``). No stack trace
+ever reaches a client; the caller secret is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from execauth_core.authority import Authority
+from execauth_core.canonical import CanonicalizationError, canonicalize, loads_strict
+from execauth_core.clock import Clock, SystemClock
+from execauth_core.errors import ConfigurationError, KeyFileError, StoreUnavailable
+from execauth_core.guard import new_id
+from execauth_core.keys import KeySet, LocalSigner, Signer
+from execauth_core.messages import ApprovalGrant, AuthorizationDecision, AuthorizationRequest
+from execauth_core.reasons import ReasonCode as R
+from execauth_core.stores.urls import Stores, open_stores
+
+from ._version import __version__
+from .config import Caller, ServerConfig
+
+log = logging.getLogger("execauth.server")
+
+JWKS_MAX_AGE = 300
+_RESULT_STATUSES = {"ok", "error", "not_run"}
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, code: R, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+@dataclass
+class _Subject:
+    """What is known of a refused request, for its denial record."""
+
+    tool: str | None = None
+    principal: str | None = None
+    agent: str | None = None
+    call_id: str | None = None
+    proposal_digest: str | None = None
+
+
+def load_signer(config: ServerConfig) -> Signer:
+    """The signing key named by the config, created (mode 0600) on first start."""
+    path = config.key_path
+    if path.exists():
+        return LocalSigner.load(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    signer = LocalSigner.generate()
+    try:
+        signer.save(path)
+    except KeyFileError:
+        # Another worker created it first: use that one.
+        return LocalSigner.load(path)
+    return signer
+
+
+def build_court(config: ServerConfig, state: Any) -> Any:
+    """The Court of the configured policy and manifests, on the shared state store
+    (the same construction as ``execauth decide``)."""
+    from execauth_core.court import Court
+    from execauth_core.manifest import ToolRegistry, load_registry
+    from execauth_core.policyfile import load_policy
+
+    registry = load_registry(str(config.manifests)) if config.manifests else ToolRegistry()
+    policy = load_policy(config.policy) if config.policy else None
+    return Court(policy, registry, state=state)
+
+
+class AuthorityService:
+    """The state behind the app: signer, stores, Court, one Authority per audience."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        stores: Stores | None = None,
+        signer: Signer | None = None,
+        authority: Authority | None = None,
+        clock: Clock | None = None,
+        id_factory: Callable[[], str] = new_id,
+    ) -> None:
+        """Args:
+        stores, signer: instead of the configured ones.
+        authority: serve exactly this authority (its decision point, signer, issuer and
+            audience) instead of building one from the config: for conformance runs.
+        clock, id_factory: the time source and token ids (fixed in conformance runs).
+        """
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.id_factory = id_factory
+        self._authorities: dict[str, Authority] = {}
+        if authority is not None:
+            self.signer = authority.signer
+            self.stores = stores or open_stores("memory://")
+            self.court = authority.decision_point
+            self._authorities[authority.audience] = authority
+            self._fixed: Authority | None = authority
+        else:
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+            self.signer = signer or load_signer(config)
+            self.stores = stores or open_stores(config.store_url)
+            self.court = build_court(config, self.stores.state)
+            self._fixed = None
+            for audience in {config.audience, *config.tool_audiences.values()}:
+                self._authorities[audience] = Authority(
+                    self.court,
+                    self.signer,
+                    issuer=config.issuer,
+                    audience=audience,
+                    token_ttl=config.token_ttl,
+                    trusted_keys=KeySet.of_signer(self.signer),
+                )
+        self.keys = KeySet.of_signer(self.signer)
+        body = canonicalize(self.keys.to_jwks())
+        self.jwks_body = body
+        self.jwks_etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        self._callers = {bytes.fromhex(c.secret_sha256): c for c in config.callers}
+
+    def authority_for(self, tool: str) -> Authority:
+        if self._fixed is not None:
+            return self._fixed
+        return self._authorities[self.config.audience_for(tool)]
+
+    def policy_ref(self) -> Any:
+        return self.court.policy_ref
+
+    def authenticate(self, header: str | None) -> Caller:
+        if not header:
+            raise _Refusal(
+                401,
+                R.CALLER_UNAUTHENTICATED,
+                "no credential: send Authorization: Bearer <secret>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise _Refusal(
+                401,
+                R.CALLER_UNAUTHENTICATED,
+                "the credential is not a Bearer secret",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        presented = hashlib.sha256(secret.strip().encode("utf-8")).digest()
+        found = None
+        # Compare against every caller, in constant time each, so timing says nothing.
+        for caller in self._callers.values():
+            if caller.matches(presented):
+                found = caller
+        if found is None:
+            raise _Refusal(401, R.CALLER_UNAUTHENTICATED, "unknown credential", headers={"WWW-Authenticate": "Bearer"})
+        return found
+
+    def record(self, event: dict[str, Any]) -> int | None:
+        try:
+            return self.stores.audit.append(event).seq
+        except Exception as exc:  # noqa: BLE001 - the refusal stands even if unrecorded
+            log.error("execauth-server: could not record an entry: %s", type(exc).__name__)
+            return None
+
+    def denial(self, subject: _Subject, code: str, message: str, caller: Caller | None) -> int | None:
+        return self.record(
+            {
+                "event": "denial",
+                "time": self.clock.now(),
+                "executed": False,
+                "tool": subject.tool,
+                "principal": subject.principal,
+                "agent": subject.agent,
+                "call_id": subject.call_id,
+                "proposal_digest": subject.proposal_digest,
+                "outcome": "DENY",
+                "reason_codes": [code],
+                "record_digest": None,
+                "policy_digest": None,
+                "token_id": None,
+                "detail": {"message": message[:500], "caller": caller.name if caller else None, "via": "server"},
+            }
+        )
+
+    def decide(
+        self, request: AuthorizationRequest, approval: ApprovalGrant | None, caller: Caller
+    ) -> AuthorizationDecision:
+        raw = request.canonical_bytes()
+        authority = self.authority_for(request.tool)
+        decision = authority.decide(
+            request, now=self.clock.now(), token_id=self.id_factory(), approval=approval, request_bytes=raw
+        )
+        event = {
+            "event": "decision",
+            "time": decision.record.decided_at,
+            "executed": False,
+            "tool": request.tool,
+            "principal": request.principal,
+            "agent": request.agent,
+            "call_id": request.call_id,
+            "proposal_digest": decision.proposal_digest,
+            "outcome": decision.outcome.value,
+            "reason_codes": list(decision.reason_codes),
+            "record_digest": decision.record_digest,
+            "policy_digest": decision.record.policy.digest,
+            "token_id": decision.record.token_id,
+            "detail": {"caller": caller.name, "audience": authority.audience},
+        }
+        try:
+            self.stores.audit.append(event)
+        except Exception:
+            # An unrecorded decision issues no token, and gives back what it debited.
+            if decision.record.token_id is not None:
+                try:
+                    release = getattr(self.court, "release", None)
+                    if release is not None:
+                        release(decision.record.token_id)
+                except Exception as exc:  # noqa: BLE001 - over-counting is safe
+                    log.error("execauth-server: could not release a hold: %s", type(exc).__name__)
+            raise
+        return decision
+
+    def ready(self) -> None:
+        self.stores.audit.head()
+        self.stores.state.usage("execauth-server/readyz", 60, now=self.clock.now())
+
+    def close(self) -> None:
+        self.stores.close()
+
+
+def _error(refusal: _Refusal, seq: int | None) -> JSONResponse:
+    return JSONResponse(
+        {"reason_code": refusal.code.value, "message": refusal.message, "audit_seq": seq},
+        status_code=refusal.status,
+        headers=refusal.headers,
+    )
+
+
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body, refused as soon as it passes ``limit`` bytes, or if it takes longer
+    than ``timeout`` seconds to arrive."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";", 1)[0].strip().lower() != "application/json":
+        raise _Refusal(415, R.UNSUPPORTED_MEDIA_TYPE, "send the body as Content-Type: application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise _Refusal(413, R.REQUEST_TOO_LARGE, f"the body is larger than {limit} bytes")
+        except ValueError:
+            raise _Refusal(400, R.REQUEST_INVALID, "malformed Content-Length") from None
+
+    async def collect() -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _Refusal(413, R.REQUEST_TOO_LARGE, f"the body is larger than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        return await asyncio.wait_for(collect(), timeout)
+    except asyncio.TimeoutError:
+        raise _Refusal(408, R.REQUEST_TIMEOUT, f"the body did not arrive within {timeout:g} s") from None
+    except ClientDisconnect:
+        raise _Refusal(400, R.REQUEST_INVALID, "the client went away before sending the body") from None
+
+
+def _parse(body: bytes) -> tuple[AuthorizationRequest, ApprovalGrant | None, _Subject]:
+    try:
+        data = loads_strict(body)
+    except CanonicalizationError as exc:
+        raise _Refusal(400, R.REQUEST_INVALID, f"the body is not strict JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _Refusal(400, R.REQUEST_INVALID, "the body must be a JSON object")
+    envelope = "request" in data and isinstance(data.get("request"), dict)
+    req_obj = data["request"] if envelope else data
+    subject = _Subject(
+        **{
+            k: (v[:200] if isinstance(v, str) else None)
+            for k in ("tool", "principal", "agent", "call_id")
+            for v in [req_obj.get(k)]
+        }
+    )
+    if envelope and set(data) - {"request", "approval"}:
+        raise _Refusal(400, R.REQUEST_INVALID, "the envelope holds only 'request' and 'approval'")
+    try:
+        request = AuthorizationRequest.model_validate_json(canonicalize(req_obj), strict=True)
+        approval = None
+        if envelope and data.get("approval") is not None:
+            approval = ApprovalGrant.model_validate_json(canonicalize(data["approval"]), strict=True)
+    except (pydantic.ValidationError, CanonicalizationError) as exc:
+        first = str(exc).splitlines()
+        raise _Refusal(400, R.REQUEST_INVALID, f"not an AuthorizationRequest: {' '.join(first[:3])[:300]}") from None
+    subject.proposal_digest = request.content_digest()
+    return request, approval, subject
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def create_app(config: ServerConfig, *, service: AuthorityService | None = None) -> Starlette:
+    """The Starlette application for ``config``."""
+    limit, timeout = config.max_body_bytes, config.read_timeout
+
+    async def decide(request: Request) -> Response:
+        svc: AuthorityService = request.app.state.service
+        subject = _Subject()
+        caller: Caller | None = None
+        try:
+            body = await _read_body(request, limit, timeout)
+            caller = svc.authenticate(request.headers.get("authorization"))
+            proposal, approval, subject = _parse(body)
+            if not caller.may_act_for(proposal.principal, proposal.agent):
+                raise _Refusal(
+                    403,
+                    R.CALLER_NOT_BOUND,
+                    f"caller {caller.name!r} may not act for principal {proposal.principal!r}"
+                    + (f" / agent {proposal.agent!r}" if proposal.agent else ""),
+                )
+            try:
+                decision = await run_in_threadpool(svc.decide, proposal, approval, caller)
+            except StoreUnavailable:
+                raise _Refusal(503, R.STORE_UNAVAILABLE, "a store is unavailable; nothing was decided") from None
+            return Response(decision.canonical_bytes(), media_type="application/json")
+        except _Refusal as refusal:
+            seq = await run_in_threadpool(svc.denial, subject, refusal.code.value, refusal.message, caller)
+            return _error(refusal, seq)
+
+    async def results(request: Request) -> Response:
+        svc: AuthorityService = request.app.state.service
+        caller: Caller | None = None
+        try:
+            body = await _read_body(request, limit, timeout)
+            caller = svc.authenticate(request.headers.get("authorization"))
+            try:
+                data = loads_strict(body)
+            except CanonicalizationError as exc:
+                raise _Refusal(400, R.REQUEST_INVALID, f"the body is not strict JSON: {exc}") from None
+            if (
+                not isinstance(data, dict)
+                or set(data) - {"token_id", "status", "error", "execution_seq"}
+                or not isinstance(data.get("token_id"), str)
+                or not 16 <= len(data["token_id"]) <= 128
+                or data.get("status") not in _RESULT_STATUSES
+                or not isinstance(data.get("error"), (str, type(None)))
+                or not isinstance(data.get("execution_seq"), (int, type(None)))
+            ):
+                raise _Refusal(
+                    400,
+                    R.REQUEST_INVALID,
+                    "a result is {token_id, status: ok|error|not_run, error?, execution_seq?}",
+                )
+            detail: dict[str, Any] = {"status": data["status"], "caller": caller.name}
+            if data.get("error"):
+                detail["error"] = data["error"][:200]
+            if data.get("execution_seq") is not None:
+                detail["execution_seq"] = data["execution_seq"]
+            event = {
+                "event": "result",
+                "time": svc.clock.now(),
+                "executed": data["status"] != "not_run",
+                "token_id": data["token_id"],
+                "detail": detail,
+            }
+            try:
+                entry = await run_in_threadpool(svc.stores.audit.append, event)
+            except StoreUnavailable:
+                raise _Refusal(503, R.STORE_UNAVAILABLE, "the audit log is unavailable") from None
+            return JSONResponse({"recorded": True, "audit_seq": entry.seq})
+        except _Refusal as refusal:
+            seq = await run_in_threadpool(svc.denial, _Subject(), refusal.code.value, refusal.message, caller)
+            return _error(refusal, seq)
+
+    async def audit_head(request: Request) -> Response:
+        svc: AuthorityService = request.app.state.service
+        try:
+            svc.authenticate(request.headers.get("authorization"))
+            try:
+                seq, head = await run_in_threadpool(svc.stores.audit.head)
+            except StoreUnavailable:
+                raise _Refusal(503, R.STORE_UNAVAILABLE, "the audit log is unavailable") from None
+        except _Refusal as refusal:
+            return _error(refusal, None)
+        return JSONResponse({"seq": seq, "head": head})
+
+    async def policy(request: Request) -> Response:
+        svc: AuthorityService = request.app.state.service
+        try:
+            svc.authenticate(request.headers.get("authorization"))
+        except _Refusal as refusal:
+            return _error(refusal, None)
+        ref = svc.policy_ref()
+        return Response(
+            canonicalize({"policy": ref.model_dump(mode="json") if ref is not None else None}),
+            media_type="application/json",
+        )
+
+    async def jwks(request: Request) -> Response:
+        svc: AuthorityService = request.app.state.service
+        headers = {"Cache-Control": f"public, max-age={JWKS_MAX_AGE}", "ETag": svc.jwks_etag}
+        inm = request.headers.get("if-none-match")
+        if inm is not None and svc.jwks_etag in [t.strip() for t in inm.split(",")]:
+            return Response(status_code=304, headers=headers)
+        return Response(svc.jwks_body, media_type="application/jwk-set+json", headers=headers)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    async def readyz(request: Request) -> Response:
+        svc: AuthorityService = request.app.state.service
+        try:
+            await run_in_threadpool(svc.ready)
+        except Exception as exc:  # noqa: BLE001 - not ready, whatever the cause
+            log.error("execauth-server: not ready: %s", type(exc).__name__)
+            return JSONResponse({"status": "unavailable", "reason_code": R.STORE_UNAVAILABLE.value}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        # Logged by type only: a message may carry request data.
+        log.error("execauth-server: internal error (%s) on %s", type(exc).__name__, request.url.path)
+        return JSONResponse(
+            {"reason_code": R.GUARD_ERROR.value, "message": "internal error; nothing was decided", "audit_seq": None},
+            status_code=500,
+        )
+
+    routes = [
+        Route("/v1/decide", decide, methods=["POST"]),
+        Route("/v1/results", results, methods=["POST"]),
+        Route("/v1/audit/head", audit_head, methods=["GET"]),
+        Route("/v1/policy", policy, methods=["GET"]),
+        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={Exception: on_error})
+    app.state.service = service or AuthorityService(config)
+    return app
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory for worker processes: the config file named by
+    ``EXECAUTH_SERVER_CONFIG`` (or the no-config defaults in ``EXECAUTH_SERVER_DATA``)."""
+    from pathlib import Path
+
+    from .config import load_config, parse_config
+
+    source = os.environ.get("EXECAUTH_SERVER_CONFIG")
+    if source:
+        config = load_config(source)
+    else:
+        config = parse_config({"data_dir": os.environ.get("EXECAUTH_SERVER_DATA", ".execauth-server")}, base=Path.cwd())
+    return create_app(config)
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the service (written by hand, kept next to the routes)."""
+    err = {"$ref": "#/components/schemas/Error"}
+
+    def answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+        body = {"content": {"application/json": {"schema": schema or err}}}
+        return {"description": description, **body}
+
+    refusals = {
+        "400": answer("Malformed JSON, duplicate keys, or not an AuthorizationRequest (REQUEST_INVALID)"),
+        "401": answer("No or unknown credential (CALLER_UNAUTHENTICATED)"),
+        "408": answer("The body did not arrive in time (REQUEST_TIMEOUT)"),
+        "413": answer("The body is over the configured limit (REQUEST_TOO_LARGE)"),
+        "415": answer("Not application/json (UNSUPPORTED_MEDIA_TYPE)"),
+        "503": answer("A store is unavailable (STORE_UNAVAILABLE)"),
+    }
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "execauth authority", "version": __version__},
+        "paths": {
+            "/v1/decide": {
+                "post": {
+                    "summary": "Decide a proposal; the token comes only with ALLOW",
+                    "security": bearer,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/AuthorizationRequest"},
+                                        {
+                                            "type": "object",
+                                            "required": ["request"],
+                                            "additionalProperties": False,
+                                            "properties": {
+                                                "request": {"$ref": "#/components/schemas/AuthorizationRequest"},
+                                                "approval": {"type": ["object", "null"]},
+                                            },
+                                        },
+                                    ]
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": answer(
+                            "The signed decision (any outcome)", {"$ref": "#/components/schemas/AuthorizationDecision"}
+                        ),
+                        **refusals,
+                        "403": answer("The credential may not act for this principal/agent (CALLER_NOT_BOUND)"),
+                    },
+                }
+            },
+            "/v1/results": {
+                "post": {
+                    "summary": "Record the outcome of an execution",
+                    "security": bearer,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["token_id", "status"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "token_id": {"type": "string"},
+                                        "status": {"enum": sorted(_RESULT_STATUSES)},
+                                        "error": {"type": ["string", "null"]},
+                                        "execution_seq": {"type": ["integer", "null"]},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {"200": answer("Recorded", {"type": "object"}), **refusals},
+                }
+            },
+            "/v1/audit/head": {
+                "get": {
+                    "summary": "The audit log head",
+                    "security": bearer,
+                    "responses": {
+                        "200": answer(
+                            "seq and head digest",
+                            {"type": "object", "properties": {"seq": {"type": "integer"}, "head": {"type": "string"}}},
+                        ),
+                        "401": refusals["401"],
+                        "503": refusals["503"],
+                    },
+                }
+            },
+            "/.well-known/jwks.json": {
+                "get": {
+                    "summary": "Trusted verification keys (Ed25519 OKP JWKS)",
+                    "responses": {"200": {"description": "JWKS"}, "304": {"description": "Not modified"}},
+                }
+            },
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness (the stores answer)",
+                    "responses": {"200": {"description": "ready"}, "503": {"description": "a store is unavailable"}},
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["reason_code", "message"],
+                    "properties": {
+                        "reason_code": {"type": "string"},
+                        "message": {"type": "string"},
+                        "audit_seq": {"type": ["integer", "null"]},
+                    },
+                },
+                "AuthorizationRequest": AuthorizationRequest.model_json_schema(),
+                "AuthorizationDecision": {"type": "object", "description": "execauth.decision/1"},
+            },
+        },
+    }
+
+
+__all__ = ["AuthorityService", "ConfigurationError", "app_from_env", "create_app", "openapi_document"]

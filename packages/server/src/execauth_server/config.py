@@ -1,0 +1,235 @@
+"""The server's configuration: one YAML (or JSON) file.
+
+Relative paths in the file are read relative to the file's own folder. Every key is
+optional; unknown keys are refused (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from execauth_core.canonical import CanonicalizationError, loads_strict
+from execauth_core.errors import ConfigurationError
+
+DEFAULT_DATA_DIR = ".execauth-server"
+DEFAULT_ISSUER = "execauth-server"
+DEFAULT_AUDIENCE = "execauth-guard"
+
+_KEYS = {
+    "policy",
+    "manifests",
+    "stores",
+    "data_dir",
+    "key_file",
+    "issuer",
+    "audience",
+    "tool_audiences",
+    "token_ttl",
+    "callers",
+    "limits",
+    "host",
+    "port",
+    "workers",
+}
+_CALLER_KEYS = {"name", "secret_sha256", "principals", "agents"}
+_LIMIT_KEYS = {"max_body_bytes", "read_timeout"}
+
+
+def hash_secret(secret: str) -> str:
+    """The hex SHA-256 of a caller secret: what a config file stores."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def new_secret() -> str:
+    """A fresh caller secret (256 bits, URL-safe)."""
+    return "ea_" + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An agent workload the server knows, and whom it may act for.
+
+    ``principals`` / ``agents``: the principals and agents this credential may name in
+    a request. ``"*"`` means any; an empty ``agents`` list means any agent (the
+    principal is always checked).
+    """
+
+    name: str
+    secret_sha256: str
+    principals: tuple[str, ...]
+    agents: tuple[str, ...] = ()
+
+    def may_act_for(self, principal: str, agent: str | None) -> bool:
+        if "*" not in self.principals and principal not in self.principals:
+            return False
+        if not self.agents or "*" in self.agents:
+            return True
+        return agent is not None and agent in self.agents
+
+    def matches(self, presented_sha256: bytes) -> bool:
+        return hmac.compare_digest(bytes.fromhex(self.secret_sha256), presented_sha256)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``execauth serve`` needs. See the package README for each key."""
+
+    data_dir: Path
+    policy: Path | None = None
+    manifests: Path | None = None
+    stores: str | None = None
+    key_file: Path | None = None
+    issuer: str = DEFAULT_ISSUER
+    audience: str = DEFAULT_AUDIENCE
+    tool_audiences: Mapping[str, str] = field(default_factory=dict)
+    token_ttl: int = 60
+    callers: tuple[Caller, ...] = ()
+    max_body_bytes: int = 65_536
+    read_timeout: float = 10.0
+    host: str = "127.0.0.1"
+    port: int = 8787
+    workers: int = 1
+    source: Path | None = None
+
+    @property
+    def store_url(self) -> str:
+        """The configured store URL, or the embedded SQLite file in ``data_dir``."""
+        return self.stores or f"sqlite:{(self.data_dir / 'execauth.db').resolve()}"
+
+    @property
+    def key_path(self) -> Path:
+        return self.key_file or self.data_dir / "authority.key"
+
+    def audience_for(self, tool: str) -> str:
+        return self.tool_audiences.get(tool, self.audience)
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{where} must be a non-empty string")
+    return value
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigurationError(f"{where} must be a list of names")
+    return tuple(value)
+
+
+def _int(value: Any, where: str, lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ConfigurationError(f"{where} must be an integer within {lo}..{hi}")
+    return value
+
+
+def parse_config(data: Any, *, base: Path | None = None, source: Path | None = None) -> ServerConfig:
+    """Validate a parsed config document. Relative paths are taken from ``base``.
+
+    Raises:
+        ConfigurationError: naming the first problem.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigurationError("the config file must hold a mapping")
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise ConfigurationError(f"unknown config key(s): {', '.join(map(str, unknown))}")
+    root = base or Path.cwd()
+
+    def path(key: str) -> Path | None:
+        if data.get(key) is None:
+            return None
+        p = Path(_str(data[key], key))
+        return p if p.is_absolute() else root / p
+
+    callers: list[Caller] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(data.get("callers") or []):
+        where = f"callers[{i}]"
+        if not isinstance(raw, dict):
+            raise ConfigurationError(f"{where} must be a mapping")
+        extra = sorted(set(raw) - _CALLER_KEYS)
+        if extra:
+            raise ConfigurationError(f"{where}: unknown key(s): {', '.join(map(str, extra))}")
+        name = _str(raw.get("name"), f"{where}.name")
+        digest = _str(raw.get("secret_sha256"), f"{where}.secret_sha256").lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ConfigurationError(f"{where}.secret_sha256 must be 64 hex digits (the SHA-256 of the secret)")
+        if name in seen or digest in {c.secret_sha256 for c in callers}:
+            raise ConfigurationError(f"{where}: duplicate caller name or secret")
+        seen.add(name)
+        principals = _names(raw.get("principals"), f"{where}.principals")
+        if not principals:
+            raise ConfigurationError(f"{where}.principals must name at least one principal (or '*')")
+        callers.append(Caller(name, digest, principals, _names(raw.get("agents"), f"{where}.agents")))
+
+    limits = data.get("limits") or {}
+    if not isinstance(limits, dict) or set(limits) - _LIMIT_KEYS:
+        raise ConfigurationError(f"limits takes only {', '.join(sorted(_LIMIT_KEYS))}")
+    read_timeout = limits.get("read_timeout", 10.0)
+    if not isinstance(read_timeout, (int, float)) or isinstance(read_timeout, bool) or not 0 < read_timeout <= 600:
+        raise ConfigurationError("limits.read_timeout must be a number of seconds within (0, 600]")
+    tool_audiences = data.get("tool_audiences") or {}
+    if not isinstance(tool_audiences, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and v for k, v in tool_audiences.items()
+    ):
+        raise ConfigurationError("tool_audiences maps tool names to audience names")
+    stores = data.get("stores")
+    return ServerConfig(
+        data_dir=path("data_dir") or root / DEFAULT_DATA_DIR,
+        policy=path("policy"),
+        manifests=path("manifests"),
+        stores=_str(stores, "stores") if stores is not None else None,
+        key_file=path("key_file"),
+        issuer=_str(data.get("issuer", DEFAULT_ISSUER), "issuer"),
+        audience=_str(data.get("audience", DEFAULT_AUDIENCE), "audience"),
+        tool_audiences=dict(tool_audiences),
+        token_ttl=_int(data.get("token_ttl", 60), "token_ttl", 1, 3600),
+        callers=tuple(callers),
+        max_body_bytes=_int(limits.get("max_body_bytes", 65_536), "limits.max_body_bytes", 256, 16 * 1024 * 1024),
+        read_timeout=float(read_timeout),
+        host=_str(data.get("host", "127.0.0.1"), "host"),
+        port=_int(data.get("port", 8787), "port", 0, 65535),
+        workers=_int(data.get("workers", 1), "workers", 1, 64),
+        source=source,
+    )
+
+
+def read_document(path: str | os.PathLike[str]) -> Any:
+    """Parse a config file: ``.json`` strictly, anything else as YAML (duplicate keys refused)."""
+    name = os.fspath(path)
+    try:
+        raw = Path(name).read_bytes()
+    except FileNotFoundError:
+        raise ConfigurationError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise ConfigurationError(f"{name}: cannot read: {exc.strerror}") from None
+    try:
+        if name.endswith(".json"):
+            return loads_strict(raw)
+        from execauth_core.policyfile import _load_yaml
+
+        return _load_yaml(raw)
+    except (CanonicalizationError, ConfigurationError, ValueError) as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
+
+
+def load_config(path: str | os.PathLike[str]) -> ServerConfig:
+    """Read and validate a config file."""
+    p = Path(path).resolve()
+    try:
+        return parse_config(read_document(p), base=p.parent, source=p)
+    except ConfigurationError as exc:
+        if str(exc).startswith(str(p)):
+            raise
+        raise ConfigurationError(f"{p}: {exc}") from None
