@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from execauth_core import KeySet, LocalSigner
+from execauth_core._b64 import b64url_decode, b64url_encode
 from execauth_core.executor import executor_body, executor_headers
 from execauth_core.stores.memory import MemoryAuditLog
 from execauth_core.stores.urls import open_stores
@@ -108,8 +109,10 @@ def test_forged_expired_and_foreign_tokens_are_403(
     if how == "other_signer":
         token, code = mint(req, signer=LocalSigner(RFC8032_SEED_2)), "TOKEN_KID_UNKNOWN"
     elif how == "flipped_signature":
-        good = mint(req, signer=signer())
-        token, code = good[:-2] + ("AA" if not good.endswith("AA") else "BB"), "TOKEN_SIGNATURE_INVALID"
+        head, payload, sig = mint(req, signer=signer()).split(".")
+        raw = bytearray(b64url_decode(sig))
+        raw[10] ^= 0x01  # one bit of the signature
+        token, code = f"{head}.{payload}.{b64url_encode(bytes(raw))}", "TOKEN_SIGNATURE_INVALID"
     elif how == "expired":
         token, code = mint(req, signer=signer(), now=int(time.time()) - 3600), "TOKEN_EXPIRED"
     else:
@@ -192,7 +195,8 @@ def test_a_slow_client_is_408(upstream: Upstream) -> None:
 
 
 def test_store_outage_is_503_and_nothing_runs() -> None:
-    down = open_stores(f"redis://127.0.0.1:{free_port()}/0?timeout=0.5")
+    port = free_port()
+    down = open_stores(f"redis://127.0.0.1:{port}/0?timeout=0.5")
     counter, audit = Counter(), MemoryAuditLog()
     executor = make_executor(KeySet.of_signer(signer()), replay=down.replay, audit=audit)
     req = proposal()
@@ -206,6 +210,9 @@ def test_store_outage_is_503_and_nothing_runs() -> None:
     assert r.status_code == 503 and r.json()["reason_code"] == "STORE_UNAVAILABLE"
     assert counter.runs == []
     assert [e.body["reason_codes"] for e in audit.entries()] == [["STORE_UNAVAILABLE"]]
+    # Where the store lives is for the record, not for the client.
+    assert str(port) not in r.text and "Redis" not in r.text
+    assert str(port) in next(iter(audit.entries())).body["detail"]["cause"]
     down.close()
 
 

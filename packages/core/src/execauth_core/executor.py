@@ -69,6 +69,8 @@ PROPOSAL_HEADER = "ExecAuth-Proposal"
 DEFAULT_MAX_BODY_BYTES = 1_000_000
 MAX_PROPOSAL_HEADER = 8_192
 REPLAY_PREFIX = "executor:"
+_STORE_DOWN = "the executor's replay store is unavailable; nothing ran"
+_AUDIT_DOWN = "the executor's audit log is unavailable; nothing ran"
 
 STATUS: Mapping[str, int] = {
     R.NO_TOKEN.value: 401,
@@ -226,12 +228,15 @@ class VerifiedCall:
 
 
 class _Refusal(Exception):
-    def __init__(self, code: R | str, message: str, *, tool: str | None = None, pd: str | None = None) -> None:
+    def __init__(
+        self, code: R | str, message: str, *, tool: str | None = None, pd: str | None = None, detail: str = ""
+    ) -> None:
         super().__init__(message)
         self.code = code.value if isinstance(code, R) else code
         self.message = message
         self.tool = tool
         self.pd = pd
+        self.detail = detail  # for the audit record only, never for the client
 
 
 class Executor:
@@ -317,7 +322,9 @@ class Executor:
                 body=call.body,
             )
         except _Refusal as r:
-            raise self.refuse(r.code, r.message, call=call, tool=r.tool, proposal_digest=r.pd) from None
+            raise self.refuse(
+                r.code, r.message, call=call, tool=r.tool, proposal_digest=r.pd, detail=r.detail
+            ) from None
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 self.refuse(R.GUARD_ERROR, f"interrupted ({type(exc).__name__})", call=call)
@@ -432,11 +439,16 @@ class Executor:
             if self.replay_store.consume(spend[0][0], expires_at=spend[0][1], now=now) is not True:
                 raise _Refusal(R.TOKEN_REPLAYED, "this token was already used", tool=request.tool, pd=pd)
         except StoreUnavailable as exc:
-            raise _Refusal(R.STORE_UNAVAILABLE, _first_line(exc), tool=request.tool, pd=pd) from None
+            # Store errors name hosts and ports: the record keeps them, the client does not get them.
+            raise _Refusal(
+                R.STORE_UNAVAILABLE, _STORE_DOWN, tool=request.tool, pd=pd, detail=_first_line(exc)
+            ) from None
         try:
             return self.audit_log.append(event)
         except Exception as exc:  # noqa: BLE001 - nothing runs unrecorded
-            raise _Refusal(R.AUDIT_UNAVAILABLE, _first_line(exc), tool=request.tool, pd=pd) from None
+            raise _Refusal(
+                R.AUDIT_UNAVAILABLE, _AUDIT_DOWN, tool=request.tool, pd=pd, detail=_first_line(exc)
+            ) from None
 
     def _joint_admission(self) -> JointAdmission | None:
         replay, audit = self.replay_store, self.audit_log
@@ -456,11 +468,13 @@ class Executor:
         call: HTTPCall | None = None,
         tool: str | None = None,
         proposal_digest: str | None = None,
+        detail: str = "",
     ) -> ExecutorDenied:
         """Record a refusal (``executed: false``) and return the exception to raise.
 
         For refusals decided outside :meth:`admit` (a body too large or too slow,
-        seen while streaming). Never raises.
+        seen while streaming). ``message`` is what the client is told; ``detail``
+        goes only into the audit record. Never raises.
         """
         code_text = code.value if isinstance(code, R) else str(code)
         codes: tuple[str, ...] = (code_text,)
@@ -476,7 +490,7 @@ class Executor:
                     pd=proposal_digest,
                     outcome="DENY",
                     codes=codes,
-                    detail={"message": _short(message, 500)},
+                    detail={"message": _short(message, 500), **({"cause": _short(detail, 500)} if detail else {})},
                 )
             )
             seq = entry.seq
