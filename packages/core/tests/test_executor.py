@@ -254,3 +254,11 @@ def test_route_table_pins_one_route_per_tool() -> None:
 def test_executor_headers_needs_a_token() -> None:
     with pytest.raises(ConfigurationError):
         executor_headers(req(), "")
+
+
+def test_head_problem_finds_without_recording(world: World) -> None:
+    r = req()
+    assert world.executor.head_problem(world.call(r)) is None
+    problem = world.executor.head_problem(world.call(r, headers={"Content-Type": "text/plain"}))
+    assert problem is not None and problem[0] == "UNSUPPORTED_MEDIA_TYPE" and problem[2] == "send"
+    assert list(world.audit.entries()) == []

@@ -301,6 +301,19 @@ class Executor:
         except Exception as exc:  # noqa: BLE001 - fail closed on anything
             raise self.refuse(*_internal(exc), call=call) from None
 
+    def head_problem(self, call: HTTPCall) -> tuple[str, str, str | None] | None:
+        """What :meth:`check_head` would refuse, as ``(reason code, message, tool)``,
+        without recording it (no I/O: a server can run it on its event loop, then
+        record with :meth:`refuse`). ``None`` when the head passes."""
+        try:
+            self._head(call)
+        except _Refusal as r:
+            return r.code, r.message, r.tool
+        except Exception as exc:  # noqa: BLE001 - fail closed on anything
+            code, message = _internal(exc)
+            return code.value, message, None
+        return None
+
     def admit(self, call: HTTPCall) -> VerifiedCall:
         """Every check, then consume the token id once and record the admission.
 

@@ -109,7 +109,11 @@ class ExecAuthMiddleware:
             query=scope.get("query_string", b""),
         )
         try:
-            await self._run(self.executor.check_head, head)
+            # The head checks do no I/O: run them here; only a refusal's record is a store call.
+            problem = self.executor.head_problem(head)
+            if problem is not None:
+                code, message, tool = problem
+                raise await self._run(partial(self.executor.refuse, call=head, tool=tool), code, message)
             body = await self._read_body(receive, head)
             call = HTTPCall(method=head.method, path=head.path, headers=head.headers, body=body, query=head.query)
             verified: VerifiedCall = await self._run(self.executor.admit, call)
