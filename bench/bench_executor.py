@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
         serve(args.protected, offload=not args.inline)
         return
     n = max(100, min(args.n, 20_000))
-    print(f"execauth executor bench, python {sys.version.split()[0]}, {os.cpu_count()} cpus")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    # A shared machine's other work inflates every row: the load says how much was going on.
+    print(f"execauth executor bench, python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {load:.1f}")
     bench_admit("memory", "memory://", n)
     with tempfile.TemporaryDirectory() as tmp:
         bench_admit("SQLite", f"sqlite://{tmp}/executor.db", n)
