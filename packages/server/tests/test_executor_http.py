@@ -300,3 +300,18 @@ def test_replay_across_two_replicas_sharing_a_store_is_409(kind: str) -> None:
         a_stores.close()
         b_stores.close()
         _drop(kind, url)
+
+
+def test_concurrent_replays_of_one_token_run_it_once(upstream: Upstream) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    req = proposal()
+    headers, body = executor_headers(req, mint(req, signer=signer())), executor_body(req)
+
+    def fire(_: int) -> int:
+        return httpx.post(upstream.url + "/tools/send", headers=headers, content=body, timeout=10).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(fire, range(8)))
+    assert statuses == [200] + [409] * 7
+    assert upstream.counter.runs == [req.args]
