@@ -43,7 +43,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("mypy>=1.11", "types-PyYAML", "types-jsonschema", "./packages/core[test]", "./conformance")
+    session.install(
+        "mypy>=1.11", "types-PyYAML", "types-jsonschema", "./packages/core[test]", "./conformance", "./packages/server"
+    )
     session.run("mypy")
 
 
@@ -76,6 +78,13 @@ def bench_openai_agents(session: nox.Session) -> None:
     """execauth-openai-agents overhead per tool call and per Runner.run, offline (own venv)."""
     session.install("./packages/core", "./packages/openai_agents")
     session.run("python", "bench/bench_openai_agents.py", *session.posargs, env={"OPENAI_AGENTS_DISABLE_TRACING": "1"})
+
+
+@nox.session
+def bench_server(session: nox.Session) -> None:
+    """execauth-server: decide round trip over loopback beside in-process, calls/s on 1 and 2 workers."""
+    session.install("./packages/core[remote,postgres]", "./packages/server", "psycopg[binary]>=3.1")
+    session.run("python", "bench/bench_server.py", *session.posargs)
 
 
 @nox.session

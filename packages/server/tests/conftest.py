@@ -29,9 +29,11 @@ principals:
     agents: [helper]
     allow_tools: [search_docs, refund]
     max_risk_tier: E3
-    rate_limits: [{tool: refund, limit: 5, window: 3600}]
   - id: bob
     allow_tools: [search_docs]
+  - id: carol
+    allow_tools: [search_docs]
+    rate_limits: [{tool: search_docs, limit: 5, window: 3600}]
 """
 
 TOOLS = """\

@@ -274,3 +274,7 @@ def test_no_stack_trace_reaches_a_client(server_config: dict[str, Any], tmp_path
         r = client.post("/v1/decide", json=SEARCH, headers={"Authorization": "Bearer s"})
     assert r.status_code == 500 and r.json()["reason_code"] == "GUARD_ERROR"
     assert "internals" not in r.text and "Traceback" not in r.text
+    seq = r.json()["audit_seq"]
+    entry = list(app.state.service.stores.audit.entries())[seq - 1].body
+    assert (entry["event"], entry["executed"], entry["reason_codes"]) == ("denial", False, ["GUARD_ERROR"])
+    app.state.service.close()

@@ -271,7 +271,7 @@ class Guard:
         Nothing runs through a closed store by mistake: a later call is denied
         (``STORE_UNAVAILABLE`` on SQLite) or, on Redis and PostgreSQL, whose clients
         reconnect on demand, opens new connections that need closing again."""
-        for store in (self.replay_store, self.audit_log):
+        for store in (self.replay_store, self.audit_log, self.authority):
             close = getattr(store, "close", None)
             if close is not None:
                 close()

@@ -311,6 +311,14 @@ class RemoteAuthority:
             raise AuthorityUnavailable(f"the authority is unreachable ({type(exc).__name__})") from None
         return self._check(request, r.status_code, r.content, now, proposal_digest, request_bytes)
 
+    def grant_approval(self, *args: Any, **kwargs: Any) -> Any:
+        """Approvals are granted at the authority service, not by an agent's guard.
+
+        Raises:
+            ConfigurationError: always.
+        """
+        raise ConfigurationError("a remote guard cannot grant approvals: a person approves at the authority service")
+
     def current_policy(self) -> PolicyRef | None:
         """The policy the service has in force now, or ``None`` if it cannot say."""
         httpx = _httpx()

@@ -142,6 +142,12 @@ class AuthorityService:
                     trusted_keys=KeySet.of_signer(self.signer),
                 )
         self.keys = KeySet.of_signer(self.signer)
+        if authority is None and config.extra_keys is not None:
+            # Published beside the signing key: a previous key (retired, with its
+            # not_after) whose tokens may still be presented, or the next one.
+            for key in KeySet.load(config.extra_keys):
+                if key.kid != self.signer.kid:
+                    self.keys.add(key)
         body = canonicalize(self.keys.to_jwks())
         self.jwks_body = body
         self.jwks_etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
@@ -350,6 +356,9 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
                 decision = await run_in_threadpool(svc.decide, proposal, approval, caller)
             except StoreUnavailable:
                 raise _Refusal(503, R.STORE_UNAVAILABLE, "a store is unavailable; nothing was decided") from None
+            except Exception as exc:  # noqa: BLE001 - a bug decides nothing, and says so without details
+                log.error("execauth-server: internal error while deciding (%s)", type(exc).__name__)
+                raise _Refusal(500, R.GUARD_ERROR, "internal error; nothing was decided") from None
             return Response(decision.canonical_bytes(), media_type="application/json")
         except _Refusal as refusal:
             seq = await run_in_threadpool(svc.denial, subject, refusal.code.value, refusal.message, caller)
@@ -473,15 +482,11 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
 def app_from_env() -> Starlette:
     """uvicorn factory for worker processes: the config file named by
     ``EXECAUTH_SERVER_CONFIG`` (or the no-config defaults in ``EXECAUTH_SERVER_DATA``)."""
-    from pathlib import Path
 
-    from .config import load_config, parse_config
+    from .config import DEFAULT_DATA_DIR, default_config, load_config
 
     source = os.environ.get("EXECAUTH_SERVER_CONFIG")
-    if source:
-        config = load_config(source)
-    else:
-        config = parse_config({"data_dir": os.environ.get("EXECAUTH_SERVER_DATA", ".execauth-server")}, base=Path.cwd())
+    config = load_config(source) if source else default_config(os.environ.get("EXECAUTH_SERVER_DATA", DEFAULT_DATA_DIR))
     return create_app(config)
 
 

@@ -70,21 +70,9 @@ def add_caller(config_file: str, name: str, principals: list[str], agents: list[
 
 
 def _defaults(args: argparse.Namespace) -> ServerConfig:
-    """No config file: loopback, embedded SQLite and a generated key in the data folder,
-    and one local caller whose secret is kept (mode 0600) in that folder."""
-    data = Path(args.data_dir or DEFAULT_DATA_DIR).resolve()
-    data.mkdir(parents=True, exist_ok=True)
-    secret_file = data / "caller.secret"
-    if not secret_file.exists():
-        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(new_secret() + "\n")
-    secret = secret_file.read_text(encoding="utf-8").strip()
-    doc = {
-        "data_dir": str(data),
-        "callers": [{"name": "local", "secret_sha256": hash_secret(secret), "principals": ["*"]}],
-    }
-    return parse_config(doc, base=data)
+    from .config import default_config
+
+    return default_config(Path(args.data_dir or DEFAULT_DATA_DIR))
 
 
 def serve(args: argparse.Namespace) -> int:

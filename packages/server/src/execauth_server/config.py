@@ -28,6 +28,7 @@ _KEYS = {
     "stores",
     "data_dir",
     "key_file",
+    "extra_keys",
     "issuer",
     "audience",
     "tool_audiences",
@@ -86,6 +87,7 @@ class ServerConfig:
     manifests: Path | None = None
     stores: str | None = None
     key_file: Path | None = None
+    extra_keys: Path | None = None
     issuer: str = DEFAULT_ISSUER
     audience: str = DEFAULT_AUDIENCE
     tool_audiences: Mapping[str, str] = field(default_factory=dict)
@@ -191,6 +193,7 @@ def parse_config(data: Any, *, base: Path | None = None, source: Path | None = N
         manifests=path("manifests"),
         stores=_str(stores, "stores") if stores is not None else None,
         key_file=path("key_file"),
+        extra_keys=path("extra_keys"),
         issuer=_str(data.get("issuer", DEFAULT_ISSUER), "issuer"),
         audience=_str(data.get("audience", DEFAULT_AUDIENCE), "audience"),
         tool_audiences=dict(tool_audiences),
@@ -233,3 +236,26 @@ def load_config(path: str | os.PathLike[str]) -> ServerConfig:
         if str(exc).startswith(str(p)):
             raise
         raise ConfigurationError(f"{p}: {exc}") from None
+
+
+def default_config(data_dir: str | os.PathLike[str]) -> ServerConfig:
+    """The no-config-file setup: loopback, embedded SQLite and a generated key in
+    ``data_dir``, and one caller ``local`` (any principal) whose secret is kept in
+    ``data_dir/caller.secret`` (mode 0600, created on first start)."""
+    data = Path(data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    secret_file = data / "caller.secret"
+    if not secret_file.exists():
+        try:
+            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another worker wrote it first
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(new_secret() + "\n")
+    secret = secret_file.read_text(encoding="utf-8").strip()
+    doc = {
+        "data_dir": str(data),
+        "callers": [{"name": "local", "secret_sha256": hash_secret(secret), "principals": ["*"]}],
+    }
+    return parse_config(doc, base=data)

@@ -30,7 +30,7 @@ from typing import Any
 
 from .config import ServerConfig, hash_secret, load_config, new_secret, parse_config
 
-__all__ = ["RunningServer", "running_server"]
+__all__ = ["RunningServer", "running_server", "serving"]
 
 
 @dataclass
@@ -70,7 +70,7 @@ def _document(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> tupl
 
 
 def _absolute(doc: dict[str, Any], base: Path) -> dict[str, Any]:
-    for key in ("policy", "manifests", "data_dir", "key_file"):
+    for key in ("policy", "manifests", "data_dir", "key_file", "extra_keys"):
         value = doc.get(key)
         if isinstance(value, str) and not os.path.isabs(value):
             doc[key] = str(base / value)
@@ -112,6 +112,7 @@ def running_server(
     workers: int = 1,
     port: int = 0,
     startup_timeout: float = 30.0,
+    isolated: bool = False,
 ) -> Iterator[RunningServer]:
     """Start an authority service on 127.0.0.1 and stop it when the block ends.
 
@@ -120,6 +121,7 @@ def running_server(
             file, or ``None`` (no policy: every proposal is denied). Without
             ``data_dir`` a fresh temporary folder is used and removed afterwards.
         workers: uvicorn worker processes; above 1 the server is a subprocess.
+        isolated: run even a single worker as a subprocess (its own interpreter and GIL).
         port: 0 for an ephemeral port.
     """
     doc, base = _document(config)
@@ -135,20 +137,18 @@ def running_server(
         config_file = work / "server.json"
         config_file.write_text(json.dumps(doc, indent=2), encoding="utf-8")  # noqa: TID251 - a config file
         parsed = load_config(config_file)
-        if workers <= 1:
+        if workers <= 1 and not isolated:
             yield from _in_thread(parsed, credential, config_file, port, startup_timeout)
         else:
             yield from _in_subprocess(parsed, credential, config_file, port, workers, startup_timeout)
 
 
-def _in_thread(
-    config: ServerConfig, credential: str, config_file: Path, port: int, startup_timeout: float
-) -> Iterator[RunningServer]:
+@contextlib.contextmanager
+def serving(app: Any, *, port: int = 0, startup_timeout: float = 30.0) -> Iterator[str]:
+    """Serve any ASGI ``app`` with uvicorn in a thread on 127.0.0.1; yields its base URL
+    and stops it when the block ends."""
     import uvicorn
 
-    from .app import create_app
-
-    app = create_app(config)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
@@ -157,7 +157,7 @@ def _in_thread(
     actual = sock.getsockname()[1]
     uconfig = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)
     server = uvicorn.Server(uconfig)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="execauth-server")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="execauth-uvicorn")
     thread.start()
     try:
         deadline = time.monotonic() + startup_timeout
@@ -165,13 +165,7 @@ def _in_thread(
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the in-process server did not start")
             time.sleep(0.01)
-        yield RunningServer(
-            url=f"http://127.0.0.1:{actual}",
-            credential=credential,
-            data_dir=config.data_dir,
-            config=config,
-            config_file=config_file,
-        )
+        yield f"http://127.0.0.1:{actual}"
     finally:
         server.should_exit = True
         thread.join(10)
@@ -179,6 +173,20 @@ def _in_thread(
             server.force_exit = True
             thread.join(5)
         sock.close()
+
+
+def _in_thread(
+    config: ServerConfig, credential: str, config_file: Path, port: int, startup_timeout: float
+) -> Iterator[RunningServer]:
+    from .app import create_app
+
+    app = create_app(config)
+    try:
+        with serving(app, port=port, startup_timeout=startup_timeout) as url:
+            yield RunningServer(
+                url=url, credential=credential, data_dir=config.data_dir, config=config, config_file=config_file
+            )
+    finally:
         app.state.service.close()
 
 

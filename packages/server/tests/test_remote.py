@@ -1,0 +1,380 @@
+"""Guard.remote / RemoteAuthority / JWKSKeys against real uvicorn servers, including
+authorities that fail or lie: each is a recorded denial and the tool never runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from execauth_core import (
+    AllowListPolicy,
+    Authority,
+    AuthorizationRequest,
+    ExecutionDenied,
+    Guard,
+    KeySet,
+    LocalSigner,
+)
+from execauth_core.canonical import canonicalize
+from execauth_core.remote import JWKSKeys, RemoteAuthority
+from execauth_server.config import hash_secret
+from execauth_server.testing import running_server, serving, stop
+
+_open: list[Guard] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_guards() -> Iterator[None]:
+    yield
+    while _open:
+        _open.pop().close()
+
+
+def remote(url: str, **kw: Any) -> Guard:
+    """Guard.remote, closed (HTTP pool, stores) after the test."""
+    guard = Guard.remote(url, **kw)
+    _open.append(guard)
+    return guard
+
+
+class Tool:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        return "ran"
+
+
+def denied(guard: Guard, tool: str = "search_docs", args: dict[str, Any] | None = None, **kw: Any) -> ExecutionDenied:
+    fn = Tool()
+    request = guard.proposal(tool, args or {"q": "x"}, principal=kw.pop("principal", "alice"), agent="helper")
+    with pytest.raises(ExecutionDenied) as info:
+        guard.run(request, fn)
+    assert fn.calls == 0, "the tool ran"
+    last = list(guard.audit_log.entries())[-1].body
+    assert last["event"] == "denial" and last["executed"] is False
+    assert list(info.value.reason_codes) == last["reason_codes"]
+    return info.value
+
+
+def test_allow_runs_deny_does_not(server_config: dict[str, Any]) -> None:
+    with running_server(server_config) as srv:
+        guard = remote(srv.url, credential=srv.credential)
+        tool = Tool()
+        req = guard.proposal("search_docs", {"q": "x"}, principal="alice", agent="helper")
+        assert guard.run(req, tool) == "ran" and tool.calls == 1
+        entries = [e.body for e in guard.audit_log.entries()]
+        assert entries[0]["event"] == "execution" and entries[0]["executed"] is True
+        assert "TOOL_NOT_ALLOWED" in denied(guard, "drop_table", {"table": "t"}).reason_codes
+        # the server refuses a principal the credential is not bound to
+        bound = {"name": "b", "secret_sha256": hash_secret("bob-only"), "principals": ["bob"]}
+    with running_server({**server_config, "callers": [bound]}) as srv:
+        assert denied(remote(srv.url, credential="bob-only")).reason_codes == ("CALLER_NOT_BOUND",)
+        assert denied(remote(srv.url, credential="nope")).reason_codes == ("CALLER_UNAUTHENTICATED",)
+
+
+def test_the_agent_process_holds_no_signing_key(server_config: dict[str, Any]) -> None:
+    with running_server(server_config) as srv:
+        guard = remote(srv.url, credential=srv.credential)
+        assert isinstance(guard.authority, RemoteAuthority)
+        assert not hasattr(guard.authority, "signer") and srv.credential not in repr(guard.authority)
+
+
+def test_authority_down_mid_run_is_a_recorded_denial(server_config: dict[str, Any]) -> None:
+    with running_server(server_config) as srv:
+        guard = remote(srv.url, credential=srv.credential, timeout=2)
+        assert guard.run(guard.proposal("search_docs", {"q": "a"}, principal="alice", agent="helper"), Tool()) == "ran"
+    # the server is gone now
+    assert denied(guard).reason_codes == ("AUTHORITY_UNAVAILABLE",)
+
+
+def test_killed_multiworker_authority_is_a_recorded_denial(server_config: dict[str, Any]) -> None:
+    with running_server(server_config, workers=2) as srv:
+        guard = remote(srv.url, credential=srv.credential, timeout=2)
+        assert guard.run(guard.proposal("search_docs", {"q": "a"}, principal="alice", agent="helper"), Tool()) == "ran"
+        assert srv.process is not None
+        stop(srv.process, kill=True)
+        assert denied(guard).reason_codes == ("AUTHORITY_UNAVAILABLE",)
+
+
+def test_policy_check_on_presented_tokens_asks_the_service(server_config: dict[str, Any]) -> None:
+    with running_server(server_config) as srv:
+        guard = remote(srv.url, credential=srv.credential)
+        req = guard.proposal("search_docs", {"q": "x"}, principal="alice", agent="helper")
+        token = guard.authorize(req).token
+        other = remote(srv.url, credential=srv.credential)  # never decided anything itself
+        assert other.execute(req, token, Tool()) == "ran"
+
+
+# -- authorities that misbehave --------------------------------------------------
+
+
+class Liar:
+    """A real HTTP authority whose answers a test can spoil."""
+
+    def __init__(self) -> None:
+        self.signer = LocalSigner.generate()
+        self.authority = Authority(
+            AllowListPolicy(["search_docs"]), self.signer, issuer="execauth-server", audience="execauth-guard"
+        )
+        self.spoil: Callable[[dict[str, Any], AuthorizationRequest], Any] = lambda d, r: d
+        self.delay = 0.0
+        routes = [
+            Route("/v1/decide", self.decide, methods=["POST"]),
+            Route("/.well-known/jwks.json", self.jwks, methods=["GET"]),
+        ]
+        self.app = Starlette(routes=routes)
+
+    async def jwks(self, request: Request) -> Response:
+        return JSONResponse(KeySet.of_signer(self.signer).to_jwks())
+
+    async def decide(self, request: Request) -> Response:
+        req = AuthorizationRequest.model_validate_json(await request.body())
+        await asyncio.sleep(self.delay)
+        decision = self.authority.decide(req, now=int(time.time()), token_id="t" * 24)
+        spoiled = self.spoil(json.loads(decision.canonical_bytes()), req)
+        if isinstance(spoiled, Response):
+            return spoiled
+        return Response(canonicalize(spoiled), media_type="application/json")
+
+
+@pytest.fixture
+def liar() -> Iterator[tuple[Liar, Guard]]:
+    lie = Liar()
+    with serving(lie.app) as url:
+        yield lie, remote(url, credential="anything", timeout=1)
+
+
+def _forge_token(d: dict[str, Any], r: AuthorizationRequest) -> dict[str, Any]:
+    other = Authority(
+        AllowListPolicy(["search_docs"]), LocalSigner.generate(), issuer="execauth-server", audience="execauth-guard"
+    )
+    d["token"] = other.decide(r, now=int(time.time()), token_id="t" * 24).token
+    return d
+
+
+def _token_for_other_args(d: dict[str, Any], r: AuthorizationRequest, lie: Liar) -> dict[str, Any]:
+    other = r.model_copy(update={"args": {"q": "something else"}})
+    d["token"] = lie.authority.decide(other, now=int(time.time()), token_id="t" * 24).token
+    return d
+
+
+@pytest.mark.parametrize(
+    ("spoil", "code"),
+    [
+        (lambda d, r: Response("oops", status_code=500), "AUTHORITY_UNAVAILABLE"),
+        (lambda d, r: Response("bad gateway", status_code=502), "AUTHORITY_UNAVAILABLE"),
+        (lambda d, r: Response(b"not json", media_type="application/json"), "AUTHORITY_ANSWER_INVALID"),
+        (lambda d, r: Response(b'{"outcome": "ALLOW"}', media_type="application/json"), "AUTHORITY_ANSWER_INVALID"),
+        (lambda d, r: {**d, "record_signature": d["record_signature"][:-4] + "AAAA"}, "AUTHORITY_ANSWER_INVALID"),
+        (lambda d, r: {**d, "proposal_digest": "sha256:" + "0" * 64}, "AUTHORITY_ANSWER_INVALID"),
+        (lambda d, r: {**d, "token": None}, "AUTHORITY_ANSWER_INVALID"),
+        (lambda d, r: {**d, "token": d["token"].rsplit(".", 1)[0] + "."}, "AUTHORITY_ANSWER_INVALID"),
+        (_forge_token, "AUTHORITY_ANSWER_INVALID"),
+    ],
+    ids=[
+        "500",
+        "502",
+        "not-json",
+        "not-a-decision",
+        "record-signature",
+        "other-proposal",
+        "allow-without-token",
+        "unsigned-token",
+        "forged-token",
+    ],
+)
+def test_a_bad_answer_is_a_recorded_denial(liar: tuple[Liar, Guard], spoil: Any, code: str) -> None:
+    lie, guard = liar
+    lie.spoil = spoil
+    assert denied(guard).reason_codes == (code,)
+
+
+def test_a_token_for_another_proposal_is_refused(liar: tuple[Liar, Guard]) -> None:
+    lie, guard = liar
+    lie.spoil = lambda d, r: _token_for_other_args(d, r, lie)
+    assert denied(guard).reason_codes == ("AUTHORITY_ANSWER_INVALID",)
+
+
+def test_an_honest_liar_is_believed(liar: tuple[Liar, Guard]) -> None:
+    """The checks above refuse the spoiled answers, not every answer."""
+    _, guard = liar
+    assert guard.run(guard.proposal("search_docs", {"q": "x"}, principal="alice"), Tool()) == "ran"
+
+
+def test_a_slow_authority_times_out_into_a_denial(liar: tuple[Liar, Guard]) -> None:
+    lie, guard = liar
+    lie.delay = 2.0
+    started = time.monotonic()
+    assert denied(guard).reason_codes == ("AUTHORITY_UNAVAILABLE",)
+    assert time.monotonic() - started < 1.9
+
+
+def test_async_decide(server_config: dict[str, Any]) -> None:
+    with running_server(server_config) as srv:
+        authority = RemoteAuthority(srv.url, credential=srv.credential)
+        req = AuthorizationRequest(tool="search_docs", args={"q": "x"}, principal="alice", agent="helper")
+
+        async def go() -> Any:
+            try:
+                return await authority.adecide(req, now=int(time.time()))
+            finally:
+                await authority.aclose()
+
+        assert asyncio.run(go()).outcome.value == "ALLOW"
+
+
+# -- keys ---------------------------------------------------------------------
+
+
+def test_key_rotation_is_picked_up_from_the_jwks(server_config: dict[str, Any], tmp_path: Any) -> None:
+    key_a, key_b = LocalSigner.generate(), LocalSigner.generate()
+    key_a.save(tmp_path / "a.key")
+    key_b.save(tmp_path / "b.key")
+    with running_server({**server_config, "key_file": str(tmp_path / "a.key")}) as srv:
+        port = srv.port
+        guard = remote(srv.url, credential=srv.credential)
+        keys = guard.verifier.keys
+        assert isinstance(keys, JWKSKeys)
+        keys.min_refresh_interval = 0.0
+        assert guard.run(guard.proposal("search_docs", {"q": "1"}, principal="alice", agent="helper"), Tool()) == "ran"
+        assert keys.get(key_a.kid) is not None and keys.get(key_b.kid) is None
+    config = {
+        **server_config,
+        "key_file": str(tmp_path / "b.key"),
+        "callers": [{"name": "c", "secret_sha256": hash_secret("rotated"), "principals": ["*"]}],
+    }
+    with running_server(config, port=port):
+        guard.authority._credential = "rotated"  # type: ignore[union-attr]  # same workload, its new secret
+        assert guard.run(guard.proposal("search_docs", {"q": "2"}, principal="alice", agent="helper"), Tool()) == "ran"
+        assert keys.get(key_b.kid) is not None and keys.get(key_a.kid) is None  # A is gone from the JWKS
+
+
+def test_unknown_kids_refresh_at_a_limited_rate(server_config: dict[str, Any]) -> None:
+    with running_server(server_config) as srv:
+        keys = JWKSKeys(srv.jwks_url, min_refresh_interval=60)
+        assert len(keys) == 1 and keys.fetches == 1
+        for _ in range(20):
+            assert keys.get("forged-kid-" + "x" * 10) is None
+        assert keys.fetches == 1  # no stampede on the service
+
+
+def test_pins_restrict_the_trusted_kids(server_config: dict[str, Any]) -> None:
+    with running_server(server_config) as srv:
+        served = KeySet.from_jwks(json.loads(__import__("httpx").get(srv.jwks_url).content))
+        kid = next(iter(served)).kid
+        assert JWKSKeys(srv.jwks_url, pins={kid}).get(kid) is not None
+        assert JWKSKeys(srv.jwks_url, pins={"another"}).get(kid) is None
+
+
+def test_a_key_carried_in_the_token_header_is_never_used(liar: tuple[Liar, Guard]) -> None:
+    import base64
+
+    lie, guard = liar
+
+    def with_jwk(d: dict[str, Any], r: AuthorizationRequest) -> dict[str, Any]:
+        head, payload, sig = d["token"].split(".")
+        header = json.loads(base64.urlsafe_b64decode(head + "=="))
+        header["jwk"] = KeySet.of_signer(lie.signer).to_jwks()["keys"][0]
+        d["token"] = base64.urlsafe_b64encode(canonicalize(header)).rstrip(b"=").decode() + "." + payload + "." + sig
+        return d
+
+    lie.spoil = with_jwk
+    assert denied(guard).reason_codes == ("AUTHORITY_ANSWER_INVALID",)
+
+
+def test_a_policy_change_stops_unused_tokens(server_config: dict[str, Any], tmp_path: Any) -> None:
+    from pathlib import Path
+
+    with running_server(server_config) as srv:
+        port = srv.port
+        guard = remote(srv.url, credential=srv.credential)
+        req = guard.proposal("search_docs", {"q": "x"}, principal="alice", agent="helper")
+        token = guard.authorize(req).token
+    policy = Path(server_config["policy"])
+    policy.write_text(policy.read_text().replace("epoch: 1", "epoch: 2"))
+    with running_server({**server_config, "data_dir": str(tmp_path / "data")}, port=port) as srv:
+        later = remote(srv.url, credential=srv.credential)
+        tool = Tool()
+        with pytest.raises(ExecutionDenied) as info:
+            later.execute(req, token, tool)
+        assert info.value.reason_codes == ("TOKEN_POLICY_STALE",) and tool.calls == 0
+
+
+def test_remote_guard_keeps_its_records_in_its_own_stores(server_config: dict[str, Any], tmp_path: Any) -> None:
+    from execauth_core.stores.sqlite import SQLiteAuditLog
+
+    with running_server(server_config) as srv:
+        guard = remote(srv.url, credential=srv.credential, data_dir=tmp_path / "agent")
+        assert guard.run(guard.proposal("search_docs", {"q": "x"}, principal="alice", agent="helper"), Tool()) == "ran"
+        with pytest.raises(Exception, match="cannot grant approvals"):
+            guard.approve(None, approver="someone")  # type: ignore[arg-type]
+    log = SQLiteAuditLog(tmp_path / "agent" / "execauth.db")
+    try:
+        assert [e.event for e in log.entries()] == ["execution", "result"]
+    finally:
+        log.close()
+    assert not list((tmp_path / "agent").glob("*.key"))  # no key on the agent's side
+
+
+def test_the_envelope_carries_an_approval(server_config: dict[str, Any]) -> None:
+    import httpx
+
+    with running_server(server_config) as srv:
+        h = {"Authorization": f"Bearer {srv.credential}"}
+        req = {"tool": "search_docs", "args": {"q": "x"}, "principal": "alice", "agent": "helper"}
+        r = httpx.post(srv.url + "/v1/decide", json={"request": req, "approval": None}, headers=h)
+        assert r.status_code == 200 and r.json()["outcome"] == "ALLOW"
+        r = httpx.post(srv.url + "/v1/decide", json={"request": req, "extra": 1}, headers=h)
+        assert r.status_code == 400 and r.json()["reason_code"] == "REQUEST_INVALID"
+        bad = {
+            "grant_id": "g" * 20,
+            "proposal_digest": "sha256:" + "0" * 64,
+            "approver": "x",
+            "granted_at": 1,
+            "expires_at": 2,
+            "kid": "k",
+            "signature": "AA",
+        }
+        r = httpx.post(srv.url + "/v1/decide", json={"request": req, "approval": bad}, headers=h)
+        assert r.status_code == 200 and r.json()["record"]["approved"] is False  # a bad grant approves nothing
+
+
+def test_a_retired_key_published_beside_the_new_one_still_verifies_its_tokens(
+    server_config: dict[str, Any], tmp_path: Any
+) -> None:
+    from execauth_core import KeyStatus, TokenError, TokenVerifier
+
+    key_a, key_b = LocalSigner.generate(), LocalSigner.generate()
+    key_a.save(tmp_path / "a.key")
+    key_b.save(tmp_path / "b.key")
+    with running_server({**server_config, "key_file": str(tmp_path / "a.key")}) as srv:
+        port = srv.port
+        guard = remote(srv.url, credential=srv.credential)
+        req = guard.proposal("search_docs", {"q": "x"}, principal="alice", agent="helper")
+        token = guard.authorize(req).token
+    now = int(time.time())
+    retired = KeySet.of_signer(key_a)
+    retired.set_status(key_a.kid, KeyStatus.RETIRED, at=now)
+    (tmp_path / "retired.json").write_text(json.dumps(retired.to_jwks()))
+    config = {**server_config, "key_file": str(tmp_path / "b.key"), "extra_keys": str(tmp_path / "retired.json")}
+    with running_server(config, port=port) as srv:
+        executor = TokenVerifier(keys=JWKSKeys(srv.jwks_url), issuer="execauth-server", audience="execauth-guard")
+        assert executor.verify(token, request=req, now=now).jti  # signed before A retired
+        forged_later = Authority(
+            AllowListPolicy(["search_docs"]), key_a, issuer="execauth-server", audience="execauth-guard"
+        )
+        late = forged_later.decide(req, now=now + 5, token_id="l" * 24).token
+        with pytest.raises(TokenError) as info:
+            executor.verify(late, request=req, now=now + 5)  # a stolen retired key signs nothing new
+        assert info.value.reason_code == "TOKEN_KEY_INACTIVE"
