@@ -183,7 +183,9 @@ class ExecAuthMiddleware:
         try:
             await self.app(inner, receive, watch)
         except BaseException:
-            await self._run(partial(self.executor.record_result, verified, status="error"))
+            # Shielded: a cancelled request still gets its result recorded.
+            with anyio.CancelScope(shield=True):
+                await self._run(partial(self.executor.record_result, verified, status="error"))
             raise
         code = status[0] if status else None
         ok = code is not None and code < 500
