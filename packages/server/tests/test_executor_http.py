@@ -315,3 +315,18 @@ def test_concurrent_replays_of_one_token_run_it_once(upstream: Upstream) -> None
         statuses = sorted(pool.map(fire, range(8)))
     assert statuses == [200] + [409] * 7
     assert upstream.counter.runs == [req.args]
+
+
+def test_an_unreachable_jwks_refuses_with_503_and_nothing_runs() -> None:
+    from execauth_core.remote import JWKSKeys
+
+    counter, audit = Counter(), MemoryAuditLog()
+    keys = JWKSKeys(f"http://127.0.0.1:{free_port()}/.well-known/jwks.json", timeout=0.5)
+    req = proposal()
+    with serving(tool_app(counter, make_executor(keys, audit=audit))) as url:
+        r = httpx.post(
+            url + "/tools/send", headers=executor_headers(req, mint(req, signer=signer())), content=executor_body(req)
+        )
+    assert (r.status_code, r.json()["reason_code"]) == (503, "KEYSET_MISSING")
+    assert counter.runs == []
+    assert [(e.event, e.executed) for e in audit.entries()] == [("denial", False)]
