@@ -1,7 +1,8 @@
 """execauth + AutoGen, offline: a scripted model asks for three tool calls in one turn.
 
-    pip install 'execauth-autogen[agentchat]' autogen-ext   # AgentChat (autogen-agentchat)
-    pip install 'execauth-autogen[classic]'                 # or classic AutoGen (ag2 < 1.0)
+    # from the repository root of a checkout (the packages are not published yet):
+    pip install ./packages/core './packages/autogen[agentchat]' autogen-ext   # AgentChat
+    pip install ./packages/core './packages/autogen[classic]'   # or classic AutoGen (ag2), another venv
     python examples/autogen_quickstart.py
 
 Runs whichever AutoGen API is installed (the two cannot share one environment). One

@@ -1,5 +1,7 @@
 """execauth + CrewAI, offline: a scripted model asks for three tool calls in one turn.
 
+    # from the repository root of a checkout (the packages are not published yet):
+    pip install ./packages/core ./packages/crewai   # its own venv: crewai pins pydantic and openai
     python examples/crewai_quickstart.py
 
 A real Crew.kickoff runs them. One is allowed and runs; one is denied by policy

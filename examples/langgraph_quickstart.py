@@ -1,5 +1,7 @@
 """execauth + LangGraph, offline: a scripted model asks for three tool calls in one turn.
 
+    # from the repository root of a checkout (the packages are not published yet):
+    pip install ./packages/core ./packages/langgraph
     python examples/langgraph_quickstart.py
 
 One is allowed and runs, one is denied by policy (the model is told why), one needs a

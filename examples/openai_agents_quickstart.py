@@ -1,5 +1,7 @@
 """execauth + the OpenAI Agents SDK, offline: a scripted model asks for three tool calls.
 
+    # from the repository root of a checkout (the packages are not published yet):
+    pip install ./packages/core ./packages/openai_agents   # its own venv: the SDK needs openai>=3
     python examples/openai_agents_quickstart.py
 
 The real ``Runner`` runs the real agent loop; only the model is scripted (no network,

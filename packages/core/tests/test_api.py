@@ -38,6 +38,8 @@ PUBLIC = {
     "ReasonCode",
     "Scope",
     "Signer",
+    "Spool",
+    "SpoolIntegrityError",
     "AuthorityUnavailable",
     "StoreUnavailable",
     "SystemClock",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -438,3 +440,50 @@ def test_rejections_are_recorded_against_the_proposal() -> None:
     )
     last = list(guard.audit_log.entries())[-1]
     assert last.body["proposal_digest"] == shown["proposal_digest"] and last.body["tool"] == "transfer"
+
+
+_NO_LANGCHAIN = """
+import importlib.abc
+import sys
+
+
+class NoLangchain(importlib.abc.MetaPathFinder):
+    # What an environment without the `agents` extra looks like: `langchain` is not
+    # found (langchain-core and langgraph still are).
+    def find_spec(self, name, path=None, target=None):
+        if name == "langchain" or name.startswith("langchain."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NoLangchain())
+"""
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_star_import_works_without_langchain() -> None:
+    """Issue 15 item 7: `from execauth_langgraph import *` failed without `[agents]`."""
+    proc = _run(
+        _NO_LANGCHAIN
+        + """
+from execauth_langgraph import *
+import execauth_langgraph
+assert "ExecAuthMiddleware" not in execauth_langgraph.__all__, execauth_langgraph.__all__
+assert callable(guarded_tool_node) and callable(guarded_node)
+try:
+    execauth_langgraph.ExecAuthMiddleware
+except ImportError as exc:
+    print("IMPORT-ERROR:", exc)
+"""
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "IMPORT-ERROR: ExecAuthMiddleware needs langchain's create_agent: pip install" in proc.stdout
+
+
+def test_star_import_exports_the_middleware_with_langchain() -> None:
+    proc = _run("from execauth_langgraph import *\nprint(ExecAuthMiddleware.__name__)")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ExecAuthMiddleware"

@@ -1,5 +1,5 @@
-"""Gate the classic AutoGen function map (module ``autogen`` from ``ag2`` < 1.0, also
-``pyautogen`` 0.2.x).
+"""Gate the classic AutoGen function map (module ``autogen`` from ``ag2`` 0.9.1 to < 1.0, or
+``pyautogen`` 0.9; ``pyautogen`` 0.2.x has no tool-call ids and is refused).
 
 Classic agents run a model's ``function_call`` / ``tool_calls`` by looking the name up
 in the executing agent's ``function_map`` and calling the entry with the model's
@@ -33,7 +33,8 @@ try:
     import autogen as _autogen
 except ImportError as exc:  # pragma: no cover - exercised in the agentchat env
     raise ImportError(
-        "execauth_autogen.classic needs classic AutoGen (module `autogen`): pip install 'execauth-autogen[classic]'"
+        "execauth_autogen.classic needs classic AutoGen (module `autogen`; ag2 >= 1.0 and pyautogen >= 0.10 "
+        "do not ship it): pip install 'execauth-autogen[classic]'"
     ) from exc
 
 from execauth_core import (
@@ -73,6 +74,31 @@ def _check_framework() -> None:
 
 
 _check_framework()
+
+
+def _check_call_ids() -> None:
+    """Refuse a classic AutoGen whose ``execute_function`` gets no tool-call id.
+
+    ``pyautogen`` 0.2.x calls ``execute_function(func_call, verbose)``: no agent there
+    can learn which tool call it runs, so every proposal would carry ``call_id: null``
+    and two identical calls in one turn could not be told apart in the audit log.
+    Refused when a gate is built, rather than guarding half-way.
+    """
+    execute = getattr(_autogen.ConversableAgent, "execute_function", None)
+    names: set[str] = set()
+    if callable(execute):
+        try:
+            names = set(inspect.signature(execute).parameters)
+        except (TypeError, ValueError):
+            pass  # no readable signature: treated as no call id
+    if "call_id" not in names:
+        version = getattr(_autogen, "__version__", "unknown")
+        raise ConfigurationError(
+            f"the installed classic AutoGen (module `autogen` {version}, e.g. pyautogen 0.2.x) passes no "
+            "tool-call id to ConversableAgent.execute_function, so execauth cannot bind calls to the model's "
+            "call ids: pip uninstall pyautogen, then pip install 'execauth-autogen[classic]' (ag2>=0.9.1,<1.0)"
+        )
+
 
 # The model's tool-call id of the call being executed, set by ExecAuthExecutorMixin.
 # A contextvar, so parallel async tool calls (asyncio.gather) each see their own.
@@ -158,6 +184,7 @@ class ExecAuthFunctionGate:
         token_provider: TokenProvider | None = None,
         approver: Approver | None = None,
     ) -> None:
+        _check_call_ids()
         self._gate = Gate(guard, principal=principal, agent=agent, token_provider=token_provider, approver=approver)
 
     @property

@@ -45,6 +45,7 @@ from .messages import (
 )
 from .policy import AllowListPolicy, DecisionPoint, Evaluation
 from .reasons import ReasonCode
+from .spool import Spool, SpoolIntegrityError
 from .tokens import TokenVerifier, issue_token
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
@@ -128,6 +129,8 @@ __all__ = [
     "RiskTier",
     "Scope",
     "Signer",
+    "Spool",
+    "SpoolIntegrityError",
     "AuthorityUnavailable",
     "StoreUnavailable",
     "SystemClock",

@@ -8,6 +8,7 @@ malformed files). Errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import base64
 import itertools
 import json
 import sys
@@ -22,6 +23,7 @@ from .clock import SystemClock
 from .errors import AuditIntegrityError, ExecAuthError, StoreUnavailable, TokenError
 from .keys import KeySet, LocalSigner
 from .messages import AuthorizationRequest
+from .tlog import ProofError
 from .tokens import TokenVerifier, unverified_claims
 
 
@@ -47,13 +49,30 @@ def _json_file(path: str) -> Any:
         raise UsageError(f"{path}: {exc}") from None
 
 
+def _problems(exc: pydantic.ValidationError) -> str:
+    """Every validation error with its field path, on one line."""
+    parts = []
+    for err in exc.errors():
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".") or "(root)"
+        parts.append(f"{path}: {err['msg']}")
+    count = f"{len(parts)} problem{'s' if len(parts) != 1 else ''}"
+    return " ".join(f"{count}: {'; '.join(parts)}".split())
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot create the folder: {exc.strerror or exc}") from None
+
+
 def _print(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _mkdir(out)
     key_path = out / "authority.key"
     signer = LocalSigner.generate()
     signer.save(key_path)
@@ -67,12 +86,7 @@ def cmd_token_verify(args: argparse.Namespace) -> int:
     if token == "-" or token.startswith("@"):
         token = _read("-" if token == "-" else token[1:]).decode("utf-8", "replace").strip()
     keys = KeySet.load(args.jwks)
-    raw = _read(args.request)
-    try:
-        loads_strict(raw)
-        request = AuthorizationRequest.model_validate_json(raw, strict=True)
-    except (CanonicalizationError, pydantic.ValidationError) as exc:
-        raise UsageError(f"{args.request}: not an AuthorizationRequest: {str(exc).splitlines()[0]}") from None
+    request = _request(args.request)
     verifier = TokenVerifier(
         keys=keys, issuer=args.issuer, audience=args.audience, max_ttl=args.max_ttl, clock_skew=args.skew
     )
@@ -87,8 +101,65 @@ def cmd_token_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_token_inspect(args: argparse.Namespace) -> int:
-    _print({"verified": False, "claims": unverified_claims(args.token)})
+    parts = args.token.strip().split(".")
+    if len(parts) != 3:
+        raise UsageError(f"not a token: a compact JWS is three base64url parts separated by '.', this has {len(parts)}")
+    try:
+        claims = unverified_claims(args.token.strip())
+    except TokenError as exc:
+        raise UsageError(f"not a token: its claims do not decode ({exc.reason_code})") from None
+    _print({"verified": False, "claims": claims})
     return 0
+
+
+def cmd_audit_spool_status(args: argparse.Namespace) -> int:
+    from .spool import Spool
+
+    spool = Spool(args.spool)
+    _print({"exists": spool.path.exists(), **spool.status().to_json()})
+    return 0
+
+
+def cmd_audit_spool_verify(args: argparse.Namespace) -> int:
+    from .spool import Spool
+
+    _print({"ok": True, "lines": Spool(args.spool).verify()})
+    return 0
+
+
+def cmd_audit_spool_flush(args: argparse.Namespace) -> int:
+    from .spool import Spool
+
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    spool = Spool(args.spool)
+    log, opened = _audit_log(args)
+    try:
+        result = spool.flush(log, limit=args.limit)
+    finally:
+        opened.close()
+    _print(result.to_json())
+    return 0 if result.error is None else 1
+
+
+def _add_spool_parsers(audit: Any) -> None:
+    """``execauth audit spool status|flush`` (docs/audit-spool.md)."""
+    sp = audit.add_parser("spool", help="records kept while the log was down").add_subparsers(
+        dest="spool_sub", required=True
+    )
+    ss = sp.add_parser("status", help="pending records, bytes, age of the oldest (verifies the spool's chain)")
+    ss.add_argument("--spool", required=True, help="the spool file (Guard.local: DATA_DIR/audit.spool)")
+    ss.set_defaults(fn=cmd_audit_spool_status)
+    sv = sp.add_parser("verify", help="verify the spool's whole hash chain (exit 0 ok, 1 broken)")
+    sv.add_argument("--spool", required=True, help="the spool file (Guard.local: DATA_DIR/audit.spool)")
+    sv.set_defaults(fn=cmd_audit_spool_verify)
+    sf = sp.add_parser("flush", help="replay pending records into the log, in order, once (exit 1 if some remain)")
+    sf.add_argument("--spool", required=True, help="the spool file (Guard.local: DATA_DIR/audit.spool)")
+    where = sf.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", help="SQLite database file")
+    where.add_argument("--store", help="store URL of the log: sqlite:, redis://, postgresql://")
+    sf.add_argument("--limit", type=int, default=None, help="replay at most this many records")
+    sf.set_defaults(fn=cmd_audit_spool_flush)
 
 
 def _audit_log(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -120,36 +191,187 @@ def _verify_to_head(log: Any, checkpoint: Checkpoint | None = None) -> tuple[int
     return verify_chain(upto, checkpoint=checkpoint, expected_head=head)
 
 
+DEFAULT_ORIGIN = "execauth.local/audit"
+
+
+def _load_checkpoint_file(path: str) -> tuple[str | None, bytes]:
+    """A checkpoint file: a signed note (C2SP), or the older JSON checkpoint (its bytes)."""
+    raw = _read(path)
+    if raw.lstrip().startswith(b"{"):
+        return None, raw
+    return raw.decode("utf-8"), b""
+
+
+def _progress_bar(enabled: bool) -> Any:
+    if not (enabled or sys.stderr.isatty()):
+        return None
+
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = width if total <= 0 else min(width, width * done // total)
+        sys.stderr.write(f"\rverifying [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    checkpoint = None
-    if args.checkpoint:
-        if not args.jwks:
+    from .tlog_verify import verify_log
+
+    legacy = None
+    notes: list[str] = []
+    keys = KeySet.load(args.jwks) if args.jwks else None
+    for path in args.checkpoint or []:
+        if keys is None:
             raise UsageError("--checkpoint needs --jwks to check its signature")
-        checkpoint = Checkpoint.from_json(_json_file(args.checkpoint), KeySet.load(args.jwks))
+        note, raw = _load_checkpoint_file(path)
+        if note is not None:
+            notes.append(note)
+            continue
+        try:
+            legacy = Checkpoint.from_json(loads_strict(raw), keys)
+        except CanonicalizationError as exc:
+            raise UsageError(f"{path}: {exc}") from None
     log, opened = _audit_log(args)
     try:
-        seq, head = _verify_to_head(log, checkpoint)
-    except AuditIntegrityError as exc:
-        _print({"ok": False, "first_bad_seq": exc.seq, "message": str(exc)})
-        return 1
+        report = verify_log(
+            log,
+            keys=keys,
+            origin=args.origin,
+            checkpoints=notes,
+            legacy_checkpoint=legacy,
+            now=SystemClock().now(),
+            max_unsigned=args.max_unsigned,
+            max_age=args.max_age,
+            progress=_progress_bar(args.progress),
+        )
     finally:
         opened.close()
-    _print({"ok": True, "records": seq, "head": head, "checkpoint_seq": checkpoint.seq if checkpoint else None})
-    return 0
+    _print(report.to_json())
+    return 0 if report.ok else 1
 
 
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    from .tlog import EMPTY_ROOT
+    from .tlog_checkpoint import sign_checkpoint
+    from .tlog_verify import verify_log
+
+    signer = LocalSigner.load(args.key)
+    keys = KeySet.load(args.jwks) if args.jwks else KeySet.of_signer(signer)
     log, opened = _audit_log(args)
     try:
-        verified = _verify_to_head(log)
-        cp = Checkpoint.sign(log, LocalSigner.load(args.key), now=SystemClock().now(), head=verified)
+        # Only what verifies is vouched for: the whole log, against the store's
+        # earlier checkpoints too, and the root recomputed from the entries.
+        report = verify_log(log, keys=keys, origin=args.origin)
+        if not report.ok:
+            _print(report.to_json())
+            return 1
+        root = base64.b64decode(report.tree_root) if report.tree_root else EMPTY_ROOT
+        now = SystemClock().now()
+        cp = sign_checkpoint(args.origin, report.records, root, signer, now=now)
+        log.add_checkpoint(cp.note, cp.size)
     finally:
         opened.close()
-    text = json.dumps(cp.to_json(), indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(cp.note, encoding="utf-8")
+    _print({**cp.to_json(), "seq": cp.size, "note": cp.note})
+    return 0
+
+
+def _newest_note(log: Any, args: argparse.Namespace, keys: KeySet) -> Any:
+    from .tlog_checkpoint import open_checkpoint
+
+    if args.checkpoint:
+        return open_checkpoint(_read(args.checkpoint), keys, origin=args.origin)
+    notes = log.checkpoints()
+    if not notes:
+        raise UsageError("the log holds no checkpoint: run 'execauth audit checkpoint' first, or pass --checkpoint")
+    return open_checkpoint(notes[-1], keys, origin=args.origin)
+
+
+def _b64s(items: Any) -> list[str]:
+    return [base64.b64encode(h).decode() for h in items]
+
+
+def cmd_audit_proof(args: argparse.Namespace) -> int:
+    from .audit import canonical_body
+    from .tlog import leaf_hash
+
+    log, opened = _audit_log(args)
+    try:
+        size = args.size if args.size is not None else log.tree_head()[0]
+        entry = next(iter(log.entries(args.seq)), None)
+        if entry is None or entry.seq != args.seq or args.seq > size or args.seq < 1:
+            raise UsageError(f"no entry {args.seq} in a tree of size {size}")
+        proof = log.inclusion_proof(args.seq - 1, size)
+        root = log.root_at(size)
+        leaf = leaf_hash(canonical_body(entry.body))
+    finally:
+        opened.close()
+    _print(
+        {
+            "seq": args.seq,
+            "leaf_index": args.seq - 1,
+            "size": size,
+            "root": base64.b64encode(root).decode(),
+            "leaf_hash": base64.b64encode(leaf).decode(),
+            "proof": _b64s(proof),
+        }
+    )
+    return 0
+
+
+def cmd_audit_consistency(args: argparse.Namespace) -> int:
+    log, opened = _audit_log(args)
+    try:
+        size = args.to if args.to is not None else log.tree_head()[0]
+        if not 0 <= args.old <= size:
+            raise UsageError(f"no consistency proof from size {args.old} to {size}")
+        proof = log.consistency_proof(args.old, size)
+        out = {
+            "from": args.old,
+            "to": size,
+            "from_root": base64.b64encode(log.root_at(args.old)).decode(),
+            "to_root": base64.b64encode(log.root_at(size)).decode(),
+            "proof": _b64s(proof),
+        }
+    finally:
+        opened.close()
+    _print(out)
+    return 0
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from .tlog_verify import export_bundle
+
+    keys = KeySet.load(args.jwks)
+    log, opened = _audit_log(args)
+    try:
+        cp = _newest_note(log, args, keys)
+        try:
+            lines = list(export_bundle(log, cp.note, keys, first=args.first, last=args.last))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    finally:
+        opened.close()
+    text = "".join(line + "\n" for line in lines)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
-    sys.stdout.write(text)
+        _print({"ok": True, "entries": len(lines) - 1, "size": cp.size, "out": args.out})
+    else:
+        sys.stdout.write(text)
     return 0
+
+
+def cmd_audit_verify_bundle(args: argparse.Namespace) -> int:
+    from .tlog_verify import verify_bundle
+
+    raw = _read(args.bundle)
+    report = verify_bundle(raw.splitlines(), KeySet.load(args.jwks), origin=args.origin)
+    _print(report.to_json())
+    return 0 if report.ok else 1
 
 
 def _court(args: argparse.Namespace, state: Any = None) -> Any:
@@ -166,14 +388,35 @@ def _request(path: str) -> AuthorizationRequest:
     try:
         loads_strict(raw)
         return AuthorizationRequest.model_validate_json(raw, strict=True)
-    except (CanonicalizationError, pydantic.ValidationError) as exc:
-        raise UsageError(f"{path}: not an AuthorizationRequest: {str(exc).splitlines()[0]}") from None
+    except CanonicalizationError as exc:
+        raise UsageError(f"{path}: not an AuthorizationRequest: {exc}") from None
+    except pydantic.ValidationError as exc:
+        raise UsageError(f"{path}: not an AuthorizationRequest: {_problems(exc)}") from None
+
+
+def _all_policy_problems(path: str) -> None:
+    """Raise a UsageError naming every problem of a policy file the model finds (with
+    paths), where load_policy would name only the first."""
+    from .policyfile import PolicyDocument, _load_yaml
+
+    raw = _read(path)
+    try:
+        data = loads_strict(raw) if path.endswith(".json") else _load_yaml(raw)
+    except (CanonicalizationError, ValueError):
+        return  # load_policy says what is wrong with the syntax
+    if not isinstance(data, dict) or not data:
+        return
+    try:
+        PolicyDocument.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise UsageError(f"{path}: policy invalid: {_problems(exc)}") from None
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
     from .manifest import load_registry
     from .policyfile import load_policy
 
+    _all_policy_problems(args.file)
     policy = load_policy(args.file)
     if args.manifests:
         from .court import Court
@@ -247,8 +490,10 @@ def cmd_record_replay(args: argparse.Namespace) -> int:
             record = decision.record
         else:
             record = DecisionRecord.model_validate(data)
-    except (CanonicalizationError, pydantic.ValidationError) as exc:
-        raise UsageError(f"{args.decision}: not a decision or decision record: {str(exc).splitlines()[0]}") from None
+    except CanonicalizationError as exc:
+        raise UsageError(f"{args.decision}: not a decision or decision record: {exc}") from None
+    except pydantic.ValidationError as exc:
+        raise UsageError(f"{args.decision}: not a decision or decision record: {_problems(exc)}") from None
     signature = None
     if args.jwks:
         if decision is None:
@@ -315,6 +560,7 @@ def _record_signature_ok(decision: Any, keys: KeySet) -> bool:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    _mkdir(Path(args.dir))
     return run_demo(args.dir, sys.stdout)
 
 
@@ -324,8 +570,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"execauth: error: {message}\n")
 
 
+def _where(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", help="SQLite database file")
+    where.add_argument("--store", help="store URL of the log: sqlite:, redis://, postgresql:// (see docs/deploying.md)")
+    parser.add_argument(
+        "--origin", default=DEFAULT_ORIGIN, help=f"the log's checkpoint origin (default {DEFAULT_ORIGIN})"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
     p = _Parser(prog="execauth", description="Execution authority for AI agents.")
+    p.add_argument("--version", action="version", version=f"execauth {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     keys = sub.add_parser("keys", help="manage signing keys").add_subparsers(dest="sub", required=True)
@@ -338,61 +596,87 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("token", help="the compact JWS, '-' for stdin, or @FILE")
     ver.add_argument("--jwks", required=True, help="trusted keys (JWKS file)")
     ver.add_argument("--request", required=True, help="the AuthorizationRequest JSON being executed")
-    ver.add_argument("--issuer", required=True)
-    ver.add_argument("--audience", required=True)
+    ver.add_argument("--issuer", required=True, help="the issuer the token must name (iss)")
+    ver.add_argument("--audience", required=True, help="the audience the token must name (aud)")
     ver.add_argument("--now", type=int, default=None, help="verify as of this Unix time")
-    ver.add_argument("--max-ttl", type=int, default=300)
-    ver.add_argument("--skew", type=int, default=30)
+    ver.add_argument("--max-ttl", type=int, default=300, help="longest accepted exp - iat, seconds (default 300)")
+    ver.add_argument("--skew", type=int, default=30, help="allowed clock difference, seconds (default 30)")
     ver.set_defaults(fn=cmd_token_verify)
     ins = token.add_parser("inspect", help="show a token's claims WITHOUT verifying")
-    ins.add_argument("token")
+    ins.add_argument("token", help="the compact JWS to decode")
     ins.set_defaults(fn=cmd_token_inspect)
 
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="sub", required=True)
-    av = audit.add_parser("verify", help="verify the hash chain (exit 0 ok, 1 broken)")
-    where = av.add_mutually_exclusive_group(required=True)
-    where.add_argument("--db", help="SQLite database file")
-    where.add_argument("--store", help="store URL of the log: sqlite:, redis://, postgresql:// (see docs/deploying.md)")
-    av.add_argument("--checkpoint", help="a signed checkpoint file to check the log against")
-    av.add_argument("--jwks", help="trusted keys for the checkpoint signature")
+    av = audit.add_parser("verify", help="verify the log: chain, Merkle tree, signed checkpoints (exit 0 ok, 1 broken)")
+    _where(av)
+    av.add_argument(
+        "--checkpoint", action="append", help="a signed checkpoint file kept outside the store (repeatable)"
+    )
+    av.add_argument("--jwks", help="trusted keys for checkpoint signatures")
+    av.add_argument("--max-unsigned", type=int, help="fail when more records than this follow the newest checkpoint")
+    av.add_argument("--max-age", type=int, help="fail when the newest checkpoint is older than this (seconds)")
+    av.add_argument("--progress", action="store_true", help="show a progress bar on stderr even when not a tty")
     av.set_defaults(fn=cmd_audit_verify)
-    ac = audit.add_parser("checkpoint", help="sign the current head; keep the file elsewhere")
-    where = ac.add_mutually_exclusive_group(required=True)
-    where.add_argument("--db", help="SQLite database file")
-    where.add_argument("--store", help="store URL of the log: sqlite:, redis://, postgresql://")
+    ac = audit.add_parser("checkpoint", help="verify the log, then sign its Merkle tree head (C2SP checkpoint)")
+    _where(ac)
     ac.add_argument("--key", required=True, help="private key file")
-    ac.add_argument("--out", help="write the checkpoint here too")
+    ac.add_argument("--jwks", help="trusted keys for the log's earlier checkpoints (default: the key's own)")
+    ac.add_argument("--out", help="write the checkpoint note here too; keep a copy outside the store")
     ac.set_defaults(fn=cmd_audit_checkpoint)
+    ap = audit.add_parser("proof", help="inclusion proof of entry SEQ in the tree of SIZE (default: now)")
+    _where(ap)
+    ap.add_argument("--seq", type=int, required=True, help="sequence number of the entry (1-based)")
+    ap.add_argument("--size", type=int, help="tree size the proof is for (default: the current size)")
+    ap.set_defaults(fn=cmd_audit_proof)
+    acs = audit.add_parser("consistency", help="consistency proof from tree size FROM to TO (default: now)")
+    _where(acs)
+    acs.add_argument("--from", dest="old", type=int, required=True, help="the older tree size")
+    acs.add_argument("--to", type=int, help="the newer tree size (default: the current size)")
+    acs.set_defaults(fn=cmd_audit_consistency)
+    ae = audit.add_parser("export", help="JSON Lines bundle: a checkpoint and each entry with its inclusion proof")
+    _where(ae)
+    ae.add_argument("--jwks", required=True, help="trusted keys of the checkpoint")
+    ae.add_argument("--checkpoint", help="checkpoint note file (default: the newest the store holds)")
+    ae.add_argument("--first", type=int, default=1, help="first entry (seq) to export (default: 1)")
+    ae.add_argument("--last", type=int, help="last entry (seq) to export (default: the checkpoint's size)")
+    ae.add_argument("--out", help="bundle file (default: stdout)")
+    ae.set_defaults(fn=cmd_audit_export)
+    ab = audit.add_parser("verify-bundle", help="verify an exported bundle offline with the public keys alone")
+    ab.add_argument("bundle", help="bundle file, or '-'")
+    ab.add_argument("--jwks", required=True, help="trusted public keys (JWKS) of the checkpoint signer")
+    ab.add_argument("--origin", help="the log the checkpoint must be of")
+    ab.set_defaults(fn=cmd_audit_verify_bundle)
 
     pol = sub.add_parser("policy", help="policy files").add_subparsers(dest="sub", required=True)
     pc = pol.add_parser("check", help="validate a policy file and print its digest")
-    pc.add_argument("file")
+    pc.add_argument("file", help="the policy file (YAML, or JSON when it ends in .json)")
     pc.add_argument("--manifests", help="tool manifests file: also check the policy names known tools")
     pc.set_defaults(fn=cmd_policy_check)
 
     dec = sub.add_parser("decide", help="decide a proposal; prints the decision and why (exit 0 only on ALLOW)")
-    dec.add_argument("--policy", required=True)
+    dec.add_argument("--policy", required=True, help="the policy file (YAML or JSON)")
     dec.add_argument("--manifests", help="tool manifests (JSON or YAML list)")
     dec.add_argument("--request", required=True, help="AuthorizationRequest JSON, or '-'")
     dec.add_argument("--now", type=int, default=None, help="decide as of this Unix time")
     dec.add_argument("--state", help="JSON object of counters (budget/rate keys -> used) to decide against")
     dec.add_argument("--key", help="private key file: also issue a token on ALLOW")
-    dec.add_argument("--issuer", default="execauth-local")
-    dec.add_argument("--audience", default="execauth-guard")
+    dec.add_argument("--issuer", default="execauth-local", help="iss of the token (default execauth-local)")
+    dec.add_argument("--audience", default="execauth-guard", help="aud of the token (default execauth-guard)")
     dec.add_argument("--out", help="write the full signed AuthorizationDecision JSON here")
     dec.set_defaults(fn=cmd_decide)
 
     rec = sub.add_parser("record", help="decision records").add_subparsers(dest="sub", required=True)
     rr = rec.add_parser("replay", help="re-run a recorded decision; exit 0 if it comes out the same")
     rr.add_argument("decision", help="an AuthorizationDecision (decide --out) or DecisionRecord JSON file")
-    rr.add_argument("--policy", required=True)
-    rr.add_argument("--manifests")
+    rr.add_argument("--policy", required=True, help="the policy file the decision was made under")
+    rr.add_argument("--manifests", help="tool manifests (JSON or YAML list) the decision was made with")
     rr.add_argument("--jwks", help="trusted keys: also check the decision record's signature")
     rr.set_defaults(fn=cmd_record_replay)
 
     demo = sub.add_parser("demo", help="run the quickstart on the SQLite default")
     demo.add_argument("--dir", default=".execauth-demo", help="data folder (default .execauth-demo)")
     demo.set_defaults(fn=cmd_demo)
+    _add_spool_parsers(audit)
     return p
 
 
@@ -416,11 +700,18 @@ def main(argv: list[str] | None = None) -> int:
     except AuditIntegrityError as exc:
         _print({"ok": False, "first_bad_seq": exc.seq, "message": str(exc)})
         return 1
+    except ProofError as exc:
+        sys.stderr.write(f"execauth: error: {exc}\n")
+        return 2
     except (UsageError, ExecAuthError, StoreUnavailable) as exc:
         sys.stderr.write(f"execauth: error: {exc}\n")
         return 2
     except UnicodeDecodeError as exc:
         sys.stderr.write(f"execauth: error: input is not UTF-8: {exc.reason}\n")
+        return 2
+    except OSError as exc:  # a file or folder we could not use: say which, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(f"execauth: error: {where}{exc.strerror or exc}\n")
         return 2
 
 

@@ -13,6 +13,7 @@
     ├── AuthorityUnavailable           a remote authority failed; callers must fail closed
     ├── StoreUnavailable               a store failed; callers must fail closed
     └── AuditIntegrityError            an audit chain does not verify (``seq`` says where)
+        └── SpoolIntegrityError        the audit spool's chain does not verify (execauth_core.spool)
 
 Verification never returns ``False``: it raises a typed error carrying a reason
 code from :mod:`execauth_core.reasons`.
@@ -68,7 +69,8 @@ class ExecutionDenied(AuthorizationError):
         proposal_digest: ``sha256:<hex>`` of the proposal, when it could be computed.
         audit_seq: sequence number of the denial record in the audit log, or
             ``None`` if the audit log could not be written (then
-            ``AUDIT_UNAVAILABLE`` is among the reason codes).
+            ``AUDIT_SPOOLED`` is among the reason codes when the record was kept in
+            the guard's spool for replay, ``AUDIT_UNAVAILABLE`` when it was not).
     """
 
     def __init__(

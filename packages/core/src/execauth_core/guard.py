@@ -41,6 +41,7 @@ from .messages import (
 )
 from .policy import DecisionPoint
 from .reasons import ReasonCode as R
+from .spool import Spool
 from .stores.base import AuditLog, JointAdmission, ReplayStore
 from .stores.memory import MemoryAuditLog, MemoryReplayStore
 from .stores.sqlite import SQLiteAuditLog, SQLiteReplayStore
@@ -114,6 +115,12 @@ class Guard:
         verifier: checks tokens against the configured trusted keys.
         replay_store: consumes each token id once.
         audit_log: receives every denial and execution.
+        spool: where records go that the audit log refuses (it is down, its disk is
+            full): replayed into the log when it is back (see
+            :class:`~execauth_core.spool.Spool`). A spooled denial carries
+            ``AUDIT_SPOOLED``; without a spool, or when the spool cannot be written
+            either, ``AUDIT_UNAVAILABLE``. Spooling never lets a call run: an
+            execution whose record the log refuses is denied.
         clock: the time source.
         id_factory: makes token and grant ids (fixed in conformance runs).
     """
@@ -125,6 +132,7 @@ class Guard:
         verifier: TokenVerifier,
         replay_store: ReplayStore,
         audit_log: AuditLog,
+        spool: Spool | None = None,
         clock: Clock | None = None,
         id_factory: Callable[[], str] = new_id,
     ) -> None:
@@ -135,6 +143,9 @@ class Guard:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.id_factory = id_factory
         self._joint: tuple[ReplayStore, AuditLog, JointAdmission | None] | None = None
+        if spool is not None and not isinstance(spool, Spool):
+            raise ConfigurationError("spool is an execauth_core.Spool or None")
+        self.spool = spool
 
     @classmethod
     def local(
@@ -149,6 +160,7 @@ class Guard:
         clock: Clock | None = None,
         signer: Signer | None = None,
         id_factory: Callable[[], str] = new_id,
+        spool: bool | str | os.PathLike[str] | Spool | None = None,
     ) -> Guard:
         """A guard with its own authority on the embedded defaults.
 
@@ -164,7 +176,13 @@ class Guard:
                 :class:`~execauth_core.stores.urls.Stores`; replicas given the same
                 URL share one truth. A Court's budgets and rate limits live in its own
                 state store: give it ``open_stores(url).state``.
+            spool: the audit spool (see :class:`Guard`): a path or
+                :class:`~execauth_core.spool.Spool`; ``True`` or ``None`` (the default)
+                for ``data_dir/audit.spool`` when there is a ``data_dir`` (``True``
+                without one is an error); ``False`` for none. The file is created only
+                when a record is first spooled.
         """
+        _local_spool(spool, data_dir, check_only=True)  # refused before anything is opened
         replay: ReplayStore
         audit: AuditLog
         if stores is not None:
@@ -201,6 +219,7 @@ class Guard:
             audit_log=audit,
             clock=clock,
             id_factory=id_factory,
+            spool=_local_spool(spool, data_dir),
         )
 
     @classmethod
@@ -363,7 +382,10 @@ class Guard:
             )
         except Exception as exc:  # noqa: BLE001 - an unrecorded decision issues no token
             self._release(decision)
-            raise self._deny(request, pd, _Denial("DENY", (R.AUDIT_UNAVAILABLE.value,), str(exc))) from None
+            # The denial names the decision it replaces (record digest, policy).
+            denial = _Denial("DENY", (R.AUDIT_UNAVAILABLE.value,), str(exc), decision)
+            raise self._deny(request, pd, denial) from None
+        self._drain_spool()
         return decision
 
     def approve(self, pending: PendingApproval, *, approver: str, ttl: int = 900) -> ApprovalGrant:
@@ -392,7 +414,7 @@ class Guard:
                 ``tool`` names what was attempted).
 
         Never raises: the denial is returned even if it could not be recorded
-        (then ``AUDIT_UNAVAILABLE`` is among its reason codes).
+        (then ``AUDIT_SPOOLED`` or ``AUDIT_UNAVAILABLE`` is among its reason codes).
         """
         pd: str | None = None
         subject: Any = request
@@ -553,22 +575,24 @@ class Guard:
         """Write the denial record, then build the exception to raise."""
         codes = d.codes or (R.GUARD_ERROR.value,)
         seq: int | None = None
+        event: dict[str, Any] | None = None
         try:
-            entry = self.audit_log.append(
-                self._event(
-                    "denial",
-                    request,
-                    pd,
-                    outcome=d.outcome,
-                    codes=codes,
-                    decision=d.decision,
-                    detail={"message": _printable(d.message, 500)},
-                )
+            event = self._event(
+                "denial",
+                request,
+                pd,
+                outcome=d.outcome,
+                codes=codes,
+                decision=d.decision,
+                detail={"message": _printable(d.message, 500)},
             )
+            entry = self.audit_log.append(event)
             seq = entry.seq
         except Exception as exc:  # noqa: BLE001 - the denial stands even if unrecorded
             log.error("execauth: could not record a denial: %s", exc)
-            codes = (*codes, R.AUDIT_UNAVAILABLE.value)
+            codes = (*codes, self._spool_record(event))
+        else:
+            self._drain_spool()
         tool = request.tool if isinstance(request, (AuthorizationRequest, _Unbuilt)) else None
         kwargs: dict[str, Any] = dict(
             outcome=d.outcome,
@@ -602,22 +626,42 @@ class Guard:
             log.error("execauth: could not release hold %s: %s", decision.record.token_id, exc)
 
     def _record_result(self, cap: Capability, status: str, error: BaseException | None) -> None:
+        event: dict[str, Any] | None = None
         try:
             detail: dict[str, Any] = {"status": status, "execution_seq": cap.audit_seq}
             if error is not None:
                 detail["error"] = type(error).__name__
             # Lean on purpose: the execution entry it points to carries the rest.
-            self.audit_log.append(
-                {
-                    "event": "result",
-                    "time": self.clock.now(),
-                    "executed": True,
-                    "token_id": cap.token_id,
-                    "detail": detail,
-                }
-            )
+            event = {
+                "event": "result",
+                "time": self.clock.now(),
+                "executed": True,
+                "token_id": cap.token_id,
+                "detail": detail,
+            }
+            self.audit_log.append(event)
         except Exception as exc:  # noqa: BLE001 - the call already happened; don't mask its result
             log.error("execauth: could not record the result of token %s: %s", cap.token_id, exc)
+            self._spool_record(event)
+        else:
+            self._drain_spool()
+
+    def _spool_record(self, event: dict[str, Any] | None) -> str:
+        """Keep a record the audit log refused in the spool. Returns the reason code
+        that says where it went: ``AUDIT_SPOOLED`` or ``AUDIT_UNAVAILABLE``. Never raises."""
+        if self.spool is None or event is None:
+            return R.AUDIT_UNAVAILABLE.value
+        try:
+            self.spool.append(event)
+        except Exception as exc:  # noqa: BLE001 - the spool failing too must not lift the denial
+            log.error("execauth: could not spool an audit record either: %s", exc)
+            return R.AUDIT_UNAVAILABLE.value
+        return R.AUDIT_SPOOLED.value
+
+    def _drain_spool(self) -> None:
+        """After a successful append: replay spooled records while the log answers."""
+        if self.spool is not None:
+            self.spool.maybe_flush(self.audit_log)  # never raises
 
     def _invoke(self, cap: Capability, call: Callable[[], T]) -> T:
         cap._spend()
@@ -725,3 +769,25 @@ def _json_text(value: Any) -> str:
     import json
 
     return json.dumps(value, indent=2) + "\n"
+
+
+def _local_spool(
+    spool: bool | str | os.PathLike[str] | Spool | None,
+    data_dir: str | os.PathLike[str] | None,
+    *,
+    check_only: bool = False,
+) -> Spool | None:
+    """What ``Guard.local(spool=...)`` means (see there)."""
+    if spool is None or spool is True:
+        if data_dir is None:
+            if spool is True:
+                raise ConfigurationError("spool=True needs a data_dir (or give the spool's path)")
+            return None
+        return None if check_only else Spool(Path(data_dir) / "audit.spool")
+    if spool is False:
+        return None
+    if isinstance(spool, Spool):
+        return spool
+    if isinstance(spool, (str, os.PathLike)):
+        return None if check_only else Spool(spool)
+    raise ConfigurationError("spool is True, False, a path or an execauth_core.Spool")

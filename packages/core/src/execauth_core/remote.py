@@ -170,7 +170,8 @@ class _RemotePolicy:
     force (the one of this thread's last decision; otherwise asked of the service, and
     ``None``, so stale, if it does not answer), and no ``release`` (an ALLOW that does
     not run keeps its debit at the service until its window ends: over-counting, never
-    under-counting)."""
+    under-counting). Either answer is at most ``max_age`` seconds old: a policy change
+    at the service stops unused tokens at a remote guard within that time."""
 
     def __init__(self, authority: RemoteAuthority, max_age: float = 5.0) -> None:
         self._authority = authority
@@ -182,8 +183,9 @@ class _RemotePolicy:
     def policy_ref(self) -> PolicyRef | None:
         seen = getattr(self._local, "ref", None)
         if seen is not None:
-            self._local.ref = None  # good for the decision it came with, once
-            return seen  # type: ignore[no-any-return]
+            self._local.ref = None  # good for the decision it came with, once, and not for long
+            if time.monotonic() - seen[0] < self._max_age:
+                return seen[1]  # type: ignore[no-any-return]
         fetched = self._fetched
         if fetched is not None and time.monotonic() - fetched[0] < self._max_age:
             return fetched[1]
@@ -193,7 +195,7 @@ class _RemotePolicy:
         return ref
 
     def _seen(self, ref: PolicyRef) -> None:
-        self._local.ref = ref
+        self._local.ref = (time.monotonic(), ref)
 
 
 class RemoteAuthority:

@@ -1,8 +1,8 @@
 """The CrewAI features the adapter stands on, checked once at import.
 
 The adapter needs three things that arrived in the 1.15 line: the context-scoped
-hook registry (``crewai.hooks.dispatch.scoped_hooks``), ``HookAborted`` and the
-structured ``ToolFailure`` a tool returns to report a failure. An older CrewAI
+hook registry (``crewai.hooks.dispatch.scoped_hooks``) and ``HookAborted`` (1.15.3),
+and the structured ``ToolFailure`` a tool returns to report a failure (1.15.9). An older CrewAI
 lacks one of them, and a half-working guard is worse than none: refuse to import.
 """
 
@@ -12,8 +12,8 @@ import importlib
 
 from execauth_core import ConfigurationError
 
-MINIMUM = "1.15.30"
-_INSTALL = f'pip install "crewai>={MINIMUM}"'
+MINIMUM = "1.15.9"
+_INSTALL = f'pip install "crewai>={MINIMUM},<1.16"'
 
 
 def check_crewai() -> str:

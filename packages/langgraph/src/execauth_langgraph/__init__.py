@@ -8,6 +8,7 @@ is decided, token-verified, consumed once and audited before it runs;
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,9 +44,18 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'execauth_langgraph' has no attribute {name!r}")
 
 
+def _langchain_installed() -> bool:
+    try:
+        return importlib.util.find_spec("langchain") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# `from execauth_langgraph import *` must work without the `agents` extra: the
+# middleware is exported only where langchain is installed.
 __all__ = [
     "APPROVAL_REQUEST",
-    "ExecAuthMiddleware",
+    *(["ExecAuthMiddleware"] if _langchain_installed() else []),
     "ExecAuthToolWrapper",
     "__version__",
     "guarded_node",

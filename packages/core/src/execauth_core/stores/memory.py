@@ -8,9 +8,13 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ..audit import GENESIS, AuditEntry, entry_for, make_body
+from ..audit import GENESIS, AuditEntry, canonical_body, entry_for, make_body
 from ..errors import StoreUnavailable
+from ..tlog import Frontier, NodeKey, leaf_hash
+from ._tree import TreeMixin
 from .base import Debit, window_start
+
+_MAX_CHECKPOINTS = 1024
 
 
 class MemoryReplayStore:
@@ -45,26 +49,70 @@ class MemoryReplayStore:
         return len(self._ids)
 
 
-class MemoryAuditLog:
+class MemoryAuditLog(TreeMixin):
     """A hash-linked log in memory, keeping the most recent ``max_entries``.
 
     Older entries fall off the front (memory stays bounded); the chain of what
     remains still verifies from the first retained entry's ``prev`` link. Use
     the SQLite log when every record must be kept.
+
+    The Merkle tree covers every entry ever appended; it keeps the subtrees that
+    proofs of the retained entries need (a few per level for what fell off), so
+    an inclusion proof of an entry that fell off, or a consistency proof from a
+    size before the retained window, is refused (``StoreUnavailable``).
     """
 
     def __init__(self, *, max_entries: int = 100_000) -> None:
         self._entries: deque[AuditEntry] = deque(maxlen=max_entries)
         self._head: tuple[int, str] = (0, GENESIS)
         self._lock = threading.Lock()
+        self._frontier = Frontier()
+        self._levels: list[dict[int, bytes]] = []
+        self._max = max_entries
+        self._checkpoints: deque[tuple[int, str]] = deque(maxlen=_MAX_CHECKPOINTS)
 
     def append(self, event: Mapping[str, Any]) -> AuditEntry:
         with self._lock:
             seq, prev = self._head
             entry = entry_for(make_body(event, seq=seq + 1, prev=prev))
+            for level, index, h in self._frontier.append(leaf_hash(canonical_body(entry.body))):
+                if level == len(self._levels):
+                    self._levels.append({})
+                self._levels[level][index] = h
             self._entries.append(entry)
             self._head = (entry.seq, entry.digest)
+            if entry.seq > self._max and entry.seq % max(1, self._max // 4) == 0:
+                self._prune(entry.seq - self._max)
             return entry
+
+    def _prune(self, first: int) -> None:
+        # Proofs of leaves >= first need, below first, only the node just left of
+        # first's ancestor on each level.
+        for level, nodes in enumerate(self._levels):
+            keep = max(0, (first >> level) - 1)
+            for index in [i for i in nodes if i < keep]:
+                del nodes[index]
+
+    def _fetch_nodes(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
+        with self._lock:
+            out = {}
+            for level, index in keys:
+                h = self._levels[level].get(index) if level < len(self._levels) else None
+                if h is not None:
+                    out[(level, index)] = h
+            return out
+
+    def tree_head(self) -> tuple[int, bytes]:
+        with self._lock:
+            return self._frontier.size, self._frontier.root()
+
+    def add_checkpoint(self, note: str, size: int) -> None:
+        with self._lock:
+            self._checkpoints.append((size, note))
+
+    def checkpoints(self) -> list[str]:
+        with self._lock:
+            return [note for _, note in sorted(self._checkpoints, key=lambda c: c[0])]
 
     def head(self) -> tuple[int, str]:
         return self._head

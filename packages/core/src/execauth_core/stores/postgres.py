@@ -34,7 +34,9 @@ from typing import Any, TypeVar
 from ..audit import GENESIS, AuditEntry, body_digest, body_template, make_body
 from ..canonical import CanonicalizationError, canonicalize_trusted, loads_strict
 from ..errors import AuditIntegrityError, ConfigurationError, StoreUnavailable
+from ..tlog import Frontier, NodeKey, leaf_hash
 from ..tokens import MAX_CLOCK_SKEW
+from ._tree import TreeMixin
 from .base import Debit, JointBase, window_start
 
 try:
@@ -451,7 +453,7 @@ class _PostgresJoint(JointBase["PostgresReplayStore", "PostgresAuditLog"]):
         super().__init__(replay, audit)
         t = replay._db.table("consumed_tokens")
         self._statement = (
-            f"WITH ids AS (INSERT INTO {t} (jti, expires_at) "
+            f"WITH RECURSIVE ids AS (INSERT INTO {t} (jti, expires_at) "
             "SELECT * FROM unnest(%(ids)s::text[], %(exps)s::bigint[]) "
             "ON CONFLICT (jti) DO NOTHING RETURNING jti), "
             "fresh AS (SELECT 1 / (count(*) = %(n)s)::int AS ok FROM ids), "
@@ -492,8 +494,14 @@ class _PostgresJoint(JointBase["PostgresReplayStore", "PostgresAuditLog"]):
         return result
 
 
-class PostgresAuditLog:
+class PostgresAuditLog(TreeMixin):
     """A hash-linked log: rows keyed by ``seq`` plus a head row, changed together.
+
+    The Merkle tree lives in ``audit_tree`` (full subtrees by ``(level, idx)``) with
+    its frontier in the head row. The append statement returns the frontier of the
+    head it locked; the subtrees the new leaf completes are hashed here and written,
+    with the new frontier, before the same transaction commits (a log written before
+    the tree existed gets it built there first, under the same lock).
 
     An append is one statement: it locks the head row (``SELECT ... FOR UPDATE``),
     splices the head's digest and the next ``seq`` into the entry's canonical
@@ -526,21 +534,41 @@ class PostgresAuditLog:
         self._async_results = result_commit == "async"
         self._db = _connections(target, schema, timeout)
         log_t, head_t = self._db.table("audit_log"), self._db.table("audit_head")
+        tree_t, cps_t = self._db.table("audit_tree"), self._db.table("audit_checkpoints")
         self._tables = _Tables(
             "audit",
-            ("audit_log", "audit_head"),
+            ("audit_log", "audit_head", "audit_tree", "audit_checkpoints"),
             (
                 f"CREATE TABLE IF NOT EXISTS {log_t} "
                 "(seq bigint PRIMARY KEY, digest text NOT NULL, body bytea NOT NULL)",
                 f"CREATE TABLE IF NOT EXISTS {head_t} "
                 "(id int PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL, digest text NOT NULL, writer text)",
                 f"INSERT INTO {head_t} (id, seq, digest) VALUES (1, 0, '{GENESIS}') ON CONFLICT (id) DO NOTHING",
+                f"ALTER TABLE {head_t} ADD COLUMN IF NOT EXISTS tsize bigint NOT NULL DEFAULT 0",
+                f"ALTER TABLE {head_t} ADD COLUMN IF NOT EXISTS frontier bytea NOT NULL DEFAULT ''::bytea",
+                f"CREATE TABLE IF NOT EXISTS {tree_t} "
+                "(level smallint NOT NULL, idx bigint NOT NULL, hash bytea NOT NULL, PRIMARY KEY (level, idx))",
+                f"CREATE TABLE IF NOT EXISTS {cps_t} "
+                "(id bigserial PRIMARY KEY, size bigint NOT NULL, note text NOT NULL)",
             ),
         )
+        self._put_nodes = (
+            f"WITH n AS (INSERT INTO {tree_t} (level, idx, hash) "
+            "SELECT * FROM unnest(%(l)s::smallint[], %(i)s::bigint[], %(h)s::bytea[]) RETURNING 1) "
+            f"UPDATE {head_t} SET tsize = %(size)s, frontier = %(frontier)s WHERE id = 1 AND tsize = %(old)s"
+        )
+        self._get_nodes = (
+            f"SELECT t.level, t.idx, t.hash FROM {tree_t} AS t "
+            "JOIN unnest(%s::smallint[], %s::bigint[]) AS k(level, idx) ON t.level = k.level AND t.idx = k.idx"
+        )
+        self._tree_head = f"SELECT seq, tsize, frontier FROM {head_t} WHERE id = 1"
+        self._lock_tree = f"SELECT seq, tsize, frontier FROM {head_t} WHERE id = 1 FOR UPDATE"
+        self._bodies = f"SELECT seq, body FROM {log_t} WHERE seq > %s AND seq <= %s ORDER BY seq"
         self._log_t, self._head_t = log_t, head_t
-        self._append = "WITH " + self._append_after()
+        self._tree_t, self._cps_t = tree_t, cps_t
+        self._append = "WITH RECURSIVE " + self._append_after()
         # set_config(..., true) lasts for this statement's own transaction only.
-        self._append_async = "WITH sc AS (SELECT set_config('synchronous_commit', 'off', true) AS v), " + (
+        self._append_async = "WITH RECURSIVE sc AS (SELECT set_config('synchronous_commit', 'off', true) AS v), " + (
             self._append_after("sc", "sc.v = 'off'")
         )
         self._mine = (
@@ -557,19 +585,36 @@ class PostgresAuditLog:
         # In READ COMMITTED, FOR UPDATE waits for a concurrent append to commit and
         # then returns the head as that append left it.
         cur = (
-            f"cur AS (SELECT h.seq, h.digest FROM {self._head_t} AS h, {source} "
+            f"cur AS (SELECT h.seq, h.digest, h.tsize, h.frontier FROM {self._head_t} AS h, {source} "
             f"WHERE h.id = 1 AND {condition} FOR UPDATE OF h), "
             if source
-            else f"cur AS (SELECT seq, digest FROM {self._head_t} WHERE id = 1 FOR UPDATE), "
+            else f"cur AS (SELECT seq, digest, tsize, frontier FROM {self._head_t} WHERE id = 1 FOR UPDATE), "
         )
+        # The Merkle update runs in the same statement, from the frontier of the head row
+        # just locked (FOR UPDATE reads its newest version, so no other table is read):
+        # ``up`` hashes the leaf and merges it with the frontier's last subtrees, one
+        # level per trailing 1 bit of the leaf's index. A log whose tree lags behind
+        # (written before the tree existed) appends without it; the caller then builds
+        # the tree under the head lock (see _catch_up).
         return (
             cur + "new AS (SELECT seq + 1 AS seq, digest AS prev, %(a)s::bytea || convert_to(digest, 'UTF8') "
-            "|| %(b)s::bytea || convert_to((seq + 1)::text, 'UTF8') || %(c)s::bytea AS body FROM cur), "
+            "|| %(b)s::bytea || convert_to((seq + 1)::text, 'UTF8') || %(c)s::bytea AS body, "
+            "tsize = seq AS tree_ok, seq AS idx, frontier FROM cur), "
+            "up (lvl, h) AS (SELECT 0, sha256('\\x00'::bytea || body) FROM new WHERE tree_ok "
+            "UNION ALL SELECT up.lvl + 1, sha256('\\x01'::bytea || "
+            "substring(new.frontier FROM length(new.frontier) - 32 * (up.lvl + 1) + 1 FOR 32) || up.h) "
+            "FROM up, new WHERE ((new.idx >> up.lvl) & 1) = 1), "
+            "top AS (SELECT lvl, h FROM up ORDER BY lvl DESC LIMIT 1), "
             f"ins AS (INSERT INTO {self._log_t} (seq, digest, body) "
             "SELECT seq, 'sha256:' || encode(sha256(body), 'hex'), body FROM new RETURNING seq, digest), "
-            f"upd AS (UPDATE {self._head_t} AS h SET seq = ins.seq, digest = ins.digest, writer = %(writer)s "
-            "FROM ins WHERE h.id = 1) "
-            "SELECT ins.seq, new.prev, ins.digest FROM ins JOIN new USING (seq)"
+            f"tree AS (INSERT INTO {self._tree_t} (level, idx, hash) SELECT up.lvl, new.idx >> up.lvl, up.h "
+            "FROM up, new), "
+            f"upd AS (UPDATE {self._head_t} AS h SET seq = ins.seq, digest = ins.digest, writer = %(writer)s, "
+            "tsize = CASE WHEN new.tree_ok THEN ins.seq ELSE h.tsize END, "
+            "frontier = CASE WHEN new.tree_ok THEN "
+            "substring(new.frontier FROM 1 FOR length(new.frontier) - 32 * top.lvl) || top.h ELSE h.frontier END "
+            "FROM ins, new LEFT JOIN top ON true WHERE h.id = 1) "
+            "SELECT ins.seq, new.prev, ins.digest, new.tree_ok FROM ins JOIN new USING (seq)"
         )
 
     def append(self, event: Mapping[str, Any]) -> AuditEntry:
@@ -611,7 +656,90 @@ class PostgresAuditLog:
         # The server hashed exactly the bytes this template makes with its head.
         if body_digest(a + prev.encode("ascii") + b + str(seq).encode("ascii") + c) != dig:
             raise StoreUnavailable(f"PostgreSQL audit log: entry {seq} was not stored as hashed here")
+        if not row[3]:
+            self._build_tree(conn)  # the entry is durable; a failure here is retried on the next call
         return AuditEntry(seq=seq, digest=dig, body=make_body(event, seq=seq, prev=prev))
+
+    def _build_tree(self, conn: Conn) -> Frontier:
+        """Bring the tree up to the head (under the head row's lock, in one transaction)."""
+        with conn.transaction():
+            locked = conn.execute(self._lock_tree).fetchone()
+            if locked is None:
+                raise StoreUnavailable("PostgreSQL audit log: the head row is missing")
+            seq, tsize, packed = locked
+            frontier, made = self._catch_up(conn, int(seq), int(tsize), bytes(packed))
+            if made:
+                self._store_nodes(conn, frontier, made, old=int(tsize))
+        return frontier
+
+    def _catch_up(
+        self, conn: Conn, size: int, tsize: int, packed: bytes
+    ) -> tuple[Frontier, list[tuple[int, int, bytes]]]:
+        """The frontier at ``size`` leaves, building the tree over entries written
+        before it existed (the caller holds the head row's lock)."""
+        try:
+            frontier = Frontier.unpack(tsize, packed)
+        except ValueError as exc:
+            raise StoreUnavailable(f"PostgreSQL audit log: the stored Merkle frontier is damaged: {exc}") from exc
+        made: list[tuple[int, int, bytes]] = []
+        if tsize < size:
+            for row_seq, body in conn.execute(self._bodies, (tsize, size)).fetchall():
+                if int(row_seq) != frontier.size + 1:
+                    raise StoreUnavailable(f"PostgreSQL audit log: entry {frontier.size + 1} is missing")
+                made += frontier.append(leaf_hash(bytes(body)))
+        if frontier.size != size:
+            raise StoreUnavailable(f"PostgreSQL audit log: the Merkle tree does not fit the log's {size} entries")
+        return frontier, made
+
+    def _store_nodes(self, conn: Conn, frontier: Frontier, made: list[tuple[int, int, bytes]], *, old: int) -> None:
+        args = {
+            "l": [m[0] for m in made],
+            "i": [m[1] for m in made],
+            "h": [m[2] for m in made],
+            "size": frontier.size,
+            "frontier": frontier.pack(),
+            "old": old,
+        }
+        if conn.execute(self._put_nodes, args).rowcount != 1:
+            raise StoreUnavailable("PostgreSQL audit log: the head row moved under its lock")
+
+    def _fetch_nodes(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
+        if not keys:
+            return {}
+        levels, idxs = [k[0] for k in keys], [k[1] for k in keys]
+
+        def op(conn: Conn) -> dict[NodeKey, bytes]:
+            rows = conn.execute(self._get_nodes, (levels, idxs)).fetchall()
+            return {(int(level), int(idx)): bytes(h) for level, idx, h in rows}
+
+        return self._db.run("audit log", op, tables=self._tables)
+
+    def tree_head(self) -> tuple[int, bytes]:
+        def op(conn: Conn) -> Frontier:
+            row = conn.execute(self._tree_head).fetchone()
+            if row is None:
+                return Frontier()
+            if int(row[1]) == int(row[0]):
+                try:
+                    return Frontier.unpack(int(row[1]), bytes(row[2]))
+                except ValueError as exc:
+                    raise StoreUnavailable(f"PostgreSQL audit log: stored Merkle frontier damaged: {exc}") from exc
+            return self._build_tree(conn)  # a log written before the tree: build it now
+
+        frontier = self._db.run("audit log", op, tables=self._tables)
+        return frontier.size, frontier.root()
+
+    def add_checkpoint(self, note: str, size: int) -> None:
+        def op(conn: Conn) -> None:
+            conn.execute(f"INSERT INTO {self._cps_t} (size, note) VALUES (%s, %s)", (size, note))
+
+        self._db.run("audit log", op, tables=self._tables)
+
+    def checkpoints(self) -> list[str]:
+        def op(conn: Conn) -> list[str]:
+            return [str(r[0]) for r in conn.execute(f"SELECT note FROM {self._cps_t} ORDER BY size, id").fetchall()]
+
+        return self._db.run("audit log", op, tables=self._tables)
 
     def head(self) -> tuple[int, str]:
         def op(conn: Conn) -> tuple[int, str]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import struct
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -31,7 +32,9 @@ from typing import Any
 from ..audit import GENESIS, AuditEntry, body_digest, body_template, make_body
 from ..canonical import CanonicalizationError, canonicalize_trusted, loads_strict
 from ..errors import AuditIntegrityError, ConfigurationError, StoreUnavailable
+from ..tlog import Frontier, NodeKey, leaf_hash
 from ..tokens import MAX_CLOCK_SKEW
+from ._tree import TreeMixin
 from .base import Debit, JointBase, window_start
 
 try:
@@ -54,28 +57,35 @@ _MAX_EXACT = 2**53
 _FAILURES: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 
 _APPEND = """
--- KEYS[1] head hash, KEYS[2] entry list, KEYS[3] turn lock, KEYS[4..] token ids the
--- entry records the use of (consumed with it, all or nothing; none for a plain append)
+-- KEYS[1] head hash, KEYS[2] entry list, KEYS[3] turn lock, KEYS[4] Merkle tree nodes,
+-- KEYS[5..] token ids the entry records the use of (consumed with it, all or nothing;
+-- none for a plain append)
 -- ARGV: expected seq, expected prev digest, new digest, stored item, genesis digest,
 --       the append call's token, turn lease (ms), "1" to claim the turn on a loss,
---       then each id's time to live (ms)
--- Replies {status, head seq, head digest[, index]}: 1 appended (now or by an earlier
--- try of this call), 0 head moved (and the caller now holds the turn, if it claimed a
--- free one), 2 another writer holds the turn, 3 the id KEYS[3 + index] was consumed
--- already (nothing written).
+--       the frontier the nodes were computed on, the new frontier, the new nodes
+--       (41-byte records: 9-byte field, 32-byte hash), then each id's time to live (ms)
+-- Replies {status, head seq, head digest, index, frontier, tree size}: 1 appended (now
+-- or by an earlier try of this call), 0 head moved (and the caller now holds the turn,
+-- if it claimed a free one), 2 another writer holds the turn, 3 the id KEYS[4 + index]
+-- was consumed already (nothing written), 4 the tree does not cover the log yet.
 local holder = redis.call('GET', KEYS[3])
-local cur = redis.call('HMGET', KEYS[1], 'seq', 'digest', 'writer')
+local cur = redis.call('HMGET', KEYS[1], 'seq', 'digest', 'writer', 'frontier', 'tsize')
 local seq = tonumber(cur[1]) or 0
 local dig = cur[2] or ARGV[5]
+local fr = cur[4] or ''
+local ts = tonumber(cur[5]) or 0
+local function reply(status, s, d, index)
+  return {status, s, d, index or 0, fr, ts}
+end
 if cur[3] == ARGV[6] then
   -- A retry whose first try landed (its reply was lost): done already.
   if holder == ARGV[6] then redis.call('DEL', KEYS[3]) end
-  return {1, seq, dig}
+  return reply(1, seq, dig)
 end
-if #KEYS > 3 then
+if #KEYS > 4 then
   -- An id names the call that consumed it and the entry that call wrote, so a retry
   -- finds its own entry even after other writers moved the head on.
-  local first = redis.call('GET', KEYS[4])
+  local first = redis.call('GET', KEYS[5])
   local sp = first and string.find(first, ' ', 1, true)
   if sp and string.sub(first, 1, sp - 1) == ARGV[6] then
     local at = tonumber(string.sub(first, sp + 1))
@@ -84,37 +94,62 @@ if #KEYS > 3 then
     if not item then
       return redis.error_reply('execauth audit entry of a consumed id is missing')
     end
-    return {1, at, string.sub(item, 1, string.find(item, ' ', 1, true) - 1)}
+    return reply(1, at, string.sub(item, 1, string.find(item, ' ', 1, true) - 1))
   end
-  for i = 4, #KEYS do
+  for i = 5, #KEYS do
     if redis.call('EXISTS', KEYS[i]) == 1 then
       if holder == ARGV[6] then redis.call('DEL', KEYS[3]) end
-      return {3, seq, dig, i - 3}
+      return reply(3, seq, dig, i - 4)
     end
   end
 end
 if holder and holder ~= ARGV[6] then
-  return {2, seq, dig}
+  return reply(2, seq, dig)
 end
-if seq ~= tonumber(ARGV[1]) or dig ~= ARGV[2] then
+if ts ~= seq then
+  return reply(4, seq, dig)
+end
+if seq ~= tonumber(ARGV[1]) or dig ~= ARGV[2] or fr ~= ARGV[9] then
   -- A writer that keeps losing the race gets the next turn, so it cannot starve.
   if not holder and ARGV[8] == '1' then
     redis.call('SET', KEYS[3], ARGV[6], 'PX', ARGV[7])
   end
-  return {0, seq, dig}
+  return reply(0, seq, dig)
 end
 if redis.call('LLEN', KEYS[2]) ~= seq then
   return redis.error_reply('execauth audit list length differs from its head record')
 end
 redis.call('RPUSH', KEYS[2], ARGV[4])
-redis.call('HSET', KEYS[1], 'seq', seq + 1, 'digest', ARGV[3], 'writer', ARGV[6])
-for i = 4, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[6] .. ' ' .. string.format('%d', seq + 1), 'PX', ARGV[i + 5])
+local nodes = ARGV[11]
+for j = 1, #nodes, 41 do
+  redis.call('HSET', KEYS[4], string.sub(nodes, j, j + 8), string.sub(nodes, j + 9, j + 40))
+end
+redis.call('HSET', KEYS[1], 'seq', seq + 1, 'digest', ARGV[3], 'writer', ARGV[6],
+  'frontier', ARGV[10], 'tsize', seq + 1)
+for i = 5, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[6] .. ' ' .. string.format('%d', seq + 1), 'PX', ARGV[i + 7])
 end
 if holder then
   redis.call('DEL', KEYS[3])
 end
-return {1, seq + 1, ARGV[3]}
+fr, ts = ARGV[10], seq + 1
+return reply(1, seq + 1, ARGV[3])
+"""
+
+_BUILD = """
+-- KEYS[1] head hash, KEYS[2] tree nodes. ARGV: expected seq, expected tree size, new
+-- tree size, new frontier, nodes (as in _APPEND). Extends the tree of a log written
+-- before it existed; appends wait (status 4) until it covers the log.
+local cur = redis.call('HMGET', KEYS[1], 'seq', 'tsize')
+if (tonumber(cur[1]) or 0) ~= tonumber(ARGV[1]) or (tonumber(cur[2]) or 0) ~= tonumber(ARGV[2]) then
+  return 0
+end
+local nodes = ARGV[5]
+for j = 1, #nodes, 41 do
+  redis.call('HSET', KEYS[2], string.sub(nodes, j, j + 8), string.sub(nodes, j + 9, j + 40))
+end
+redis.call('HSET', KEYS[1], 'frontier', ARGV[4], 'tsize', ARGV[3])
+return 1
 """
 
 _RELEASE = """
@@ -272,8 +307,20 @@ class _RedisJoint(JointBase[RedisReplayStore, "RedisAuditLog"]):
         return written if isinstance(written, AuditEntry) else ids[written][0]
 
 
-class RedisAuditLog:
+def _node_field(level: int, index: int) -> bytes:
+    return struct.pack(">BQ", level, index)
+
+
+def _pack_nodes(made: list[tuple[int, int, bytes]]) -> bytes:
+    return b"".join(_node_field(level, index) + h for level, index, h in made)
+
+
+class RedisAuditLog(TreeMixin):
     """A hash-linked log in a Redis list, with a head hash updated by the same script.
+
+    The script also stores the Merkle tree: the full subtrees the new leaf completes
+    (hashed here: Redis scripts have no SHA-256) go into a hash, and the frontier they
+    were computed on must be the head's, so the tree moves with the chain or not at all.
 
     The entry's digest depends on the previous head, so it is computed here and
     handed to a compare-and-set script. A writer whose head moved re-hashes on
@@ -286,7 +333,15 @@ class RedisAuditLog:
     ) -> None:
         self._redis = _client(target, timeout)
         # One hash tag, so a Redis Cluster keeps these keys in one slot.
-        self._keys = [f"{prefix}{{audit}}:head", f"{prefix}{{audit}}:log", f"{prefix}{{audit}}:turn"]
+        self._keys = [
+            f"{prefix}{{audit}}:head",
+            f"{prefix}{{audit}}:log",
+            f"{prefix}{{audit}}:turn",
+            f"{prefix}{{audit}}:tree",
+        ]
+        self._checkpoint_key = f"{prefix}{{audit}}:checkpoints"
+        self._frontier = Frontier()
+        self._build = self._redis.register_script(_BUILD)
         self._append = self._redis.register_script(_APPEND)
         self._release = self._redis.register_script(_RELEASE)
         self._timeout = timeout
@@ -321,11 +376,22 @@ class RedisAuditLog:
                 # Optimistic at first; a turn only after repeated losses, since a
                 # turn holder the OS deschedules makes every other writer wait.
                 claim = "1" if losses >= _LOSSES_BEFORE_TURN else "0"
+                frontier = self._frontier.copy() if self._frontier.size == seq else Frontier()
+                old = frontier.pack()
+                made = _pack_nodes(frontier.append(leaf_hash(raw)))
                 reply = self._append(
                     keys=[*self._keys, *ids],
-                    args=[seq, prev, entry.digest, item, GENESIS, token, self._lease_ms, claim, *ttls],
+                    args=[
+                        seq, prev, entry.digest, item, GENESIS, token, self._lease_ms, claim,
+                        old, frontier.pack(), made, *ttls,
+                    ],
                 )
                 status, head = int(reply[0]), (int(reply[1]), _text(reply[2]))
+                self._take_frontier(reply)
+                if status == 4:
+                    self._build_tree()
+                    seq, prev = self._head = head
+                    continue
                 if status == 3:
                     self._head = head
                     return int(reply[3]) - 1
@@ -350,11 +416,76 @@ class RedisAuditLog:
             # just failed to free it could only add another timeout.
             raise StoreUnavailable(f"Redis audit log: {exc}") from exc
 
+    def _take_frontier(self, reply: Any) -> None:
+        size = int(reply[5])
+        try:
+            self._frontier = Frontier.unpack(size, _raw(reply[4]))
+        except ValueError:
+            self._frontier = Frontier()  # damaged: the next append fails its check, the verifier says why
+
+    def _build_tree(self) -> None:
+        """Extend the tree over entries written before it existed, in chunks."""
+        while True:
+            fields = self._redis.hmget(self._keys[0], ["seq", "tsize", "frontier"])
+            seq, tsize = int(fields[0] or 0), int(fields[1] or 0)
+            if tsize >= seq:
+                return
+            try:
+                frontier = Frontier.unpack(tsize, _raw(fields[2]))
+            except ValueError as exc:
+                raise StoreUnavailable(f"Redis audit log: the stored Merkle frontier is damaged: {exc}") from exc
+            stop = min(seq, tsize + 4096)
+            items = self._redis.lrange(self._keys[1], tsize, stop - 1)
+            if len(items) != stop - tsize:
+                raise StoreUnavailable("Redis audit log: entries are missing under the head record")
+            made: list[tuple[int, int, bytes]] = []
+            for item in items:
+                _, _, raw = _raw(item).partition(b" ")
+                made += frontier.append(leaf_hash(raw))
+            args: list[int | bytes] = [seq, tsize, stop, frontier.pack(), _pack_nodes(made)]
+            self._build(keys=[self._keys[0], self._keys[3]], args=args)
+
+    def _fetch_nodes(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
+        if not keys:
+            return {}
+        try:
+            values = self._redis.hmget(self._keys[3], [_node_field(*k) for k in keys])
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"Redis audit log: {exc}") from exc
+        return {k: _raw(v) for k, v in zip(keys, values, strict=True) if v is not None}
+
+    def tree_head(self) -> tuple[int, bytes]:
+        try:
+            fields = self._redis.hmget(self._keys[0], ["seq", "tsize", "frontier"])
+            if int(fields[1] or 0) != int(fields[0] or 0):
+                self._build_tree()
+                fields = self._redis.hmget(self._keys[0], ["seq", "tsize", "frontier"])
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"Redis audit log: {exc}") from exc
+        try:
+            frontier = Frontier.unpack(int(fields[1] or 0), _raw(fields[2]))
+        except ValueError as exc:
+            raise StoreUnavailable(f"Redis audit log: the stored Merkle frontier is damaged: {exc}") from exc
+        return frontier.size, frontier.root()
+
+    def add_checkpoint(self, note: str, size: int) -> None:
+        try:
+            self._redis.zadd(self._checkpoint_key, {note: size})
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"Redis audit log: {exc}") from exc
+
+    def checkpoints(self) -> list[str]:
+        try:
+            notes = self._redis.zrange(self._checkpoint_key, 0, -1)
+        except _FAILURES as exc:
+            raise StoreUnavailable(f"Redis audit log: {exc}") from exc
+        return [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in notes]
+
     def _give_up(self, token: str) -> None:
         # Out of time, not out of server: free a turn we may hold at once rather than
         # make the other writers wait out its lease.
         with contextlib.suppress(*_FAILURES):
-            self._release(keys=self._keys[2:], args=[token])
+            self._release(keys=self._keys[2:3], args=[token])
 
     def head(self) -> tuple[int, str]:
         try:
@@ -381,6 +512,12 @@ class RedisAuditLog:
 
     def close(self) -> None:
         self._redis.close()
+
+
+def _raw(value: Any) -> bytes:
+    if value is None:
+        return b""
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
 def _text(value: Any) -> str:

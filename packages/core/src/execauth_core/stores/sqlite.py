@@ -17,6 +17,8 @@ from typing import Any
 from ..audit import GENESIS, AuditEntry, body_digest, canonical_body, make_body
 from ..canonical import CanonicalizationError, canonicalize_trusted, loads_strict
 from ..errors import AuditIntegrityError, StoreUnavailable
+from ..tlog import Frontier, NodeKey, leaf_hash
+from ._tree import TreeMixin
 from .base import Debit, JointBase, window_start
 
 _PURGE_EVERY = 1024
@@ -124,6 +126,7 @@ class _SQLiteJoint(JointBase[SQLiteReplayStore, "SQLiteAuditLog"]):
                     entry = audit._write(event)
                     replay._purge_if_due(audit._conn, now)
                     audit._conn.execute("COMMIT")
+                    audit._frontier = audit._pending
                 except BaseException:
                     if audit._conn.in_transaction:
                         audit._conn.execute("ROLLBACK")
@@ -133,9 +136,12 @@ class _SQLiteJoint(JointBase[SQLiteReplayStore, "SQLiteAuditLog"]):
             return entry
 
 
-class SQLiteAuditLog:
+class SQLiteAuditLog(TreeMixin):
     """A hash-linked log in SQLite, with a head row updated in the same
-    transaction as every append (so a cut-off tail is detected)."""
+    transaction as every append (so a cut-off tail is detected), and the RFC 9162
+    Merkle tree over the entries: each append stores the full subtrees it completes
+    (table ``audit_tree``) in that same transaction. A log written before the tree
+    existed gets its tree built from the stored entries when first opened."""
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
         self.path = os.fspath(path)
@@ -152,8 +158,47 @@ class SQLiteAuditLog:
                 "(id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, digest TEXT NOT NULL)"
             )
             self._conn.execute("INSERT OR IGNORE INTO audit_head (id, seq, digest) VALUES (1, 0, ?)", (GENESIS,))
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS audit_tree "
+                "(level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (level, idx)) "
+                "WITHOUT ROWID"
+            )
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS audit_checkpoints "
+                "(id INTEGER PRIMARY KEY AUTOINCREMENT, size INTEGER NOT NULL, note TEXT NOT NULL)"
+            )
+            self._frontier = Frontier()
+            self._build_tree_if_missing()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot initialise audit log: {exc}") from exc
+
+    def _build_tree_if_missing(self) -> None:
+        """Build the tree of a log written before it existed (once, from the stored bytes)."""
+        seq = self._conn.execute("SELECT seq FROM audit_head WHERE id = 1").fetchone()[0]
+        if seq == 0 or self._conn.execute(
+            "SELECT 1 FROM audit_tree WHERE level = 0 AND idx = ?", (seq - 1,)
+        ).fetchone():
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            seq = self._conn.execute("SELECT seq FROM audit_head WHERE id = 1").fetchone()[0]
+            self._conn.execute("DELETE FROM audit_tree")
+            frontier = Frontier()
+            rows = self._conn.execute("SELECT body FROM audit_log WHERE seq <= ? ORDER BY seq", (seq,))
+            for (raw,) in rows:
+                raw = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+                self._conn.executemany(
+                    "INSERT INTO audit_tree (level, idx, hash) VALUES (?, ?, ?)", frontier.append(leaf_hash(raw))
+                )
+            if frontier.size != seq:
+                # Rows are missing: leave the log as it is for the verifier to report.
+                self._conn.execute("ROLLBACK")
+                return
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
 
     def append(self, event: Mapping[str, Any]) -> AuditEntry:
         with self._lock:
@@ -162,6 +207,7 @@ class SQLiteAuditLog:
                 try:
                     entry = self._write(event)
                     self._conn.execute("COMMIT")
+                    self._frontier = self._pending
                 except BaseException:
                     self._conn.execute("ROLLBACK")
                     raise
@@ -177,7 +223,70 @@ class SQLiteAuditLog:
         entry = AuditEntry(seq=seq + 1, digest=body_digest(raw), body=body)
         self._conn.execute("INSERT INTO audit_log (seq, digest, body) VALUES (?, ?, ?)", (entry.seq, entry.digest, raw))
         self._conn.execute("UPDATE audit_head SET seq = ?, digest = ? WHERE id = 1", (entry.seq, entry.digest))
+        frontier = self._frontier_at(seq)
+        made = frontier.append(leaf_hash(raw))
+        self._conn.executemany("INSERT INTO audit_tree (level, idx, hash) VALUES (?, ?, ?)", made)
+        # Kept for the next append only once this transaction commits (see append).
+        self._pending = frontier
         return entry
+
+    def _frontier_at(self, size: int) -> Frontier:
+        """The frontier for ``size`` leaves: cached when this connection wrote last
+        (``seq`` only grows, so an equal size means nobody appended since), else read."""
+        if self._frontier.size == size:
+            return self._frontier.copy()
+        keys = Frontier.keys(size)
+        found = self._nodes(keys)
+        if len(found) != len(keys):
+            raise StoreUnavailable(f"audit log: the Merkle tree does not cover the log's {size} entries")
+        return Frontier(size, [found[k] for k in keys])
+
+    def _nodes(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
+        out: dict[NodeKey, bytes] = {}
+        for i in range(0, len(keys), 400):
+            chunk = keys[i : i + 400]
+            where = " OR ".join("(level = ? AND idx = ?)" for _ in chunk)
+            args = [v for k in chunk for v in k]
+            # S608: the SQL text is fixed placeholders; every value is a parameter.
+            query = f"SELECT level, idx, hash FROM audit_tree WHERE {where}"  # noqa: S608
+            for level, idx, h in self._conn.execute(query, args):
+                out[(int(level), int(idx))] = bytes(h)
+        return out
+
+    def _fetch_nodes(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
+        with self._lock:
+            try:
+                return self._nodes(keys)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"audit log: {exc}") from exc
+
+    def tree_head(self) -> tuple[int, bytes]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN")
+                try:
+                    seq = int(self._conn.execute("SELECT seq FROM audit_head WHERE id = 1").fetchone()[0])
+                    frontier = self._frontier_at(seq)
+                finally:
+                    self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"audit log: {exc}") from exc
+        return seq, frontier.root()
+
+    def add_checkpoint(self, note: str, size: int) -> None:
+        with self._lock:
+            try:
+                self._conn.execute("INSERT INTO audit_checkpoints (size, note) VALUES (?, ?)", (size, note))
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"audit log: {exc}") from exc
+
+    def checkpoints(self) -> list[str]:
+        with self._lock:
+            try:
+                rows = self._conn.execute("SELECT note FROM audit_checkpoints ORDER BY size, id").fetchall()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"audit log: {exc}") from exc
+        return [str(note) for (note,) in rows]
 
     def head(self) -> tuple[int, str]:
         with self._lock:
@@ -196,6 +305,12 @@ class SQLiteAuditLog:
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"audit log: {exc}") from exc
         for seq, dig, raw in rows:
+            if not isinstance(seq, int) or not isinstance(dig, str) or not isinstance(raw, bytes):
+                raise AuditIntegrityError(
+                    seq if isinstance(seq, int) else 0,
+                    f"stored row has the wrong types (seq {type(seq).__name__}, digest {type(dig).__name__}, "
+                    f"body {type(raw).__name__}; the body must be the canonical bytes)",
+                )
             try:
                 body = loads_strict(bytes(raw))
             except CanonicalizationError as exc:
