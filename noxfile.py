@@ -194,3 +194,10 @@ def bench_server(session: nox.Session) -> None:
     """execauth-server: decide round trip over loopback beside in-process, calls/s on 1 and 2 workers."""
     session.install("./packages/core[remote,postgres]", "./packages/server", "psycopg[binary]>=3.1")
     session.run("python", "bench/bench_server.py", *session.posargs)
+
+
+@nox.session
+def bench_executor(session: nox.Session) -> None:
+    """Executor-side verification: Executor.admit in process, ExecAuthMiddleware overhead over loopback."""
+    session.install("./packages/core", "./packages/server")
+    session.run("python", "bench/bench_executor.py", *session.posargs)

@@ -15,6 +15,7 @@ from .authority import Authority
 from .binding import bind_arguments
 from .canonical import canonicalize, digest, loads_strict
 from .clock import Clock, FixedClock, SystemClock
+from .current import CurrentCall, current_call
 from .errors import (
     ApprovalRequired,
     AuditIntegrityError,
@@ -103,6 +104,7 @@ __all__ = [
     "Checkpoint",
     "Clock",
     "ConfigurationError",
+    "CurrentCall",
     "Court",
     "DecisionPoint",
     "DecisionRecord",
@@ -141,6 +143,7 @@ __all__ = [
     "__version__",
     "bind_arguments",
     "canonicalize",
+    "current_call",
     "denial_message",
     "digest",
     "issue_token",

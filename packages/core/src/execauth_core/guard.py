@@ -23,6 +23,7 @@ from .audit import AuditEntry
 from .authority import Authority
 from .canonical import digest_bytes
 from .clock import Clock, SystemClock
+from .current import _CURRENT, CurrentCall
 from .errors import (
     ApprovalRequired,
     AuthorityUnavailable,
@@ -63,7 +64,7 @@ def new_id() -> str:
 class Capability:
     """Permission to make exactly one verified call. Only the guard creates one."""
 
-    __slots__ = ("_used", "audit_seq", "decision", "request", "token_id")
+    __slots__ = ("_used", "audit_seq", "decision", "request", "token", "token_id")
 
     def __init__(
         self,
@@ -72,6 +73,7 @@ class Capability:
         token_id: str,
         audit_seq: int,
         decision: AuthorizationDecision | None = None,
+        token: str | None = None,
     ) -> None:
         if key is not _CAPABILITY_KEY:
             raise TypeError("a Capability is created by the guard after verification, never directly")
@@ -80,6 +82,8 @@ class Capability:
         self.token_id = token_id
         self.audit_seq = audit_seq
         self.decision = decision
+        self.token = token
+        """The compact token that was verified (``current_call()`` hands it to the tool)."""
 
     def _spend(self) -> None:
         if self._used:
@@ -501,7 +505,7 @@ class Guard:
                 record_digest=claims.record_digest,
             )
             entry = self._consume_and_record(spend, event, now)
-            return Capability(_CAPABILITY_KEY, request, claims.jti, entry.seq, decision)
+            return Capability(_CAPABILITY_KEY, request, claims.jti, entry.seq, decision, token)
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 # KeyboardInterrupt, SystemExit, cancellation, a watchdog's BaseException:
@@ -677,6 +681,7 @@ class Guard:
 
     def _invoke(self, cap: Capability, call: Callable[[], T]) -> T:
         cap._spend()
+        entered = _CURRENT.set(CurrentCall(cap.request, cap.token or ""))
         try:
             result = call()
         except BaseException as exc:
@@ -684,11 +689,14 @@ class Guard:
             # charged stays charged (a refund here would let a failing tool overspend).
             self._record_result(cap, "error", exc)
             raise
+        finally:
+            _CURRENT.reset(entered)
         self._record_result(cap, "ok", None)
         return result
 
     async def _ainvoke(self, cap: Capability, call: Callable[[], Awaitable[T] | T]) -> T:
         cap._spend()
+        entered = _CURRENT.set(CurrentCall(cap.request, cap.token or ""))
         try:
             result = call()
             if inspect.isawaitable(result):
@@ -698,6 +706,8 @@ class Guard:
             # charged stays charged (a refund here would let a failing tool overspend).
             self._record_result(cap, "error", exc)
             raise
+        finally:
+            _CURRENT.reset(entered)
         self._record_result(cap, "ok", None)
         return result
 
