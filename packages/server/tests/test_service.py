@@ -255,10 +255,10 @@ def test_openapi_health_and_versioned_paths(srv: RunningServer) -> None:
 
 
 def test_no_stack_trace_reaches_a_client(server_config: dict[str, Any], tmp_path: Path) -> None:
-    from starlette.testclient import TestClient
+    import httpx
 
     from execauth_server.app import create_app
-    from execauth_server.testing import config_for
+    from execauth_server.testing import config_for, serving
 
     app = create_app(
         config_for(
@@ -270,7 +270,7 @@ def test_no_stack_trace_reaches_a_client(server_config: dict[str, Any], tmp_path
         raise RuntimeError("secret internals /etc/passwd")
 
     app.state.service.decide = broken
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with serving(app) as url, httpx.Client(base_url=url, timeout=10) as client:
         r = client.post("/v1/decide", json=SEARCH, headers={"Authorization": "Bearer s"})
     assert r.status_code == 500 and r.json()["reason_code"] == "GUARD_ERROR"
     assert "internals" not in r.text and "Traceback" not in r.text

@@ -151,6 +151,7 @@ def serving(app: Any, *, port: int = 0, startup_timeout: float = 30.0) -> Iterat
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it: no delayed-ACK stalls
     sock.bind(("127.0.0.1", port))
     sock.listen(128)
     sock.set_inheritable(False)
