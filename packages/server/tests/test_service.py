@@ -278,3 +278,56 @@ def test_no_stack_trace_reaches_a_client(server_config: dict[str, Any], tmp_path
     entry = list(app.state.service.stores.audit.entries())[seq - 1].body
     assert (entry["event"], entry["executed"], entry["reason_codes"]) == ("denial", False, ["GUARD_ERROR"])
     app.state.service.close()
+
+
+def _report(srv: RunningServer, token_id: str, secret: str, status: str = "ok") -> httpx.Response:
+    headers = {"Authorization": f"Bearer {secret}"}
+    return httpx.post(srv.url + "/v1/results", json={"token_id": token_id, "status": status}, headers=headers)
+
+
+def test_a_result_is_accepted_only_for_an_issued_token_from_its_caller_once(server_config: dict[str, Any]) -> None:
+    callers = [
+        {"name": "alice-bot", "secret_sha256": hash_secret("alice-secret"), "principals": ["alice"]},
+        {"name": "bob-bot", "secret_sha256": hash_secret("bob-secret"), "principals": ["bob"]},
+    ]
+    with running_server({**server_config, "callers": callers}) as s:
+        alice = post(s, SEARCH, secret="alice-secret").json()
+        assert alice["outcome"] == "ALLOW"
+        token_id = alice["record"]["token_id"]
+        deny = post(s, {**SEARCH, "tool": "drop_table", "args": {"table": "t"}}, secret="alice-secret").json()
+        assert deny["outcome"] != "ALLOW" and deny["record"]["token_id"] is None
+
+        unknown = _report(s, "u" * 24, "alice-secret")
+        assert unknown.status_code == 403 and unknown.json()["reason_code"] == "CALLER_NOT_BOUND"
+        foreign = _report(s, token_id, "bob-secret")
+        assert foreign.status_code == 403 and foreign.json()["reason_code"] == "CALLER_NOT_BOUND"
+        # The same answer for a foreign token as for an unknown one: nothing about alice's.
+        assert foreign.json()["message"] == unknown.json()["message"]
+
+        first = _report(s, token_id, "alice-secret")
+        assert first.status_code == 200 and first.json()["recorded"] is True
+        again = _report(s, token_id, "alice-secret", status="error")
+        assert again.status_code == 409 and again.json()["reason_code"] == "TOKEN_REPLAYED"
+
+        entries = audit(s)
+        results = [e for e in entries if e["event"] == "result"]
+        assert len(results) == 1 and results[0]["token_id"] == token_id
+        assert results[0]["detail"]["caller"] == "alice-bot"
+        refused = [e for e in entries if e["event"] == "denial" and e["detail"].get("via") == "server"]
+        codes = [e["reason_codes"] for e in refused[-3:]]
+        assert codes == [["CALLER_NOT_BOUND"], ["CALLER_NOT_BOUND"], ["TOKEN_REPLAYED"]]
+        assert all(e["executed"] is False for e in refused)
+        for r in (unknown, foreign, again):
+            assert r.json()["audit_seq"] is not None
+
+
+@pytest.mark.parametrize("store", ["redis", "postgres"])
+def test_result_reports_on_shared_stores(server_config: dict[str, Any], store: str, request: Any) -> None:
+    """The mark and the once-only count live in the shared state store (Redis, PostgreSQL)."""
+    url = request.getfixturevalue(f"{store}_url")
+    callers = [{"name": "alice-bot", "secret_sha256": hash_secret("alice-secret"), "principals": ["alice"]}]
+    with running_server({**server_config, "callers": callers, "stores": url}) as s:
+        token_id = post(s, SEARCH, secret="alice-secret").json()["record"]["token_id"]
+        assert _report(s, "u" * 24, "alice-secret").status_code == 403
+        assert _report(s, token_id, "alice-secret").status_code == 200
+        assert _report(s, token_id, "alice-secret").json()["reason_code"] == "TOKEN_REPLAYED"

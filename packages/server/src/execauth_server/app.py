@@ -39,6 +39,7 @@ from execauth_core.guard import new_id
 from execauth_core.keys import KeySet, LocalSigner, Signer
 from execauth_core.messages import ApprovalGrant, AuthorizationDecision, AuthorizationRequest
 from execauth_core.reasons import ReasonCode as R
+from execauth_core.stores.base import Debit
 from execauth_core.stores.urls import Stores, open_stores
 
 from ._version import __version__
@@ -48,6 +49,9 @@ log = logging.getLogger("execauth.server")
 
 JWKS_MAX_AGE = 300
 _RESULT_STATUSES = {"ok", "error", "not_run"}
+RESULT_GRACE = 3600
+"""Seconds after a token's expiry during which its caller may still report its result
+(a tool may run long after the token was consumed)."""
 
 
 class _Refusal(Exception):
@@ -239,6 +243,8 @@ class AuthorityService:
             "detail": {"caller": caller.name, "audience": authority.audience},
         }
         try:
+            if decision.record.token_id is not None:
+                self._mark_issued(decision.record.token_id, caller)
             self.stores.audit.append(event)
         except Exception:
             # An unrecorded decision issues no token, and gives back what it debited.
@@ -251,6 +257,44 @@ class AuthorityService:
                     log.error("execauth-server: could not release a hold: %s", type(exc).__name__)
             raise
         return decision
+
+    # -- results: only for a token this service issued, to this caller, once ------
+    #
+    # The mark is a counter in the shared state store, so every worker sees it. Its
+    # window is longer than the time since the epoch, so the window started at 0 and
+    # ends when the report period does (a state store forgets a counter when its
+    # window ends): any later moment looks the counter up under the same (key, 0).
+
+    def _issued_key(self, token_id: str, caller: Caller) -> str:
+        return f"execauth-server/issued/{hashlib.sha256(caller.name.encode()).hexdigest()[:16]}/{token_id}"
+
+    def _mark_issued(self, token_id: str, caller: Caller) -> None:
+        """Remember until the token's expiry plus :data:`RESULT_GRACE` that
+        ``token_id`` went to ``caller`` (count 1)."""
+        now = self.clock.now()
+        ends = now + self._token_ttl() + RESULT_GRACE
+        self.stores.state.debit(f"issued:{token_id}", [Debit(self._issued_key(token_id, caller), 1, 1, ends)], now=now)
+
+    def accept_result(self, token_id: str, caller: Caller) -> None:
+        """Admit one result report, or raise the refusal: 403 ``CALLER_NOT_BOUND`` for a
+        token this service did not issue to this caller (unknown, another caller's, or
+        past its report period: the answer does not say which), 409 ``TOKEN_REPLAYED``
+        for a second report of the same token. A refusal writes nothing to the stores
+        but its denial record."""
+        now = self.clock.now()
+        key = self._issued_key(token_id, caller)
+        ends = now + self._token_ttl() + RESULT_GRACE
+        try:
+            if self.stores.state.usage(key, ends, now=now) < 1:
+                raise _Refusal(403, R.CALLER_NOT_BOUND, "no token with this id was issued to this caller lately")
+            # Count 1 -> 2, atomically: of two reports at once, one gets through.
+            if self.stores.state.debit(f"result:{token_id}:{new_id()}", [Debit(key, 1, 2, ends)], now=now):
+                raise _Refusal(409, R.TOKEN_REPLAYED, "a result for this token was already reported")
+        except StoreUnavailable:
+            raise _Refusal(503, R.STORE_UNAVAILABLE, "a store is unavailable; nothing was recorded") from None
+
+    def _token_ttl(self) -> int:
+        return max(a.token_ttl for a in self._authorities.values())
 
     def ready(self) -> None:
         self.stores.audit.head()
@@ -393,6 +437,7 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
                 detail["error"] = data["error"][:200]
             if data.get("execution_seq") is not None:
                 detail["execution_seq"] = data["execution_seq"]
+            await run_in_threadpool(svc.accept_result, data["token_id"], caller)
             event = {
                 "event": "result",
                 "time": svc.clock.now(),
