@@ -331,3 +331,52 @@ def test_result_reports_on_shared_stores(server_config: dict[str, Any], store: s
         assert _report(s, "u" * 24, "alice-secret").status_code == 403
         assert _report(s, token_id, "alice-secret").status_code == 200
         assert _report(s, token_id, "alice-secret").json()["reason_code"] == "TOKEN_REPLAYED"
+
+
+def test_unauthenticated_refusals_are_recorded_up_to_a_limit_then_summarized(server_config: dict[str, Any]) -> None:
+    callers = [{"name": "alice-bot", "secret_sha256": hash_secret("alice-secret"), "principals": ["alice"]}]
+    config = {
+        **server_config,
+        "callers": callers,
+        "limits": {**server_config["limits"], "unauthenticated_per_minute": 5},
+    }
+    with running_server(config) as s:
+        before = len(audit(s))
+        answers = [post(s, SEARCH, secret="wrong-secret") for _ in range(25)]
+        codes = [r.status_code for r in answers]
+        assert codes[:5] == [401] * 5 and set(codes[5:]) == {429}, codes
+        assert answers[-1].json()["reason_code"] == "RATE_LIMITED" and int(answers[-1].headers["retry-after"]) >= 1
+        # Another route shares the bucket; a bad body without a credential is refused the same way.
+        assert (
+            httpx.post(s.url + "/v1/results", content=b"x", headers={"Content-Type": "text/plain"}).status_code == 429
+        )
+        added = audit(s)[before:]
+        assert [e["reason_codes"] for e in added] == [["CALLER_UNAUTHENTICATED"]] * 5 + [["RATE_LIMITED"]]
+        assert added[-1]["detail"]["suppressed"] == 1 and added[-1]["executed"] is False
+        # A caller with a valid secret is not limited, even for a bad body, and is named.
+        assert post(s, SEARCH, secret="alice-secret").json()["outcome"] == "ALLOW"
+        bad = httpx.post(
+            s.url + "/v1/decide", content=b"{}", headers={"Authorization": "Bearer alice-secret", "Content-Type": "x/y"}
+        )
+        assert bad.status_code == 415
+        assert audit(s)[-1]["reason_codes"] == ["UNSUPPORTED_MEDIA_TYPE"]
+        assert audit(s)[-1]["detail"]["caller"] == "alice-bot"
+        during = len(audit(s))
+    # Stopping the service writes what it suppressed since the last summary.
+    final = audit(s)[during:]
+    assert len(final) == 1 and final[0]["reason_codes"] == ["RATE_LIMITED"]
+    assert final[0]["detail"]["suppressed"] == 20 and final[0]["detail"]["by_source"] == {"127.0.0.1": 20}
+
+
+def test_the_unauthenticated_limit_writes_at_most_one_summary_per_interval() -> None:
+    from execauth_server.app import _UnauthenticatedLimit
+
+    limit = _UnauthenticatedLimit(60, interval=10.0, max_sources=2)
+    assert all(limit.admit("a", 0.0) for _ in range(60)) and not limit.admit("a", 0.0)
+    assert limit.take_summary(0.0) == ({"a": 1}, 0.0)
+    assert not limit.admit("a", 0.5)  # half a token refilled
+    assert limit.take_summary(5.0) is None  # within the interval: no second summary
+    assert limit.admit("a", 2.0)  # one a second comes back
+    assert limit.admit("b", 0.0) and limit.admit("c", 0.0)  # past max_sources: shared bucket
+    assert set(limit._buckets) == {"a", "b", "(other)"}  # max_sources, plus the shared one
+    assert limit.take_summary(10.5) == ({"a": 1}, 0.5)

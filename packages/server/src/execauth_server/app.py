@@ -17,9 +17,12 @@ ever reaches a client; the caller secret is never logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -156,6 +159,7 @@ class AuthorityService:
         self.jwks_body = body
         self.jwks_etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         self._callers = {bytes.fromhex(c.secret_sha256): c for c in config.callers}
+        self.unauthenticated = _UnauthenticatedLimit(config.unauthenticated_per_minute)
 
     def authority_for(self, tool: str) -> Authority:
         if self._fixed is not None:
@@ -300,8 +304,121 @@ class AuthorityService:
         self.stores.audit.head()
         self.stores.state.usage("execauth-server/readyz", 60, now=self.clock.now())
 
+    def refused(
+        self, subject: _Subject, refusal: _Refusal, caller: Caller | None, source: str, authorization: str | None
+    ) -> JSONResponse:
+        """Record a refusal and answer it; a request without a valid credential goes
+        through :class:`_UnauthenticatedLimit` first (429 past its limit)."""
+        if caller is None and refusal.code is not R.CALLER_UNAUTHENTICATED and authorization:
+            # Refused before its credential was looked at (a bad body): name the caller.
+            with contextlib.suppress(_Refusal):
+                caller = self.authenticate(authorization)
+        if caller is None and not self.unauthenticated.admit(source, time.monotonic()):
+            self._summarize()
+            limited = _Refusal(
+                429,
+                R.RATE_LIMITED,
+                "too many requests without a valid credential from this address; try again later",
+                headers={"Retry-After": str(self.unauthenticated.retry_after())},
+            )
+            return _error(limited, None)
+        if caller is None:
+            self._summarize()
+        return _error(refusal, self.denial(subject, refusal.code.value, refusal.message, caller))
+
+    def _summarize(self, *, force: bool = False) -> None:
+        summary = self.unauthenticated.take_summary(time.monotonic(), force=force)
+        if summary is None:
+            return
+        counts, since = summary
+        total = sum(counts.values())
+        self.record(
+            {
+                "event": "denial",
+                "time": self.clock.now(),
+                "executed": False,
+                "tool": None,
+                "principal": None,
+                "agent": None,
+                "call_id": None,
+                "proposal_digest": None,
+                "outcome": "DENY",
+                "reason_codes": [R.RATE_LIMITED.value],
+                "record_digest": None,
+                "policy_digest": None,
+                "token_id": None,
+                "detail": {
+                    "message": f"suppressed {total} refusals of requests without a valid credential",
+                    "suppressed": total,
+                    "by_source": dict(sorted(counts.items(), key=lambda kv: -kv[1])[:20]),
+                    "seconds": round(time.monotonic() - since, 3),
+                    "via": "server",
+                },
+            }
+        )
+
     def close(self) -> None:
+        self._summarize(force=True)
         self.stores.close()
+
+
+class _UnauthenticatedLimit:
+    """A token bucket per source address for refusals of requests without a valid
+    credential, so that nobody without a secret can grow the audit log without bound.
+
+    Each address may have ``per_minute`` such refusals recorded per minute (and a burst
+    of as many). Past that it gets 429 ``RATE_LIMITED``, unrecorded one by one: instead,
+    at most one summary entry per ``interval`` seconds counts what was suppressed, by
+    address. Per process: with several workers each keeps its own buckets. At most
+    ``max_sources`` addresses are tracked; when full, the new ones share one bucket.
+    """
+
+    def __init__(self, per_minute: int, *, interval: float = 60.0, max_sources: int = 4096) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(per_minute)
+        self.interval = interval
+        self.max_sources = max_sources
+        self._buckets: dict[str, tuple[float, float]] = {}  # source -> (tokens, at)
+        self._suppressed: dict[str, int] = {}
+        self._since: float | None = None
+        self._flushed_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def admit(self, source: str, now: float) -> bool:
+        """Take a token for ``source``; False if it has none left (then count it)."""
+        with self._lock:
+            if source not in self._buckets and len(self._buckets) >= self.max_sources:
+                # Forget the addresses whose buckets have refilled: they cost nothing to rebuild.
+                for s, (tokens, at) in list(self._buckets.items()):
+                    if tokens + (now - at) * self.rate >= self.burst:
+                        del self._buckets[s]
+                if len(self._buckets) >= self.max_sources:
+                    source = "(other)"
+            tokens, at = self._buckets.get(source, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[source] = (tokens - 1.0, now)
+                return True
+            self._buckets[source] = (tokens, now)
+            if len(self._suppressed) < 100 or source in self._suppressed:
+                self._suppressed[source] = self._suppressed.get(source, 0) + 1
+            else:
+                self._suppressed["(other)"] = self._suppressed.get("(other)", 0) + 1
+            if self._since is None:
+                self._since = now
+            return False
+
+    def retry_after(self) -> int:
+        return max(1, int(1.0 / self.rate + 0.999))
+
+    def take_summary(self, now: float, *, force: bool = False) -> tuple[dict[str, int], float] | None:
+        """What was suppressed since the last summary, if one is due (or ``force``)."""
+        with self._lock:
+            if not self._suppressed or (not force and now - self._flushed_at < self.interval):
+                return None
+            counts, since = self._suppressed, self._since
+            self._suppressed, self._since, self._flushed_at = {}, None, now
+            return counts, since if since is not None else now
 
 
 def _error(refusal: _Refusal, seq: int | None) -> JSONResponse:
@@ -374,6 +491,11 @@ def _parse(body: bytes) -> tuple[AuthorizationRequest, ApprovalGrant | None, _Su
     return request, approval, subject
 
 
+def _source(request: Request) -> str:
+    """The peer address (behind a proxy, the proxy's)."""
+    return request.client.host if request.client is not None else "(unknown)"
+
+
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -405,8 +527,9 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
                 raise _Refusal(500, R.GUARD_ERROR, "internal error; nothing was decided") from None
             return Response(decision.canonical_bytes(), media_type="application/json")
         except _Refusal as refusal:
-            seq = await run_in_threadpool(svc.denial, subject, refusal.code.value, refusal.message, caller)
-            return _error(refusal, seq)
+            return await run_in_threadpool(
+                svc.refused, subject, refusal, caller, _source(request), request.headers.get("authorization")
+            )
 
     async def results(request: Request) -> Response:
         svc: AuthorityService = request.app.state.service
@@ -451,8 +574,9 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
                 raise _Refusal(503, R.STORE_UNAVAILABLE, "the audit log is unavailable") from None
             return JSONResponse({"recorded": True, "audit_seq": entry.seq})
         except _Refusal as refusal:
-            seq = await run_in_threadpool(svc.denial, _Subject(), refusal.code.value, refusal.message, caller)
-            return _error(refusal, seq)
+            return await run_in_threadpool(
+                svc.refused, _Subject(), refusal, caller, _source(request), request.headers.get("authorization")
+            )
 
     async def audit_head(request: Request) -> Response:
         svc: AuthorityService = request.app.state.service
@@ -549,6 +673,7 @@ def openapi_document() -> dict[str, Any]:
         "408": answer("The body did not arrive in time (REQUEST_TIMEOUT)"),
         "413": answer("The body is over the configured limit (REQUEST_TOO_LARGE)"),
         "415": answer("Not application/json (UNSUPPORTED_MEDIA_TYPE)"),
+        "429": answer("Too many requests without a valid credential from this address (RATE_LIMITED)"),
         "503": answer("A store is unavailable (STORE_UNAVAILABLE)"),
     }
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -612,7 +737,12 @@ def openapi_document() -> dict[str, Any]:
                             }
                         },
                     },
-                    "responses": {"200": answer("Recorded", {"type": "object"}), **refusals},
+                    "responses": {
+                        "200": answer("Recorded", {"type": "object"}),
+                        **refusals,
+                        "403": answer("No token with this id was issued to this caller lately (CALLER_NOT_BOUND)"),
+                        "409": answer("A result for this token was already reported (TOKEN_REPLAYED)"),
+                    },
                 }
             },
             "/v1/audit/head": {
