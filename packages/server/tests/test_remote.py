@@ -476,3 +476,45 @@ def test_async_guard_cancelled_while_deciding_records_a_denial(liar: tuple[Liar,
     assert tool.calls == 0
     last = list(guard.audit_log.entries())[-1].body
     assert last["event"] == "denial" and last["executed"] is False and last["reason_codes"] == ["GUARD_ERROR"]
+
+
+def test_jwks_keys_stop_trusting_a_set_older_than_max_stale(server_config: dict[str, Any]) -> None:
+    """An unreachable authority: cached keys verify until ``max_stale`` after the last
+    fetch that worked, then nothing does (KEYSET_MISSING); a working fetch restores them."""
+    from execauth_core import TokenVerifier
+    from execauth_core.errors import TokenError
+
+    req = AuthorizationRequest(tool="search_docs", args={"q": "x"}, principal="alice", agent="helper")
+    with running_server({**server_config, "token_ttl": 60}, port=0) as srv:
+        port = srv.port
+        authority = RemoteAuthority(srv.url, credential=srv.credential)
+        try:
+            token = authority.decide(req, now=int(time.time())).token
+        finally:
+            authority.close()
+        assert token
+        keys = JWKSKeys(srv.jwks_url, max_age=0.2, max_stale=1.0, min_refresh_interval=0.1, timeout=1)
+        verifier = TokenVerifier(keys=keys, issuer="execauth-server", audience="execauth-guard")
+        assert verifier.verify(token, request=req, now=int(time.time())).jti
+        kid = next(iter(keys)).kid
+    # The authority is gone: the cached key still serves within max_stale...
+    time.sleep(0.4)
+    assert verifier.verify(token, request=req, now=int(time.time())).jti
+    assert keys.fetches >= 2  # it did try to refresh, and failed
+    # ...and not after it.
+    time.sleep(0.8)
+    with pytest.raises(TokenError) as info:
+        verifier.verify(token, request=req, now=int(time.time()))
+    assert info.value.reason_code == "KEYSET_MISSING"
+    assert len(keys) == 0 and keys.get(kid) is None
+    # Back on the same port (same data dir, same key): trusted again.
+    with running_server({**server_config, "token_ttl": 60}, port=port):
+        time.sleep(0.2)
+        assert verifier.verify(token, request=req, now=int(time.time())).jti
+
+
+def test_max_stale_is_at_least_max_age() -> None:
+    from execauth_core.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        JWKSKeys("http://127.0.0.1:9/jwks.json", max_age=60, max_stale=10)
