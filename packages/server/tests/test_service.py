@@ -380,3 +380,39 @@ def test_the_unauthenticated_limit_writes_at_most_one_summary_per_interval() -> 
     assert limit.admit("b", 0.0) and limit.admit("c", 0.0)  # past max_sources: shared bucket
     assert set(limit._buckets) == {"a", "b", "(other)"}  # max_sources, plus the shared one
     assert limit.take_summary(10.5) == ({"a": 1}, 0.5)
+
+
+def test_a_result_the_audit_log_could_not_record_may_be_reported_again(server_config: dict[str, Any]) -> None:
+    from execauth_core.errors import StoreUnavailable
+    from execauth_core.stores.memory import MemoryAuditLog
+    from execauth_core.stores.urls import Stores, open_stores
+    from execauth_server.app import AuthorityService, create_app
+    from execauth_server.config import parse_config
+    from execauth_server.testing import serving
+
+    class FlakyAudit(MemoryAuditLog):
+        down = False
+
+        def append(self, event: Any) -> Any:
+            if self.down and event.get("event") == "result":
+                raise StoreUnavailable("audit log down (test)")
+            return super().append(event)
+
+    callers = [{"name": "alice-bot", "secret_sha256": hash_secret("alice-secret"), "principals": ["alice"]}]
+    config = parse_config({**server_config, "callers": callers}, base=Path.cwd())
+    memory = open_stores("memory://")
+    audit_log = FlakyAudit()
+    service = AuthorityService(config, stores=Stores(memory.replay, audit_log, memory.state))
+    with serving(create_app(config, service=service)) as url:
+        fake = RunningServer(
+            url=url, credential="alice-secret", data_dir=config.data_dir, config=config, config_file=Path()
+        )
+        token_id = post(fake, SEARCH).json()["record"]["token_id"]
+        audit_log.down = True
+        down = _report(fake, token_id, "alice-secret")
+        assert down.status_code == 503 and down.json()["reason_code"] == "STORE_UNAVAILABLE"
+        audit_log.down = False
+        assert _report(fake, token_id, "alice-secret").status_code == 200
+        assert _report(fake, token_id, "alice-secret").status_code == 409
+    service.close()
+    assert [e.body["event"] for e in audit_log.entries()].count("result") == 1

@@ -279,12 +279,12 @@ class AuthorityService:
         ends = now + self._token_ttl() + RESULT_GRACE
         self.stores.state.debit(f"issued:{token_id}", [Debit(self._issued_key(token_id, caller), 1, 1, ends)], now=now)
 
-    def accept_result(self, token_id: str, caller: Caller) -> None:
+    def accept_result(self, token_id: str, caller: Caller) -> str:
         """Admit one result report, or raise the refusal: 403 ``CALLER_NOT_BOUND`` for a
         token this service did not issue to this caller (unknown, another caller's, or
         past its report period: the answer does not say which), 409 ``TOKEN_REPLAYED``
         for a second report of the same token. A refusal writes nothing to the stores
-        but its denial record."""
+        but its denial record. Returns the hold to refund if the report is not recorded."""
         now = self.clock.now()
         key = self._issued_key(token_id, caller)
         ends = now + self._token_ttl() + RESULT_GRACE
@@ -292,8 +292,10 @@ class AuthorityService:
             if self.stores.state.usage(key, ends, now=now) < 1:
                 raise _Refusal(403, R.CALLER_NOT_BOUND, "no token with this id was issued to this caller lately")
             # Count 1 -> 2, atomically: of two reports at once, one gets through.
-            if self.stores.state.debit(f"result:{token_id}:{new_id()}", [Debit(key, 1, 2, ends)], now=now):
+            hold = f"result:{token_id}:{new_id()}"
+            if self.stores.state.debit(hold, [Debit(key, 1, 2, ends)], now=now):
                 raise _Refusal(409, R.TOKEN_REPLAYED, "a result for this token was already reported")
+            return hold
         except StoreUnavailable:
             raise _Refusal(503, R.STORE_UNAVAILABLE, "a store is unavailable; nothing was recorded") from None
 
@@ -560,7 +562,7 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
                 detail["error"] = data["error"][:200]
             if data.get("execution_seq") is not None:
                 detail["execution_seq"] = data["execution_seq"]
-            await run_in_threadpool(svc.accept_result, data["token_id"], caller)
+            hold = await run_in_threadpool(svc.accept_result, data["token_id"], caller)
             event = {
                 "event": "result",
                 "time": svc.clock.now(),
@@ -571,6 +573,9 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
             try:
                 entry = await run_in_threadpool(svc.stores.audit.append, event)
             except StoreUnavailable:
+                # Not recorded: the report may be sent again.
+                with contextlib.suppress(Exception):
+                    await run_in_threadpool(svc.stores.state.refund, hold)
                 raise _Refusal(503, R.STORE_UNAVAILABLE, "the audit log is unavailable") from None
             return JSONResponse({"recorded": True, "audit_seq": entry.seq})
         except _Refusal as refusal:
