@@ -115,3 +115,40 @@ def test_no_config_starts_on_loopback_and_says_where_things_are(tmp_path: Path) 
     for line in ("data:", "key:", "console: not yet available (issue 16)", str(data)):
         assert line in text
     assert secret not in text + err.decode()
+
+
+@pytest.mark.parametrize("workers", [2, 1])
+def test_serve_on_port_0_prints_the_port_it_listens_on(
+    tmp_path: Path, server_config: dict[str, Any], workers: int
+) -> None:
+    from execauth_server.testing import stop
+
+    config = tmp_path / "server.yaml"
+    config.write_text(yaml.safe_dump(server_config))
+    proc = subprocess.Popen(
+        [*EXECAUTH, "serve", "--config", str(config), "--workers", str(workers), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().decode()
+        assert first.startswith("execauth serve: http://127.0.0.1:"), first
+        port = int(first.split("http://127.0.0.1:", 1)[1].split(" ", 1)[0])
+        assert port != 0, first
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                if r.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the printed URL never answered"
+            time.sleep(0.2)
+        assert r.json() == {"status": "ready"}
+    finally:
+        stop(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()

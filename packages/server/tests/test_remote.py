@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -141,7 +142,7 @@ class Liar:
     async def decide(self, request: Request) -> Response:
         req = AuthorizationRequest.model_validate_json(await request.body())
         await asyncio.sleep(self.delay)
-        decision = self.authority.decide(req, now=int(time.time()), token_id="t" * 24)
+        decision = self.authority.decide(req, now=int(time.time()), token_id=secrets.token_hex(12))
         spoiled = self.spoil(json.loads(decision.canonical_bytes()), req)
         if isinstance(spoiled, Response):
             return spoiled
@@ -378,3 +379,142 @@ def test_a_retired_key_published_beside_the_new_one_still_verifies_its_tokens(
         with pytest.raises(TokenError) as info:
             executor.verify(late, request=req, now=now + 5)  # a stolen retired key signs nothing new
         assert info.value.reason_code == "TOKEN_KEY_INACTIVE"
+
+
+# -- the async guard path -------------------------------------------------------
+
+
+def test_async_guard_calls_overlap_while_the_authority_thinks(liar: tuple[Liar, Guard]) -> None:
+    """``arun`` awaits ``RemoteAuthority.adecide``: two calls in one event loop wait for
+    a slow authority together, not one after the other (the loop is not blocked)."""
+    lie, guard = liar
+    lie.delay = 0.5
+    tool = Tool()
+    requests = [guard.proposal("search_docs", {"q": str(i)}, principal="alice", agent="helper") for i in range(2)]
+
+    async def go() -> tuple[list[str], float]:
+        started = time.monotonic()
+        try:
+            results = await asyncio.gather(*(guard.arun(r, tool) for r in requests))
+        finally:
+            await guard.authority.aclose()  # type: ignore[union-attr]
+        return list(results), time.monotonic() - started
+
+    results, took = asyncio.run(go())
+    assert results == ["ran", "ran"] and tool.calls == 2
+    assert 0.5 <= took < 0.95, f"two calls took {took:.2f} s: the decides did not overlap"
+    executed = [e.body for e in guard.audit_log.entries() if e.body["event"] == "execution"]
+    assert len(executed) == 2
+
+
+@pytest.mark.parametrize(
+    ("spoil", "code"),
+    [
+        (lambda d, r: Response("oops", status_code=500), "AUTHORITY_UNAVAILABLE"),
+        (lambda d, r: Response(b"not json", media_type="application/json"), "AUTHORITY_ANSWER_INVALID"),
+        (lambda d, r: {**d, "record_signature": d["record_signature"][:-4] + "AAAA"}, "AUTHORITY_ANSWER_INVALID"),
+        (lambda d, r: {**d, "proposal_digest": "sha256:" + "0" * 64}, "AUTHORITY_ANSWER_INVALID"),
+        (lambda d, r: {**d, "token": None}, "AUTHORITY_ANSWER_INVALID"),
+        (_forge_token, "AUTHORITY_ANSWER_INVALID"),
+        ("slow", "AUTHORITY_UNAVAILABLE"),
+        ("down", "AUTHORITY_UNAVAILABLE"),
+    ],
+    ids=[
+        "500",
+        "not-json",
+        "record-signature",
+        "other-proposal",
+        "allow-without-token",
+        "forged-token",
+        "slow",
+        "down",
+    ],
+)
+def test_async_guard_failures_are_recorded_denials(liar: tuple[Liar, Guard], spoil: Any, code: str) -> None:
+    lie, guard = liar
+    if spoil == "slow":
+        lie.delay = 2.0
+    elif spoil == "down":
+        guard.authority.url = "http://127.0.0.1:9"  # type: ignore[union-attr]  # nothing listens there
+    else:
+        lie.spoil = spoil
+    tool = Tool()
+    request = guard.proposal("search_docs", {"q": "x"}, principal="alice", agent="helper")
+
+    async def go() -> ExecutionDenied:
+        try:
+            with pytest.raises(ExecutionDenied) as info:
+                await guard.arun(request, tool)
+            return info.value
+        finally:
+            await guard.authority.aclose()  # type: ignore[union-attr]
+
+    denial = asyncio.run(go())
+    assert tool.calls == 0, "the tool ran"
+    assert denial.reason_codes == (code,)
+    last = list(guard.audit_log.entries())[-1].body
+    assert last["event"] == "denial" and last["executed"] is False and last["reason_codes"] == [code]
+
+
+def test_async_guard_cancelled_while_deciding_records_a_denial(liar: tuple[Liar, Guard]) -> None:
+    lie, guard = liar
+    lie.delay = 0.5
+    tool = Tool()
+    request = guard.proposal("search_docs", {"q": "x"}, principal="alice", agent="helper")
+
+    async def go() -> None:
+        try:
+            task = asyncio.ensure_future(guard.arun(request, tool))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            await guard.authority.aclose()  # type: ignore[union-attr]
+
+    asyncio.run(go())
+    assert tool.calls == 0
+    last = list(guard.audit_log.entries())[-1].body
+    assert last["event"] == "denial" and last["executed"] is False and last["reason_codes"] == ["GUARD_ERROR"]
+
+
+def test_jwks_keys_stop_trusting_a_set_older_than_max_stale(server_config: dict[str, Any]) -> None:
+    """An unreachable authority: cached keys verify until ``max_stale`` after the last
+    fetch that worked, then nothing does (KEYSET_MISSING); a working fetch restores them."""
+    from execauth_core import TokenVerifier
+    from execauth_core.errors import TokenError
+
+    req = AuthorizationRequest(tool="search_docs", args={"q": "x"}, principal="alice", agent="helper")
+    with running_server({**server_config, "token_ttl": 60}, port=0) as srv:
+        port = srv.port
+        authority = RemoteAuthority(srv.url, credential=srv.credential)
+        try:
+            token = authority.decide(req, now=int(time.time())).token
+        finally:
+            authority.close()
+        assert token
+        keys = JWKSKeys(srv.jwks_url, max_age=0.2, max_stale=1.0, min_refresh_interval=0.1, timeout=1)
+        verifier = TokenVerifier(keys=keys, issuer="execauth-server", audience="execauth-guard")
+        assert verifier.verify(token, request=req, now=int(time.time())).jti
+        kid = next(iter(keys)).kid
+    # The authority is gone: the cached key still serves within max_stale...
+    time.sleep(0.4)
+    assert verifier.verify(token, request=req, now=int(time.time())).jti
+    assert keys.fetches >= 2  # it did try to refresh, and failed
+    # ...and not after it.
+    time.sleep(0.8)
+    with pytest.raises(TokenError) as info:
+        verifier.verify(token, request=req, now=int(time.time()))
+    assert info.value.reason_code == "KEYSET_MISSING"
+    assert len(keys) == 0 and keys.get(kid) is None
+    # Back on the same port (same data dir, same key): trusted again.
+    with running_server({**server_config, "token_ttl": 60}, port=port):
+        time.sleep(0.2)
+        assert verifier.verify(token, request=req, now=int(time.time())).jti
+
+
+def test_max_stale_is_at_least_max_age() -> None:
+    from execauth_core.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        JWKSKeys("http://127.0.0.1:9/jwks.json", max_age=60, max_stale=10)

@@ -278,3 +278,141 @@ def test_no_stack_trace_reaches_a_client(server_config: dict[str, Any], tmp_path
     entry = list(app.state.service.stores.audit.entries())[seq - 1].body
     assert (entry["event"], entry["executed"], entry["reason_codes"]) == ("denial", False, ["GUARD_ERROR"])
     app.state.service.close()
+
+
+def _report(srv: RunningServer, token_id: str, secret: str, status: str = "ok") -> httpx.Response:
+    headers = {"Authorization": f"Bearer {secret}"}
+    return httpx.post(srv.url + "/v1/results", json={"token_id": token_id, "status": status}, headers=headers)
+
+
+def test_a_result_is_accepted_only_for_an_issued_token_from_its_caller_once(server_config: dict[str, Any]) -> None:
+    callers = [
+        {"name": "alice-bot", "secret_sha256": hash_secret("alice-secret"), "principals": ["alice"]},
+        {"name": "bob-bot", "secret_sha256": hash_secret("bob-secret"), "principals": ["bob"]},
+    ]
+    with running_server({**server_config, "callers": callers}) as s:
+        alice = post(s, SEARCH, secret="alice-secret").json()
+        assert alice["outcome"] == "ALLOW"
+        token_id = alice["record"]["token_id"]
+        deny = post(s, {**SEARCH, "tool": "drop_table", "args": {"table": "t"}}, secret="alice-secret").json()
+        assert deny["outcome"] != "ALLOW" and deny["record"]["token_id"] is None
+
+        unknown = _report(s, "u" * 24, "alice-secret")
+        assert unknown.status_code == 403 and unknown.json()["reason_code"] == "CALLER_NOT_BOUND"
+        foreign = _report(s, token_id, "bob-secret")
+        assert foreign.status_code == 403 and foreign.json()["reason_code"] == "CALLER_NOT_BOUND"
+        # The same answer for a foreign token as for an unknown one: nothing about alice's.
+        assert foreign.json()["message"] == unknown.json()["message"]
+
+        first = _report(s, token_id, "alice-secret")
+        assert first.status_code == 200 and first.json()["recorded"] is True
+        again = _report(s, token_id, "alice-secret", status="error")
+        assert again.status_code == 409 and again.json()["reason_code"] == "TOKEN_REPLAYED"
+
+        entries = audit(s)
+        results = [e for e in entries if e["event"] == "result"]
+        assert len(results) == 1 and results[0]["token_id"] == token_id
+        assert results[0]["detail"]["caller"] == "alice-bot"
+        refused = [e for e in entries if e["event"] == "denial" and e["detail"].get("via") == "server"]
+        codes = [e["reason_codes"] for e in refused[-3:]]
+        assert codes == [["CALLER_NOT_BOUND"], ["CALLER_NOT_BOUND"], ["TOKEN_REPLAYED"]]
+        assert all(e["executed"] is False for e in refused)
+        for r in (unknown, foreign, again):
+            assert r.json()["audit_seq"] is not None
+
+
+@pytest.mark.parametrize("store", ["redis", "postgres"])
+def test_result_reports_on_shared_stores(server_config: dict[str, Any], store: str, request: Any) -> None:
+    """The mark and the once-only count live in the shared state store (Redis, PostgreSQL)."""
+    url = request.getfixturevalue(f"{store}_url")
+    callers = [{"name": "alice-bot", "secret_sha256": hash_secret("alice-secret"), "principals": ["alice"]}]
+    with running_server({**server_config, "callers": callers, "stores": url}) as s:
+        token_id = post(s, SEARCH, secret="alice-secret").json()["record"]["token_id"]
+        assert _report(s, "u" * 24, "alice-secret").status_code == 403
+        assert _report(s, token_id, "alice-secret").status_code == 200
+        assert _report(s, token_id, "alice-secret").json()["reason_code"] == "TOKEN_REPLAYED"
+
+
+def test_unauthenticated_refusals_are_recorded_up_to_a_limit_then_summarized(server_config: dict[str, Any]) -> None:
+    callers = [{"name": "alice-bot", "secret_sha256": hash_secret("alice-secret"), "principals": ["alice"]}]
+    config = {
+        **server_config,
+        "callers": callers,
+        "limits": {**server_config["limits"], "unauthenticated_per_minute": 5},
+    }
+    with running_server(config) as s:
+        before = len(audit(s))
+        answers = [post(s, SEARCH, secret="wrong-secret") for _ in range(25)]
+        codes = [r.status_code for r in answers]
+        assert codes[:5] == [401] * 5 and set(codes[5:]) == {429}, codes
+        assert answers[-1].json()["reason_code"] == "RATE_LIMITED" and int(answers[-1].headers["retry-after"]) >= 1
+        # Another route shares the bucket; a bad body without a credential is refused the same way.
+        assert (
+            httpx.post(s.url + "/v1/results", content=b"x", headers={"Content-Type": "text/plain"}).status_code == 429
+        )
+        added = audit(s)[before:]
+        assert [e["reason_codes"] for e in added] == [["CALLER_UNAUTHENTICATED"]] * 5 + [["RATE_LIMITED"]]
+        assert added[-1]["detail"]["suppressed"] == 1 and added[-1]["executed"] is False
+        # A caller with a valid secret is not limited, even for a bad body, and is named.
+        assert post(s, SEARCH, secret="alice-secret").json()["outcome"] == "ALLOW"
+        bad = httpx.post(
+            s.url + "/v1/decide", content=b"{}", headers={"Authorization": "Bearer alice-secret", "Content-Type": "x/y"}
+        )
+        assert bad.status_code == 415
+        assert audit(s)[-1]["reason_codes"] == ["UNSUPPORTED_MEDIA_TYPE"]
+        assert audit(s)[-1]["detail"]["caller"] == "alice-bot"
+        during = len(audit(s))
+    # Stopping the service writes what it suppressed since the last summary.
+    final = audit(s)[during:]
+    assert len(final) == 1 and final[0]["reason_codes"] == ["RATE_LIMITED"]
+    assert final[0]["detail"]["suppressed"] == 20 and final[0]["detail"]["by_source"] == {"127.0.0.1": 20}
+
+
+def test_the_unauthenticated_limit_writes_at_most_one_summary_per_interval() -> None:
+    from execauth_server.app import _UnauthenticatedLimit
+
+    limit = _UnauthenticatedLimit(60, interval=10.0, max_sources=2)
+    assert all(limit.admit("a", 0.0) for _ in range(60)) and not limit.admit("a", 0.0)
+    assert limit.take_summary(0.0) == ({"a": 1}, 0.0)
+    assert not limit.admit("a", 0.5)  # half a token refilled
+    assert limit.take_summary(5.0) is None  # within the interval: no second summary
+    assert limit.admit("a", 2.0)  # one a second comes back
+    assert limit.admit("b", 0.0) and limit.admit("c", 0.0)  # past max_sources: shared bucket
+    assert set(limit._buckets) == {"a", "b", "(other)"}  # max_sources, plus the shared one
+    assert limit.take_summary(10.5) == ({"a": 1}, 0.5)
+
+
+def test_a_result_the_audit_log_could_not_record_may_be_reported_again(server_config: dict[str, Any]) -> None:
+    from execauth_core.errors import StoreUnavailable
+    from execauth_core.stores.memory import MemoryAuditLog
+    from execauth_core.stores.urls import Stores, open_stores
+    from execauth_server.app import AuthorityService, create_app
+    from execauth_server.config import parse_config
+    from execauth_server.testing import serving
+
+    class FlakyAudit(MemoryAuditLog):
+        down = False
+
+        def append(self, event: Any) -> Any:
+            if self.down and event.get("event") == "result":
+                raise StoreUnavailable("audit log down (test)")
+            return super().append(event)
+
+    callers = [{"name": "alice-bot", "secret_sha256": hash_secret("alice-secret"), "principals": ["alice"]}]
+    config = parse_config({**server_config, "callers": callers}, base=Path.cwd())
+    memory = open_stores("memory://")
+    audit_log = FlakyAudit()
+    service = AuthorityService(config, stores=Stores(memory.replay, audit_log, memory.state))
+    with serving(create_app(config, service=service)) as url:
+        fake = RunningServer(
+            url=url, credential="alice-secret", data_dir=config.data_dir, config=config, config_file=Path()
+        )
+        token_id = post(fake, SEARCH).json()["record"]["token_id"]
+        audit_log.down = True
+        down = _report(fake, token_id, "alice-secret")
+        assert down.status_code == 503 and down.json()["reason_code"] == "STORE_UNAVAILABLE"
+        audit_log.down = False
+        assert _report(fake, token_id, "alice-secret").status_code == 200
+        assert _report(fake, token_id, "alice-secret").status_code == 409
+    service.close()
+    assert [e.body["event"] for e in audit_log.entries()].count("result") == 1

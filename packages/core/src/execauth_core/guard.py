@@ -15,7 +15,7 @@ import logging
 import os
 import secrets
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -458,6 +458,69 @@ class Guard:
         """Every check before a call. Returns a capability or raises ExecutionDenied
         (after recording the denial). Never lets an exception other than
         ExecutionDenied out."""
+        steps = self._admission(request, token, decide=decide, approval=approval)
+        try:
+            ask = next(steps)
+            while True:  # the admission asks for (at most) one decision
+                try:
+                    answer = self._decide(*ask)
+                except BaseException as exc:  # noqa: BLE001 - handed to the admission, which records it
+                    ask = steps.throw(exc)
+                else:
+                    ask = steps.send(answer)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def _aadmit(
+        self,
+        request: AuthorizationRequest,
+        token: str | None,
+        *,
+        decide: bool,
+        approval: ApprovalGrant | None,
+    ) -> Capability:
+        """:meth:`_admit` whose decision is awaited (``authority.adecide`` where there
+        is one), so a remote authority's round trip does not block the event loop."""
+        steps = self._admission(request, token, decide=decide, approval=approval)
+        try:
+            ask = next(steps)
+            while True:
+                try:
+                    answer = await self._adecide(*ask)
+                except BaseException as exc:  # noqa: BLE001 - cancellation too: recorded, then re-raised
+                    ask = steps.throw(exc)
+                else:
+                    ask = steps.send(answer)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def _adecide(
+        self, request: AuthorizationRequest, approval: ApprovalGrant | None, pd: str, raw: bytes
+    ) -> AuthorizationDecision:
+        adecide = getattr(self.authority, "adecide", None)
+        if not inspect.iscoroutinefunction(adecide):
+            return self._decide(request, approval, pd, raw)
+        decision = await adecide(
+            request,
+            now=self.clock.now(),
+            token_id=self.id_factory(),
+            approval=approval,
+            proposal_digest=pd,
+            request_bytes=raw,
+        )
+        return decision  # type: ignore[no-any-return]
+
+    def _admission(
+        self,
+        request: AuthorizationRequest,
+        token: str | None,
+        *,
+        decide: bool,
+        approval: ApprovalGrant | None,
+    ) -> Generator[tuple[AuthorizationRequest, ApprovalGrant | None, str, bytes], AuthorizationDecision, Capability]:
+        """The checks of :meth:`_admit`, shared by the sync and async paths: it yields
+        ``(request, approval, digest, bytes)`` when it needs a decision, and the caller
+        sends the decision back in (or throws what deciding raised)."""
         pd: str | None = None
         decision: AuthorizationDecision | None = None
         try:
@@ -467,7 +530,7 @@ class Guard:
             raw = request.canonical_bytes()
             pd = digest_bytes(raw)
             if decide:
-                decision = self._decide(request, approval, pd, raw)
+                decision = yield (request, approval, pd, raw)
                 if decision.outcome is not Outcome.ALLOW or decision.token is None:
                     raise _Denial(
                         decision.outcome.value,
@@ -720,7 +783,7 @@ class Guard:
         self, request: AuthorizationRequest, token: str | None, call: Callable[[], Awaitable[T] | T]
     ) -> T:
         """Async :meth:`execute`."""
-        cap = self._admit(request, token, decide=False, approval=None)
+        cap = await self._aadmit(request, token, decide=False, approval=None)
         return await self._ainvoke(cap, call)
 
     def run(
@@ -741,8 +804,9 @@ class Guard:
         *,
         approval: ApprovalGrant | None = None,
     ) -> T:
-        """Async :meth:`run`. ``call`` may return an awaitable or a plain value."""
-        cap = self._admit(request, None, decide=True, approval=approval)
+        """Async :meth:`run`. ``call`` may return an awaitable or a plain value. The
+        decision is awaited (``authority.adecide``, e.g. :class:`RemoteAuthority`'s)."""
+        cap = await self._aadmit(request, None, decide=True, approval=approval)
         return await self._ainvoke(cap, call)
 
 

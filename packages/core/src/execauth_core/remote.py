@@ -63,9 +63,17 @@ class JWKSKeys(KeySet):
     make it hammer the service); the set is also refreshed when older than ``max_age``.
     A key carried in a token is never used (the verifier refuses such tokens).
 
+    If the JWKS cannot be fetched, the keys already known are used until ``max_stale``
+    seconds after the last fetch that worked; after that the set counts as empty and
+    every verification fails with ``KEYSET_MISSING`` (a revoked or rotated key is not
+    trusted indefinitely while the authority is unreachable). It serves keys again after
+    the next fetch that works.
+
     Args:
         url: the JWKS URL (``https://authority/.well-known/jwks.json``).
         max_age: seconds a fetched set is used before it is fetched again.
+        max_stale: seconds since the last successful fetch (a 304 counts) after which
+            no key is trusted; ``None`` for no bound. At least ``max_age``.
         min_refresh_interval: least seconds between two fetches.
         pins: if given, only these kids are ever trusted, whatever the JWKS says.
         timeout: seconds for one fetch.
@@ -76,6 +84,7 @@ class JWKSKeys(KeySet):
         url: str,
         *,
         max_age: float = 300.0,
+        max_stale: float | None = 900.0,
         min_refresh_interval: float = 5.0,
         pins: set[str] | frozenset[str] | None = None,
         timeout: float = 5.0,
@@ -86,6 +95,9 @@ class JWKSKeys(KeySet):
             raise ConfigurationError("a JWKS URL starts with http:// or https://")
         self.url = url
         self.max_age = max_age
+        if max_stale is not None and max_stale < max_age:
+            raise ConfigurationError("max_stale must be at least max_age")
+        self.max_stale = max_stale
         self.min_refresh_interval = min_refresh_interval
         self.pins = frozenset(pins) if pins is not None else None
         self.timeout = timeout
@@ -94,6 +106,7 @@ class JWKSKeys(KeySet):
         self._fetched_at: float | None = None
         self._tried_at: float | None = None
         self._etag: str | None = None
+        self._stale_logged = False
         self.fetches = 0
         """How many times the JWKS was requested (for tests and monitoring)."""
 
@@ -116,9 +129,11 @@ class JWKSKeys(KeySet):
                 return False
             if keys is None:  # 304: unchanged
                 self._fetched_at = now
+                self._stale_logged = False
                 return False
             self._keys = keys
             self._fetched_at = now
+            self._stale_logged = False
             return True
 
     def _fetch(self) -> dict[str, TrustedKey] | None:
@@ -137,13 +152,22 @@ class JWKSKeys(KeySet):
         self._etag = r.headers.get("etag")
         return {k.kid: k for k in fetched if self.pins is None or k.kid in self.pins}
 
-    def _ensure(self) -> None:
+    def _ensure(self) -> bool:
+        """Refresh if due; False if the set is too stale to trust (past ``max_stale``)."""
         fetched = self._fetched_at
         if fetched is None or time.monotonic() - fetched > self.max_age:
             self.refresh()
+            fetched = self._fetched_at
+        if self.max_stale is None or (fetched is not None and time.monotonic() - fetched <= self.max_stale):
+            return True
+        if self._keys and not self._stale_logged:
+            self._stale_logged = True  # once per stale spell, not once per verification
+            log.warning("execauth: the JWKS from %s is older than max_stale: no key is trusted", self.url)
+        return False
 
     def get(self, kid: str) -> TrustedKey | None:
-        self._ensure()
+        if not self._ensure():
+            return None
         key = self._keys.get(kid)
         if key is None and isinstance(kid, str) and (self.pins is None or kid in self.pins):
             # Perhaps the authority rotated its key: look again, rate-limited.
@@ -157,11 +181,13 @@ class JWKSKeys(KeySet):
         super().add(key)
 
     def __iter__(self):  # type: ignore[no-untyped-def]
-        self._ensure()
+        if not self._ensure():
+            return iter(())
         return super().__iter__()
 
     def __len__(self) -> int:
-        self._ensure()
+        if not self._ensure():
+            return 0
         return super().__len__()
 
 

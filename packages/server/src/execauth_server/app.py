@@ -17,9 +17,12 @@ ever reaches a client; the caller secret is never logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +42,7 @@ from execauth_core.guard import new_id
 from execauth_core.keys import KeySet, LocalSigner, Signer
 from execauth_core.messages import ApprovalGrant, AuthorizationDecision, AuthorizationRequest
 from execauth_core.reasons import ReasonCode as R
+from execauth_core.stores.base import Debit
 from execauth_core.stores.urls import Stores, open_stores
 
 from ._version import __version__
@@ -48,6 +52,9 @@ log = logging.getLogger("execauth.server")
 
 JWKS_MAX_AGE = 300
 _RESULT_STATUSES = {"ok", "error", "not_run"}
+RESULT_GRACE = 3600
+"""Seconds after a token's expiry during which its caller may still report its result
+(a tool may run long after the token was consumed)."""
 
 
 class _Refusal(Exception):
@@ -152,6 +159,7 @@ class AuthorityService:
         self.jwks_body = body
         self.jwks_etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         self._callers = {bytes.fromhex(c.secret_sha256): c for c in config.callers}
+        self.unauthenticated = _UnauthenticatedLimit(config.unauthenticated_per_minute)
 
     def authority_for(self, tool: str) -> Authority:
         if self._fixed is not None:
@@ -239,6 +247,8 @@ class AuthorityService:
             "detail": {"caller": caller.name, "audience": authority.audience},
         }
         try:
+            if decision.record.token_id is not None:
+                self._mark_issued(decision.record.token_id, caller)
             self.stores.audit.append(event)
         except Exception:
             # An unrecorded decision issues no token, and gives back what it debited.
@@ -252,12 +262,165 @@ class AuthorityService:
             raise
         return decision
 
+    # -- results: only for a token this service issued, to this caller, once ------
+    #
+    # The mark is a counter in the shared state store, so every worker sees it. Its
+    # window is longer than the time since the epoch, so the window started at 0 and
+    # ends when the report period does (a state store forgets a counter when its
+    # window ends): any later moment looks the counter up under the same (key, 0).
+
+    def _issued_key(self, token_id: str, caller: Caller) -> str:
+        return f"execauth-server/issued/{hashlib.sha256(caller.name.encode()).hexdigest()[:16]}/{token_id}"
+
+    def _mark_issued(self, token_id: str, caller: Caller) -> None:
+        """Remember until the token's expiry plus :data:`RESULT_GRACE` that
+        ``token_id`` went to ``caller`` (count 1)."""
+        now = self.clock.now()
+        ends = now + self._token_ttl() + RESULT_GRACE
+        self.stores.state.debit(f"issued:{token_id}", [Debit(self._issued_key(token_id, caller), 1, 1, ends)], now=now)
+
+    def accept_result(self, token_id: str, caller: Caller) -> str:
+        """Admit one result report, or raise the refusal: 403 ``CALLER_NOT_BOUND`` for a
+        token this service did not issue to this caller (unknown, another caller's, or
+        past its report period: the answer does not say which), 409 ``TOKEN_REPLAYED``
+        for a second report of the same token. A refusal writes nothing to the stores
+        but its denial record. Returns the hold to refund if the report is not recorded."""
+        now = self.clock.now()
+        key = self._issued_key(token_id, caller)
+        ends = now + self._token_ttl() + RESULT_GRACE
+        try:
+            if self.stores.state.usage(key, ends, now=now) < 1:
+                raise _Refusal(403, R.CALLER_NOT_BOUND, "no token with this id was issued to this caller lately")
+            # Count 1 -> 2, atomically: of two reports at once, one gets through.
+            hold = f"result:{token_id}:{new_id()}"
+            if self.stores.state.debit(hold, [Debit(key, 1, 2, ends)], now=now):
+                raise _Refusal(409, R.TOKEN_REPLAYED, "a result for this token was already reported")
+            return hold
+        except StoreUnavailable:
+            raise _Refusal(503, R.STORE_UNAVAILABLE, "a store is unavailable; nothing was recorded") from None
+
+    def _token_ttl(self) -> int:
+        return max(a.token_ttl for a in self._authorities.values())
+
     def ready(self) -> None:
         self.stores.audit.head()
         self.stores.state.usage("execauth-server/readyz", 60, now=self.clock.now())
 
+    def refused(
+        self, subject: _Subject, refusal: _Refusal, caller: Caller | None, source: str, authorization: str | None
+    ) -> JSONResponse:
+        """Record a refusal and answer it; a request without a valid credential goes
+        through :class:`_UnauthenticatedLimit` first (429 past its limit)."""
+        if caller is None and refusal.code is not R.CALLER_UNAUTHENTICATED and authorization:
+            # Refused before its credential was looked at (a bad body): name the caller.
+            with contextlib.suppress(_Refusal):
+                caller = self.authenticate(authorization)
+        if caller is None and not self.unauthenticated.admit(source, time.monotonic()):
+            self._summarize()
+            limited = _Refusal(
+                429,
+                R.RATE_LIMITED,
+                "too many requests without a valid credential from this address; try again later",
+                headers={"Retry-After": str(self.unauthenticated.retry_after())},
+            )
+            return _error(limited, None)
+        if caller is None:
+            self._summarize()
+        return _error(refusal, self.denial(subject, refusal.code.value, refusal.message, caller))
+
+    def _summarize(self, *, force: bool = False) -> None:
+        summary = self.unauthenticated.take_summary(time.monotonic(), force=force)
+        if summary is None:
+            return
+        counts, since = summary
+        total = sum(counts.values())
+        self.record(
+            {
+                "event": "denial",
+                "time": self.clock.now(),
+                "executed": False,
+                "tool": None,
+                "principal": None,
+                "agent": None,
+                "call_id": None,
+                "proposal_digest": None,
+                "outcome": "DENY",
+                "reason_codes": [R.RATE_LIMITED.value],
+                "record_digest": None,
+                "policy_digest": None,
+                "token_id": None,
+                "detail": {
+                    "message": f"suppressed {total} refusals of requests without a valid credential",
+                    "suppressed": total,
+                    "by_source": dict(sorted(counts.items(), key=lambda kv: -kv[1])[:20]),
+                    "seconds": round(time.monotonic() - since, 3),
+                    "via": "server",
+                },
+            }
+        )
+
     def close(self) -> None:
+        self._summarize(force=True)
         self.stores.close()
+
+
+class _UnauthenticatedLimit:
+    """A token bucket per source address for refusals of requests without a valid
+    credential, so that nobody without a secret can grow the audit log without bound.
+
+    Each address may have ``per_minute`` such refusals recorded per minute (and a burst
+    of as many). Past that it gets 429 ``RATE_LIMITED``, unrecorded one by one: instead,
+    at most one summary entry per ``interval`` seconds counts what was suppressed, by
+    address. Per process: with several workers each keeps its own buckets. At most
+    ``max_sources`` addresses are tracked; when full, the new ones share one bucket.
+    """
+
+    def __init__(self, per_minute: int, *, interval: float = 60.0, max_sources: int = 4096) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(per_minute)
+        self.interval = interval
+        self.max_sources = max_sources
+        self._buckets: dict[str, tuple[float, float]] = {}  # source -> (tokens, at)
+        self._suppressed: dict[str, int] = {}
+        self._since: float | None = None
+        self._flushed_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def admit(self, source: str, now: float) -> bool:
+        """Take a token for ``source``; False if it has none left (then count it)."""
+        with self._lock:
+            if source not in self._buckets and len(self._buckets) >= self.max_sources:
+                # Forget the addresses whose buckets have refilled: they cost nothing to rebuild.
+                for s, (tokens, at) in list(self._buckets.items()):
+                    if tokens + (now - at) * self.rate >= self.burst:
+                        del self._buckets[s]
+                if len(self._buckets) >= self.max_sources:
+                    source = "(other)"
+            tokens, at = self._buckets.get(source, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[source] = (tokens - 1.0, now)
+                return True
+            self._buckets[source] = (tokens, now)
+            if len(self._suppressed) < 100 or source in self._suppressed:
+                self._suppressed[source] = self._suppressed.get(source, 0) + 1
+            else:
+                self._suppressed["(other)"] = self._suppressed.get("(other)", 0) + 1
+            if self._since is None:
+                self._since = now
+            return False
+
+    def retry_after(self) -> int:
+        return max(1, int(1.0 / self.rate + 0.999))
+
+    def take_summary(self, now: float, *, force: bool = False) -> tuple[dict[str, int], float] | None:
+        """What was suppressed since the last summary, if one is due (or ``force``)."""
+        with self._lock:
+            if not self._suppressed or (not force and now - self._flushed_at < self.interval):
+                return None
+            counts, since = self._suppressed, self._since
+            self._suppressed, self._since, self._flushed_at = {}, None, now
+            return counts, since if since is not None else now
 
 
 def _error(refusal: _Refusal, seq: int | None) -> JSONResponse:
@@ -330,6 +493,11 @@ def _parse(body: bytes) -> tuple[AuthorizationRequest, ApprovalGrant | None, _Su
     return request, approval, subject
 
 
+def _source(request: Request) -> str:
+    """The peer address (behind a proxy, the proxy's)."""
+    return request.client.host if request.client is not None else "(unknown)"
+
+
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -361,8 +529,9 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
                 raise _Refusal(500, R.GUARD_ERROR, "internal error; nothing was decided") from None
             return Response(decision.canonical_bytes(), media_type="application/json")
         except _Refusal as refusal:
-            seq = await run_in_threadpool(svc.denial, subject, refusal.code.value, refusal.message, caller)
-            return _error(refusal, seq)
+            return await run_in_threadpool(
+                svc.refused, subject, refusal, caller, _source(request), request.headers.get("authorization")
+            )
 
     async def results(request: Request) -> Response:
         svc: AuthorityService = request.app.state.service
@@ -393,6 +562,7 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
                 detail["error"] = data["error"][:200]
             if data.get("execution_seq") is not None:
                 detail["execution_seq"] = data["execution_seq"]
+            hold = await run_in_threadpool(svc.accept_result, data["token_id"], caller)
             event = {
                 "event": "result",
                 "time": svc.clock.now(),
@@ -403,11 +573,15 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
             try:
                 entry = await run_in_threadpool(svc.stores.audit.append, event)
             except StoreUnavailable:
+                # Not recorded: the report may be sent again.
+                with contextlib.suppress(Exception):
+                    await run_in_threadpool(svc.stores.state.refund, hold)
                 raise _Refusal(503, R.STORE_UNAVAILABLE, "the audit log is unavailable") from None
             return JSONResponse({"recorded": True, "audit_seq": entry.seq})
         except _Refusal as refusal:
-            seq = await run_in_threadpool(svc.denial, _Subject(), refusal.code.value, refusal.message, caller)
-            return _error(refusal, seq)
+            return await run_in_threadpool(
+                svc.refused, _Subject(), refusal, caller, _source(request), request.headers.get("authorization")
+            )
 
     async def audit_head(request: Request) -> Response:
         svc: AuthorityService = request.app.state.service
@@ -504,6 +678,7 @@ def openapi_document() -> dict[str, Any]:
         "408": answer("The body did not arrive in time (REQUEST_TIMEOUT)"),
         "413": answer("The body is over the configured limit (REQUEST_TOO_LARGE)"),
         "415": answer("Not application/json (UNSUPPORTED_MEDIA_TYPE)"),
+        "429": answer("Too many requests without a valid credential from this address (RATE_LIMITED)"),
         "503": answer("A store is unavailable (STORE_UNAVAILABLE)"),
     }
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -567,7 +742,12 @@ def openapi_document() -> dict[str, Any]:
                             }
                         },
                     },
-                    "responses": {"200": answer("Recorded", {"type": "object"}), **refusals},
+                    "responses": {
+                        "200": answer("Recorded", {"type": "object"}),
+                        **refusals,
+                        "403": answer("No token with this id was issued to this caller lately (CALLER_NOT_BOUND)"),
+                        "409": answer("A result for this token was already reported (TOKEN_REPLAYED)"),
+                    },
                 }
             },
             "/v1/audit/head": {

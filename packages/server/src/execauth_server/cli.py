@@ -96,6 +96,10 @@ def serve(args: argparse.Namespace) -> int:
     service = AuthorityService(config)
     kid = service.signer.kid
     service.close()
+    if port == 0:
+        # Pick the port now, so the URL printed below is the one served (uvicorn would
+        # pick one itself, and with several workers never say which).
+        port = _free_port(host)
     out = sys.stdout
     out.write(f"execauth serve: http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})\n")
     out.write(f"  data:    {config.data_dir}\n")
@@ -120,6 +124,19 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+def _free_port(host: str) -> int:
+    """A port that is free on ``host`` now (the OS picks it)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.bind(address)
+            return int(sock.getsockname()[1])
+    except OSError as exc:
+        raise ExecAuthError(f"cannot listen on {host!r}: {exc.strerror or exc}") from None
 
 
 def _redact(url: str) -> str:

@@ -40,7 +40,7 @@ _KEYS = {
     "workers",
 }
 _CALLER_KEYS = {"name", "secret_sha256", "principals", "agents"}
-_LIMIT_KEYS = {"max_body_bytes", "read_timeout"}
+_LIMIT_KEYS = {"max_body_bytes", "read_timeout", "unauthenticated_per_minute"}
 
 
 def hash_secret(secret: str) -> str:
@@ -95,6 +95,9 @@ class ServerConfig:
     callers: tuple[Caller, ...] = ()
     max_body_bytes: int = 65_536
     read_timeout: float = 10.0
+    unauthenticated_per_minute: int = 30
+    """Refusals recorded per minute per source address for requests with no valid
+    credential (a burst of as many); beyond that, 429 and one summary entry a minute."""
     host: str = "127.0.0.1"
     port: int = 8787
     workers: int = 1
@@ -201,6 +204,9 @@ def parse_config(data: Any, *, base: Path | None = None, source: Path | None = N
         callers=tuple(callers),
         max_body_bytes=_int(limits.get("max_body_bytes", 65_536), "limits.max_body_bytes", 256, 16 * 1024 * 1024),
         read_timeout=float(read_timeout),
+        unauthenticated_per_minute=_int(
+            limits.get("unauthenticated_per_minute", 30), "limits.unauthenticated_per_minute", 1, 100_000
+        ),
         host=_str(data.get("host", "127.0.0.1"), "host"),
         port=_int(data.get("port", 8787), "port", 0, 65535),
         workers=_int(data.get("workers", 1), "workers", 1, 64),
