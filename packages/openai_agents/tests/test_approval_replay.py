@@ -87,3 +87,31 @@ async def test_a_fresh_approval_in_a_later_turn_runs_once_more() -> None:
     await Runner.run(agent, state)
     assert spy.calls == [TRANSFER, TRANSFER]
     assert last(guard) == ("execution", True, ["TOOL_ALLOWED", "APPROVAL_GRANTED"])
+
+
+@pytest.mark.asyncio
+async def test_one_paused_call_approved_twice_funds_one_run() -> None:
+    """Two grants for one paused call (approve() called twice) answer one request:
+    they carry its id, so the one not used is spent too."""
+    guard, spy, model, agent, gate = setup()
+    paused = await Runner.run(agent, "pay bob")
+    [request] = gate.pending(paused)
+    state = paused.to_state()
+    spare = gate.approve(state, request, approver="carol")
+    used = gate.approve(state, request, approver="carol")
+    assert spare.grant_id == used.grant_id
+    done = await Runner.run(agent, state)
+    assert spy.calls == [TRANSFER]
+
+    later = await Runner.run(agent, [*done.to_input_list(), {"role": "user", "content": "once more"}])
+    [again] = gate.pending(later)
+    state = later.to_state()
+    gate.add_grant(spare)
+    state.approve(again.item)
+    await Runner.run(agent, state)
+    assert spy.calls == [TRANSFER]
+    assert "APPROVAL_USED" in model.seen_outputs()["c1"]
+    assert last(guard) == ("denial", False, ["APPROVAL_USED"])
+    # the later pause is a request of its own, recorded as such
+    pauses = [e for e in guard.audit_log.entries() if e.body.get("reason_codes") == ["APPROVAL_REQUIRED"]]
+    assert len(pauses) == 2
