@@ -567,3 +567,16 @@ def test_a_fresh_answer_in_a_later_turn_is_a_new_decision() -> None:
     out = run(graph, payload=Command(resume=_answer(second, "dave")))
     assert spy.calls == [{"amount": "25.00", "to": "bob"}] * 2
     assert tool_messages(out)[-1].status == "success"
+
+
+def test_an_answer_that_names_no_approval_request_is_refused() -> None:
+    """The answer format from before approval ids (digest only) names no request: it
+    could be replayed to any later request for the same call, so it approves nothing."""
+    guard, spy = make_guard(approval=("transfer",)), Spy()
+    graph = approval_graph(guard, spy, {"amount": "25.00", "to": "bob"})
+    shown = interrupted(run(graph))
+    answer = {"approved": True, "approver": "carol", "proposal_digest": shown["proposal_digest"]}
+    out = run(graph, payload=Command(resume=answer))
+    assert spy.calls == []
+    assert "APPROVAL_INVALID" in str(tool_messages(out)[-1].content)
+    assert audit(guard)[-1] == ("denial", False, ["APPROVAL_INVALID"])

@@ -40,7 +40,9 @@ def setup() -> tuple[Guard, Spy, ScriptedModel, Agent[Any], ExecAuth]:
         [call("transfer", TRANSFER, "c1")], [say("sent")], [call("transfer", TRANSFER, "c1")], [say("again")]
     )
     gate = ExecAuth(guard, principal="alice")
-    agent = gate.protect(Agent(name="bank", instructions="test", model=model, tools=[make_tool("transfer", spy, ["amount", "to"])]))
+    agent = gate.protect(
+        Agent(name="bank", instructions="test", model=model, tools=[make_tool("transfer", spy, ["amount", "to"])])
+    )
     return guard, spy, model, agent, gate
 
 

@@ -32,6 +32,7 @@ from execauth_core import (
     ExecutionDenied,
     Guard,
     PendingApproval,
+    canonicalize,
     denial_message,
 )
 from execauth_core._validation import name_or_callable, one_of, optional_callable
@@ -341,5 +342,5 @@ def _approval_id(request: ToolCallRequest, digest: str) -> str:
     ns, thread = configurable.get("checkpoint_ns"), configurable.get("thread_id")
     if not ns or thread is None:
         return "lg-" + secrets.token_hex(24)  # no node-run identity: a one-off id
-    seed = json.dumps(["execauth.langgraph.approval/1", str(thread), str(ns), digest]).encode()
+    seed = canonicalize(["execauth.langgraph.approval/1", str(thread), str(ns), digest])
     return "lg-" + hashlib.sha256(seed).hexdigest()[:48]
