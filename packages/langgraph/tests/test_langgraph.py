@@ -580,3 +580,48 @@ def test_an_answer_that_names_no_approval_request_is_refused() -> None:
     assert spy.calls == []
     assert "APPROVAL_INVALID" in str(tool_messages(out)[-1].content)
     assert audit(guard)[-1] == ("denial", False, ["APPROVAL_INVALID"])
+
+
+def test_a_replayed_answer_is_refused_after_a_restart(tmp_path: Any) -> None:
+    """The approval is spent in the guard's stores (SQLite here), not in the wrapper's
+    memory: a new process (new guard, new graph, the same checkpointer and data_dir)
+    refuses the old answer too."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from execauth_core import AllowListPolicy as Policy
+
+    def durable_guard() -> Guard:
+        return Guard.local(
+            Policy(("transfer",), require_approval=("transfer",)),
+            clock=FixedClock(T0),
+            signer=LocalSigner(bytes(range(32))),
+            data_dir=tmp_path,
+        )
+
+    saver, spy = InMemorySaver(), Spy()
+    call = tool_call("transfer", {"amount": "25.00", "to": "bob"}, "c1")
+    tools = [make_tool("transfer", spy, ["amount", "to"])]
+    graph = build_graph(
+        scripted(AIMessage("", tool_calls=[call]), AIMessage("sent")),
+        tools,
+        durable_guard(),
+        checkpointer=saver,
+        principal="alice",
+    )
+    old_answer = _answer(interrupted(run(graph)))
+    run(graph, payload=Command(resume=old_answer))
+    assert len(spy.calls) == 1
+
+    guard = durable_guard()  # "restarted": nothing of the first wrapper or guard is kept
+    graph = build_graph(
+        scripted(AIMessage("", tool_calls=[call]), AIMessage("again")),
+        tools,
+        guard,
+        checkpointer=saver,
+        principal="alice",
+    )
+    interrupted(run(graph, payload={"messages": [HumanMessage("once more")]}))
+    out = run(graph, payload=Command(resume=old_answer))
+    assert len(spy.calls) == 1
+    assert "APPROVAL_USED" in str(tool_messages(out)[-1].content)
+    assert audit(guard)[-1] == ("denial", False, ["APPROVAL_USED"])
