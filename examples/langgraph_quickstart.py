@@ -6,7 +6,7 @@
 
 One is allowed and runs, one is denied by policy (the model is told why), one needs a
 person's approval: the graph pauses with LangGraph's interrupt(), shows the canonical
-proposal, and resumes with Command(resume=...) naming the approved proposal digest.
+proposal, and resumes with Command(resume=...) naming the approved proposal digest and approval id.
 """
 
 from __future__ import annotations
@@ -87,9 +87,8 @@ def main() -> None:
     request = pause.value
     print(f"PAUSED for approval: {request['proposal']['tool']}({request['proposal']['args']})")
     print(f"  digest {request['proposal_digest']}")
-    out = app.invoke(
-        Command(resume={"approved": True, "approver": "alice", "proposal_digest": request["proposal_digest"]}), config
-    )
+    # The answer is the interrupt's resume_with (it names this request's approval_id).
+    out = app.invoke(Command(resume={**request["resume_with"], "approver": "alice"}), config)
     for message in out["messages"]:
         if isinstance(message, ToolMessage):
             print(f"{message.tool_call_id}: [{message.status}] {message.content}")

@@ -42,7 +42,9 @@ def make_tool(name: str, fn: Callable[..., Any], arg_names: Sequence[str]) -> Ba
     )
 
 
-def build_graph(model: Any, tools: Sequence[BaseTool], guard: Guard, **wrapper: Any) -> Any:
+def build_graph(
+    model: Any, tools: Sequence[BaseTool], guard: Guard, *, checkpointer: Any = None, **wrapper: Any
+) -> Any:
     bound = model.bind_tools(tools)
 
     def agent(state: MessagesState) -> dict[str, list[BaseMessage]]:
@@ -54,7 +56,7 @@ def build_graph(model: Any, tools: Sequence[BaseTool], guard: Guard, **wrapper: 
     graph.add_edge(START, "agent")
     graph.add_conditional_edges("agent", tools_condition)
     graph.add_edge("tools", "agent")
-    return graph.compile(checkpointer=InMemorySaver())
+    return graph.compile(checkpointer=checkpointer if checkpointer is not None else InMemorySaver())
 
 
 class LangGraphHarness(AdapterHarness):

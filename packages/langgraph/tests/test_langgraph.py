@@ -183,7 +183,7 @@ def test_approval_interrupt_then_approve_runs_exactly_the_shown_proposal() -> No
     assert spy.calls == [] and shown["proposal"]["args"] == {"amount": "25.00", "to": "bob"}
     out = run(
         graph,
-        payload=Command(resume={"approved": True, "approver": "carol", "proposal_digest": shown["proposal_digest"]}),
+        payload=Command(resume=_answer(shown)),
     )
     assert spy.calls == [{"amount": "25.00", "to": "bob"}]
     assert tool_messages(out)[-1].status == "success"
@@ -237,7 +237,7 @@ def test_approval_for_one_proposal_does_not_carry_to_changed_arguments() -> None
     out = run(
         graph2,
         thread="t2",
-        payload=Command(resume={"approved": True, "approver": "carol", "proposal_digest": shown["proposal_digest"]}),
+        payload=Command(resume=_answer(shown)),
     )
     assert spy.calls == []
     assert "APPROVAL_MISMATCH" in str(tool_messages(out)[-1].content)
@@ -325,7 +325,7 @@ def test_resume_does_not_run_finished_sibling_calls_twice() -> None:
     shown = interrupted(run(graph))
     out = run(
         graph,
-        payload=Command(resume={"approved": True, "approver": "carol", "proposal_digest": shown["proposal_digest"]}),
+        payload=Command(resume=_answer(shown)),
     )
     assert spy.calls == [{"q": "a"}, {"amount": "5.00", "to": "bob"}]  # search ran once, not twice
     assert {m.tool_call_id: m.status for m in tool_messages(out)} == {"c1": "success", "c2": "error", "c3": "success"}
@@ -521,3 +521,107 @@ def test_a_bad_guarded_node_option_is_refused_when_built() -> None:
         guarded_node(guard, tool="", args=lambda s: {}, principal="alice")
     with pytest.raises(ConfigurationError, match=r"guarded_node: guard must be an execauth_core\.Guard"):
         guarded_node(object(), tool="send", args=lambda s: {}, principal="alice")  # type: ignore[arg-type]
+
+
+def _answer(shown: dict[str, Any], approver: str = "carol") -> dict[str, Any]:
+    """What an approver (or a client) sends back: the interrupt's own ``resume_with``."""
+    return {**shown["resume_with"], "approver": approver}
+
+
+def test_an_old_resume_answer_replayed_in_a_later_turn_is_refused() -> None:
+    """The field test: the model re-proposes the identical call with the same call id in
+    a later turn, and the answer given for the first turn is sent again. One person's
+    decision funds exactly one execution: the transfer runs once."""
+    guard, spy = make_guard(approval=("transfer",)), Spy()
+    call = tool_call("transfer", {"amount": "25.00", "to": "bob"}, "c1")
+    model = scripted(
+        AIMessage("", tool_calls=[call]), AIMessage("sent"), AIMessage("", tool_calls=[call]), AIMessage("again")
+    )
+    graph = build_graph(model, [make_tool("transfer", spy, ["amount", "to"])], guard, principal="alice")
+    first = interrupted(run(graph))
+    old_answer = _answer(first)
+    run(graph, payload=Command(resume=old_answer))
+    assert spy.calls == [{"amount": "25.00", "to": "bob"}]
+    # A later turn: the identical call, the same call id, the same proposal digest.
+    second = interrupted(run(graph, payload={"messages": [HumanMessage("once more")]}))
+    assert second["proposal_digest"] == first["proposal_digest"]
+    out = run(graph, payload=Command(resume=old_answer))
+    assert spy.calls == [{"amount": "25.00", "to": "bob"}]  # not a second time
+    last = tool_messages(out)[-1]
+    assert last.status == "error" and "APPROVAL_USED" in str(last.content)
+    denial = list(guard.audit_log.entries())[-1]
+    assert (denial.event, denial.executed, denial.body["reason_codes"]) == ("denial", False, ["APPROVAL_USED"])
+
+
+def test_a_fresh_answer_in_a_later_turn_is_a_new_decision() -> None:
+    guard, spy = make_guard(approval=("transfer",)), Spy()
+    call = tool_call("transfer", {"amount": "25.00", "to": "bob"}, "c1")
+    model = scripted(
+        AIMessage("", tool_calls=[call]), AIMessage("sent"), AIMessage("", tool_calls=[call]), AIMessage("again")
+    )
+    graph = build_graph(model, [make_tool("transfer", spy, ["amount", "to"])], guard, principal="alice")
+    first = interrupted(run(graph))
+    run(graph, payload=Command(resume=_answer(first)))
+    second = interrupted(run(graph, payload={"messages": [HumanMessage("once more")]}))
+    assert second["approval_id"] != first["approval_id"]
+    out = run(graph, payload=Command(resume=_answer(second, "dave")))
+    assert spy.calls == [{"amount": "25.00", "to": "bob"}] * 2
+    assert tool_messages(out)[-1].status == "success"
+
+
+def test_an_answer_that_names_no_approval_request_is_refused() -> None:
+    """The answer format from before approval ids (digest only) names no request: it
+    could be replayed to any later request for the same call, so it approves nothing."""
+    guard, spy = make_guard(approval=("transfer",)), Spy()
+    graph = approval_graph(guard, spy, {"amount": "25.00", "to": "bob"})
+    shown = interrupted(run(graph))
+    answer = {"approved": True, "approver": "carol", "proposal_digest": shown["proposal_digest"]}
+    out = run(graph, payload=Command(resume=answer))
+    assert spy.calls == []
+    assert "APPROVAL_INVALID" in str(tool_messages(out)[-1].content)
+    assert audit(guard)[-1] == ("denial", False, ["APPROVAL_INVALID"])
+
+
+def test_a_replayed_answer_is_refused_after_a_restart(tmp_path: Any) -> None:
+    """The approval is spent in the guard's stores (SQLite here), not in the wrapper's
+    memory: a new process (new guard, new graph, the same checkpointer and data_dir)
+    refuses the old answer too."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from execauth_core import AllowListPolicy as Policy
+
+    def durable_guard() -> Guard:
+        return Guard.local(
+            Policy(("transfer",), require_approval=("transfer",)),
+            clock=FixedClock(T0),
+            signer=LocalSigner(bytes(range(32))),
+            data_dir=tmp_path,
+        )
+
+    saver, spy = InMemorySaver(), Spy()
+    call = tool_call("transfer", {"amount": "25.00", "to": "bob"}, "c1")
+    tools = [make_tool("transfer", spy, ["amount", "to"])]
+    graph = build_graph(
+        scripted(AIMessage("", tool_calls=[call]), AIMessage("sent")),
+        tools,
+        durable_guard(),
+        checkpointer=saver,
+        principal="alice",
+    )
+    old_answer = _answer(interrupted(run(graph)))
+    run(graph, payload=Command(resume=old_answer))
+    assert len(spy.calls) == 1
+
+    guard = durable_guard()  # "restarted": nothing of the first wrapper or guard is kept
+    graph = build_graph(
+        scripted(AIMessage("", tool_calls=[call]), AIMessage("again")),
+        tools,
+        guard,
+        checkpointer=saver,
+        principal="alice",
+    )
+    interrupted(run(graph, payload={"messages": [HumanMessage("once more")]}))
+    out = run(graph, payload=Command(resume=old_answer))
+    assert len(spy.calls) == 1
+    assert "APPROVAL_USED" in str(tool_messages(out)[-1].content)
+    assert audit(guard)[-1] == ("denial", False, ["APPROVAL_USED"])

@@ -108,6 +108,9 @@ class _Pending:
     pending: PendingApproval
     call: Callable[[], Any]
     is_async: bool
+    # The id of this approval request, the grant id of its approval: the guard
+    # consumes ``approval:<id>`` once, so the request funds one execution.
+    approval_id: str
 
 
 class Gate:
@@ -141,6 +144,9 @@ class Gate:
         self.token_provider = optional_callable(token_provider, "token_provider", owner, takes="the proposal")
         self.approver = optional_callable(approver, "approver", owner, takes="the pending approval")
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        # Requests already approved, by digest: an approval re-sent for one of them is
+        # presented to the guard under the request's id, and refused there (APPROVAL_USED).
+        self._answered: OrderedDict[str, _Pending] = OrderedDict()
         # Sync AutoGen paths may run tools from helper threads.
         self._lock = threading.Lock()
 
@@ -255,7 +261,7 @@ class Gate:
 
     def _remember(self, pending: PendingApproval, call: Callable[[], Any], is_async: bool) -> None:
         with self._lock:
-            self._pending[pending.proposal_digest] = _Pending(pending, call, is_async)
+            self._pending[pending.proposal_digest] = _Pending(pending, call, is_async, self.guard.id_factory())
             while len(self._pending) > _PENDING_LIMIT:
                 self._pending.popitem(last=False)  # bounded: the oldest can no longer be approved here
 
@@ -264,31 +270,38 @@ class Gate:
         with self._lock:
             return [p.pending for p in self._pending.values()]
 
-    def _take(self, proposal_digest: str, *, is_async: bool | None) -> _Pending:
+    def _take(self, proposal_digest: str, *, is_async: bool | None, answered: bool = False) -> _Pending:
         with self._lock:
             entry = self._pending.get(proposal_digest)
+            if entry is None and answered:
+                entry = self._answered.get(proposal_digest)
             if entry is None:
                 raise KeyError(f"no call is waiting for approval under {proposal_digest!r}")
             if is_async is False and entry.is_async:
                 raise TypeError("this call runs an async function: use aapprove_and_run")
-            del self._pending[proposal_digest]  # one approval, one run
+            if self._pending.pop(proposal_digest, None) is not None and answered:
+                self._answered[proposal_digest] = entry
+                while len(self._answered) > _PENDING_LIMIT:
+                    self._answered.popitem(last=False)
             return entry
 
     def approve_and_run(self, proposal_digest: str, *, approver: str) -> Any:
         """A person approved the pending call ``proposal_digest``: run exactly it.
 
         Raises:
-            KeyError: nothing waits under that digest (never asked, already run, evicted).
-            ExecutionDenied: the guard still refused (e.g. the policy changed).
+            KeyError: nothing waits under that digest (never asked, evicted).
+            ExecutionDenied: the guard still refused (e.g. the policy changed), or the
+                call was already approved and run: an approval re-sent is refused
+                with ``APPROVAL_USED`` (recorded; nothing runs).
         """
-        entry = self._take(proposal_digest, is_async=False)
-        grant = self.guard.approve(entry.pending, approver=approver)
+        entry = self._take(proposal_digest, is_async=False, answered=True)
+        grant = self.guard.approve(entry.pending, approver=approver, approval_id=entry.approval_id)
         return self.guard.run(entry.pending.request, entry.call, approval=grant)
 
     async def aapprove_and_run(self, proposal_digest: str, *, approver: str) -> Any:
         """Async :meth:`approve_and_run` (works for sync and async calls)."""
-        entry = self._take(proposal_digest, is_async=None)
-        grant = self.guard.approve(entry.pending, approver=approver)
+        entry = self._take(proposal_digest, is_async=None, answered=True)
+        grant = self.guard.approve(entry.pending, approver=approver, approval_id=entry.approval_id)
         return await self.guard.arun(entry.pending.request, entry.call, approval=grant)
 
     def reject(self, proposal_digest: str, *, approver: str, reason: str = "") -> ExecutionDenied:

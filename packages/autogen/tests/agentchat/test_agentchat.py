@@ -261,9 +261,11 @@ def test_approval_without_approver_is_pending_then_approved(
     assert tools.ran == [("transfer", {"amount": "50.00", "to": "bob", "memo": "none"})]
     execution = events(guard)[-2]
     assert execution[:2] == ("execution", True) and "APPROVAL_GRANTED" in execution[2]
-    with pytest.raises(KeyError):
-        asyncio.run(wb.approve_and_run(digest, approver="alice"))  # one approval, one run
+    # The approval re-sent: refused by the guard (the request's approval is spent).
+    again = asyncio.run(wb.approve_and_run(digest, approver="alice"))  # one approval, one run
+    assert again.is_error and "APPROVAL_USED" in again.to_text()
     assert len(tools.ran) == 1
+    assert events(guard)[-1] == ("denial", False, ["APPROVAL_USED"], "c1")
 
 
 def test_rejecting_a_pending_call_is_recorded(tools: Tools, make_guard: Callable[..., Guard], events: Any) -> None:
@@ -395,3 +397,26 @@ def test_a_bad_option_is_refused_when_built(
     kwargs: dict[str, Any] = {"principal": "user-42", option: value}
     with pytest.raises(ConfigurationError, match=expected):
         ExecAuthWorkbench(tools.all(), make_guard(["search"]), **kwargs)
+
+
+def test_an_approval_funds_one_run_across_turns(tools: Tools, make_guard: Callable[..., Guard], events: Any) -> None:
+    """The field test's replay (issue 16): the approval sent again once the call ran is
+    refused by the guard; the identical call (same call id) in a later turn is a new
+    request, approved afresh; each approval runs the transfer once."""
+    guard = make_guard(require_approval=["transfer"])
+    wb = workbench(tools, guard)
+    transfer = call("c1", "transfer", {"amount": "50.00", "to": "bob"})
+    run(make_agent(wb, turn(transfer)))
+    [first] = wb.pending_approvals()
+    asyncio.run(wb.approve_and_run(first.proposal_digest, approver="alice"))
+    again = asyncio.run(wb.approve_and_run(first.proposal_digest, approver="alice"))
+    assert again.is_error and "APPROVAL_USED" in again.to_text() and len(tools.ran) == 1
+    assert events(guard)[-1] == ("denial", False, ["APPROVAL_USED"], "c1")
+
+    run(make_agent(wb, turn(transfer)))  # a later turn proposes the identical call
+    [second] = wb.pending_approvals()
+    assert second.proposal_digest == first.proposal_digest
+    result = asyncio.run(wb.approve_and_run(second.proposal_digest, approver="alice"))
+    assert result.to_text() == "sent 50.00 to bob" and len(tools.ran) == 2
+    result = asyncio.run(wb.approve_and_run(second.proposal_digest, approver="alice"))
+    assert "APPROVAL_USED" in result.to_text() and len(tools.ran) == 2

@@ -330,8 +330,10 @@ def test_pending_approval_then_approve_and_run(fns: Functions, make_guard: Calla
     assert fns.ran == [("transfer", {"amount": "50.00", "to": "bob", "memo": "none"})]
     execution = [e for e in events(guard) if e[0] == "execution"]
     assert len(execution) == 1 and execution[0][3] == "c1" and "APPROVAL_GRANTED" in execution[0][2]
-    with pytest.raises(KeyError):
+    with pytest.raises(ExecutionDenied) as again:  # re-sent: the request's approval is spent
         gate.approve_and_run(pending.proposal_digest, approver="alice")
+    assert again.value.reason_codes == ("APPROVAL_USED",) and len(fns.ran) == 1
+    assert events(guard)[-1] == ("denial", False, ["APPROVAL_USED"], "c1")
 
     chat(runner, tool_calls(("c2", "lookup", {"key": "k"})))
     [async_pending] = gate.pending_approvals()
@@ -345,3 +347,31 @@ def test_pending_approval_then_approve_and_run(fns: Functions, make_guard: Calla
     assert isinstance(refused, ExecutionDenied) and refused.reason_codes == ("APPROVAL_REJECTED",)
     assert [name for name, _ in fns.ran] == ["transfer", "lookup"]
     assert events(guard)[-1] == ("denial", False, ["APPROVAL_REJECTED"], "c3")
+
+
+def test_an_approval_funds_one_run_across_turns(fns: Functions, make_guard: Callable[..., Guard], events: Any) -> None:
+    """The field test's replay (issue 16): the approval sent again once the call ran is
+    refused by the guard; the identical call (same call id) in a later chat is a new
+    request, approved afresh; each approval runs the transfer once."""
+    guard = make_guard(require_approval=["transfer"])
+    runner = executor()
+    runner.register_function(fns.map())
+    gate = ExecAuthFunctionGate(guard, principal="user-42")
+    gate.protect(runner)
+    transfer = ("c1", "transfer", {"amount": "50.00", "to": "bob"})
+    chat(runner, tool_calls(transfer))
+    [first] = gate.pending_approvals()
+    gate.approve_and_run(first.proposal_digest, approver="alice")
+    with pytest.raises(ExecutionDenied) as again:
+        gate.approve_and_run(first.proposal_digest, approver="alice")
+    assert again.value.reason_codes == ("APPROVAL_USED",) and len(fns.ran) == 1
+    assert events(guard)[-1] == ("denial", False, ["APPROVAL_USED"], "c1")
+
+    chat(runner, tool_calls(transfer))  # a later chat proposes the identical call
+    [second] = gate.pending_approvals()
+    assert second.proposal_digest == first.proposal_digest
+    assert gate.approve_and_run(second.proposal_digest, approver="alice") == "sent 50.00 to bob"
+    assert len(fns.ran) == 2
+    with pytest.raises(ExecutionDenied):
+        gate.approve_and_run(second.proposal_digest, approver="alice")
+    assert len(fns.ran) == 2

@@ -375,6 +375,19 @@ class Guard:
             raw = request.canonical_bytes()
             pd = digest_bytes(raw)
             decision = self._decide(request, approval, pd, raw)
+            if decision.record.approval_id is not None and approval is not None and decision.token is not None:
+                # The token this approval buys is its one execution: a second
+                # authorize() with the same grant gets no second token.
+                try:
+                    spent = self.replay_store.consume(
+                        f"approval:{decision.record.approval_id}", expires_at=approval.expires_at, now=self.clock.now()
+                    )
+                except BaseException:
+                    self._release(decision)  # no token: give back what the ALLOW debited
+                    raise
+                if spent is not True:
+                    self._release(decision)
+                    raise _Denial("DENY", (R.APPROVAL_USED.value,), "this approval was already used")
         except _Denial as d:
             raise self._deny(request, pd, d) from None
         except StoreUnavailable as exc:
@@ -402,12 +415,31 @@ class Guard:
         self._drain_spool()
         return decision
 
-    def approve(self, pending: PendingApproval, *, approver: str, ttl: int = 900) -> ApprovalGrant:
-        """Record that ``approver`` approved exactly this pending proposal."""
+    def approve(
+        self, pending: PendingApproval, *, approver: str, ttl: int = 900, approval_id: str | None = None
+    ) -> ApprovalGrant:
+        """Record that ``approver`` approved exactly this pending proposal.
+
+        The grant funds exactly one execution: admitting it consumes
+        ``approval:<grant id>`` in the replay store (durable where the store is), and a
+        second use is denied with ``APPROVAL_USED``.
+
+        Args:
+            approval_id: the id of the approval request this answers (an adapter's
+                interrupt id, an approval record's id). It becomes the grant id, so an
+                answer re-sent later — even re-signed into a new grant — is the same,
+                already spent, approval. Default: a fresh id.
+
+        Raises:
+            ConfigurationError: ``approval_id`` is not a string of 16..128 characters.
+        """
         if self.authority is None:
             raise RuntimeError("a verify-only guard cannot grant approvals")
+        if approval_id is not None and not (isinstance(approval_id, str) and 16 <= len(approval_id) <= 128):
+            raise ConfigurationError("approval_id must be a string of 16..128 characters")
+        grant_id = self.id_factory() if approval_id is None else approval_id
         return self.authority.grant_approval(
-            pending, approver=approver, now=self.clock.now(), grant_id=self.id_factory(), ttl=ttl
+            pending, approver=approver, now=self.clock.now(), grant_id=grant_id, ttl=ttl
         )
 
     def deny(

@@ -186,6 +186,11 @@ class CrewGuard:
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, PendingApproval] = OrderedDict()
         self._grants: OrderedDict[str, ApprovalGrant] = OrderedDict()
+        # proposal digest -> the id of the approval request now open for it. Every grant
+        # made for that request carries it as its grant id, so the guard (which consumes
+        # ``approval:<grant id>`` in its replay store) lets one request fund one run,
+        # whichever of approve() / resume() / the crew presents it.
+        self._approval_ids: OrderedDict[str, str] = OrderedDict()
         self._tools: dict[str, GuardedTool | None] = {}
 
     # -- wiring ----------------------------------------------------------------
@@ -292,7 +297,7 @@ class CrewGuard:
         proposal digest, so it authorizes nothing else. Returns the grant.
         """
         found = self._pending_for(pending)
-        grant = self.guard.approve(found, approver=approver, ttl=ttl)
+        grant = self.guard.approve(found, approver=approver, ttl=ttl, approval_id=self._approval_id(found))
         with self._lock:
             self._pending.pop(found.proposal_digest, None)
             _bounded_put(self._grants, found.proposal_digest, grant, self._max_pending)
@@ -319,7 +324,7 @@ class CrewGuard:
         if grant is None:
             if not approver:
                 raise ValueError("resume() needs a grant or an approver name")
-            grant = self.guard.approve(found, approver=approver)
+            grant = self.guard.approve(found, approver=approver, approval_id=self._approval_id(found))
         with self._lock:
             tool = self._tools.get(found.request.tool)
         if tool is None:
@@ -330,6 +335,15 @@ class CrewGuard:
             self._pending.pop(found.proposal_digest, None)
             self._grants.pop(found.proposal_digest, None)
         return result
+
+    def _approval_id(self, pending: PendingApproval) -> str:
+        """The id of the approval request open for this proposal (made on first use)."""
+        with self._lock:
+            found = self._approval_ids.get(pending.proposal_digest)
+            if found is None:
+                found = self.guard.id_factory()
+                _bounded_put(self._approval_ids, pending.proposal_digest, found, self._max_pending)
+            return found
 
     def _pending_for(self, pending: PendingApproval | str) -> PendingApproval:
         if isinstance(pending, PendingApproval):
@@ -523,6 +537,8 @@ class CrewGuard:
         if grant is None:
             with self._lock:
                 _bounded_put(self._pending, pending.proposal_digest, pending, self._max_pending)
+                # A new request: an approval given for an earlier one does not answer it.
+                _bounded_put(self._approval_ids, pending.proposal_digest, self.guard.id_factory(), self._max_pending)
         return grant
 
     # -- refusals and what the model sees --------------------------------------

@@ -9,9 +9,12 @@ the model the reason code; REQUIRE_APPROVAL pauses the graph with LangGraph's
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import logging
+import re
+import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,6 +32,7 @@ from execauth_core import (
     ExecutionDenied,
     Guard,
     PendingApproval,
+    canonicalize,
     denial_message,
 )
 from execauth_core._validation import name_or_callable, one_of, optional_callable
@@ -44,6 +48,7 @@ TokenProvider = Callable[[AuthorizationRequest], str | None]
 
 APPROVAL_REQUEST = "execauth.approval_request"
 _DONE_LIMIT = 10_000
+_APPROVAL_ID = re.compile(r"[A-Za-z0-9_.:-]{16,128}")
 
 
 def _with_defaults(request: ToolCallRequest, args: dict[str, Any]) -> dict[str, Any]:
@@ -269,15 +274,23 @@ class ExecAuthToolWrapper:
             raise exc
         slot = self._pending_key(request, pending.proposal_digest)
         self._pending[slot] = pending
+        approval_id = _approval_id(request, pending.proposal_digest)
         # What the person approves is rendered from the canonical proposal, never
-        # from model text; the answer must name the digest it approves.
+        # from model text; the answer must name the digest it approves and the id of
+        # this request (the grant id: it funds one execution, consumed by the guard).
         answer = interrupt(
             {
                 "type": APPROVAL_REQUEST,
+                "approval_id": approval_id,
                 "proposal_digest": pending.proposal_digest,
                 "proposal": json.loads(pending.request.canonical_bytes()),
                 "reason_codes": list(pending.reason_codes),
-                "resume_with": {"approved": True, "approver": "<who>", "proposal_digest": pending.proposal_digest},
+                "resume_with": {
+                    "approved": True,
+                    "approver": "<who>",
+                    "proposal_digest": pending.proposal_digest,
+                    "approval_id": approval_id,
+                },
             }
         )
         self._pending.pop(slot, None)
@@ -305,4 +318,29 @@ class ExecAuthToolWrapper:
             raise self.guard.deny(
                 proposal, ["APPROVAL_INVALID"], "the approval names no approver", outcome="REQUIRE_APPROVAL"
             )
-        return self.guard.approve(pending, approver=approver)
+        named = answer.get("approval_id")
+        if not isinstance(named, str) or not _APPROVAL_ID.fullmatch(named):
+            raise self.guard.deny(
+                proposal,
+                ["APPROVAL_INVALID"],
+                "the approval names no approval_id (send the interrupt's resume_with)",
+                outcome="REQUIRE_APPROVAL",
+            )
+        # The grant carries the id the answer names: an answer given for an earlier
+        # request is that request's approval, already spent (APPROVAL_USED), whatever
+        # request it is sent to now. The guard consumes it in its replay store.
+        return self.guard.approve(pending, approver=approver, approval_id=named)
+
+
+def _approval_id(request: ToolCallRequest, digest: str) -> str:
+    """The id of one approval request: this proposal in this node run of this thread.
+    Stable across the re-run of the node on resume (and across a restart with a
+    durable checkpointer); a later turn's identical call is another request."""
+    runtime = getattr(request, "runtime", None)
+    config = getattr(runtime, "config", None) or {}
+    configurable = config.get("configurable", {}) if isinstance(config, dict) else {}
+    ns, thread = configurable.get("checkpoint_ns"), configurable.get("thread_id")
+    if not ns or thread is None:
+        return "lg-" + secrets.token_hex(24)  # no node-run identity: a one-off id
+    seed = canonicalize(["execauth.langgraph.approval/1", str(thread), str(ns), digest])
+    return "lg-" + hashlib.sha256(seed).hexdigest()[:48]

@@ -264,8 +264,10 @@ class ExecAuth:
         # proposal digest -> grant, from approve() until the resumed call presents it.
         # Bounded: an approval that is never resumed must not grow memory forever.
         self._grants: OrderedDict[str, ApprovalGrant] = OrderedDict()
-        # digests whose pause was already recorded, so pending() twice records once.
-        self._paused: OrderedDict[str, None] = OrderedDict()
+        # proposal digest -> the id of the approval request open for it (recorded once
+        # per request). Every grant for that request carries the id as its grant id:
+        # the guard consumes ``approval:<grant id>``, so one request funds one run.
+        self._paused: OrderedDict[str, str] = OrderedDict()
 
     # -- attaching ---------------------------------------------------------------
 
@@ -428,7 +430,9 @@ class ExecAuth:
                 if inspect.isawaitable(token):
                     token = await token
                 return await self.guard.aexecute(request, token, call)
-            grant = self._grants.pop(request.content_digest(), None)
+            digest = request.content_digest()
+            grant = self._grants.pop(digest, None)
+            self._paused.pop(digest, None)  # decided now: a later pause is a new request
             return await self.guard.arun(request, call, approval=grant)
         except ExecutionDenied as exc:
             if swallowed:  # the tool's own (nested) denial, which the SDK turned into text
@@ -537,7 +541,7 @@ class ExecAuth:
                 "paused: waiting for a person to approve this exact proposal",
                 outcome="REQUIRE_APPROVAL",
             )
-            _remember(self._paused, digest, None)
+            _remember(self._paused, digest, self.guard.id_factory())
         pending = PendingApproval(
             proposal_digest=digest,
             request=request,
@@ -563,7 +567,8 @@ class ExecAuth:
         """
         if request.pending is None:
             raise request.denial or self.guard.deny(None, ("GUARD_ERROR",), "no proposal", tool=request.item.name)
-        grant = self.guard.approve(request.pending, approver=approver, ttl=ttl)
+        approval_id = self._paused.get(request.pending.proposal_digest)
+        grant = self.guard.approve(request.pending, approver=approver, ttl=ttl, approval_id=approval_id)
         self.add_grant(grant)
         state.approve(request.item)
         return grant
