@@ -518,3 +518,54 @@ def test_max_stale_is_at_least_max_age() -> None:
 
     with pytest.raises(ConfigurationError):
         JWKSKeys("http://127.0.0.1:9/jwks.json", max_age=60, max_stale=10)
+
+
+def test_one_approval_buys_one_token_at_the_service(server_config: dict[str, Any], tmp_path: Any) -> None:
+    """Issue 16 finding, service side: the same grant presented twice to /v1/decide gets
+    one ALLOW; the second is a recorded 409 APPROVAL_USED, so an executor that checks
+    tokens itself never sees two tokens for one person's decision."""
+    from pathlib import Path
+
+    import httpx
+
+    from execauth_core import AuthorizationRequest, PendingApproval
+
+    signer = LocalSigner.generate()
+    signer.save(tmp_path / "authority.key")
+    policy = Path(server_config["policy"])
+    policy.write_text(
+        "id: approvals\nepoch: 1\nprincipals:\n"
+        "  - id: alice\n    agents: [helper]\n    allow_tools: [search_docs]\n"
+        "    require_approval_effects: [data.read]\n"
+    )
+    config = {**server_config, "key_file": str(tmp_path / "authority.key")}
+    req = {"tool": "search_docs", "args": {"q": "payroll"}, "principal": "alice", "agent": "helper"}
+    with running_server(config) as srv:
+        h = {"Authorization": f"Bearer {srv.credential}"}
+        first = httpx.post(srv.url + "/v1/decide", json=req, headers=h, timeout=10)
+        assert first.status_code == 200 and first.json()["outcome"] == "REQUIRE_APPROVAL"
+        request = AuthorizationRequest.model_validate(req)
+        pending = PendingApproval(
+            request=request,
+            proposal_digest=request.content_digest(),
+            reason_codes=("APPROVAL_REQUIRED",),
+            requested_at=int(time.time()),
+        )
+        authority = Authority(AllowListPolicy([]), signer, issuer="x", audience="y")
+        grant = authority.grant_approval(pending, approver="carol", now=int(time.time()), grant_id="g" * 24)
+        envelope = {"request": req, "approval": json.loads(grant.canonical_bytes())}
+        allowed = httpx.post(srv.url + "/v1/decide", json=envelope, headers=h, timeout=10)
+        assert allowed.status_code == 200, allowed.text
+        assert allowed.json()["outcome"] == "ALLOW" and allowed.json()["token"]
+        again = httpx.post(srv.url + "/v1/decide", json=envelope, headers=h, timeout=10)
+        assert again.status_code == 409 and again.json()["reason_code"] == "APPROVAL_USED"
+        assert "token" not in again.json()
+        head = httpx.get(srv.url + "/v1/audit/head", headers=h, timeout=10).json()
+    from execauth_core.stores.sqlite import SQLiteAuditLog
+
+    log = SQLiteAuditLog(Path(srv.data_dir) / "execauth.db")
+    try:
+        last = list(log.entries())[-1].body
+    finally:
+        log.close()
+    assert head and (last["event"], last["executed"], last["reason_codes"]) == ("denial", False, ["APPROVAL_USED"])

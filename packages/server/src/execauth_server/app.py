@@ -247,6 +247,8 @@ class AuthorityService:
             "detail": {"caller": caller.name, "audience": authority.audience},
         }
         try:
+            if decision.record.token_id is not None and approval is not None:
+                self._consume_approval(decision, approval)
             if decision.record.token_id is not None:
                 self._mark_issued(decision.record.token_id, caller)
             self.stores.audit.append(event)
@@ -261,6 +263,20 @@ class AuthorityService:
                     log.error("execauth-server: could not release a hold: %s", type(exc).__name__)
             raise
         return decision
+
+    def _consume_approval(self, decision: AuthorizationDecision, approval: ApprovalGrant) -> None:
+        """One approval buys one token: the first ALLOW it funds consumes its id in the
+        service's replay store (namespace ``authority-approval:``, apart from the ids a
+        guard or an executor consumes); a second presentation is refused, so an executor
+        that checks tokens itself never sees two tokens for one person's decision."""
+        approval_id = decision.record.approval_id or approval.grant_id
+        fresh = self.stores.replay.consume(
+            f"authority-approval:{approval_id}", expires_at=approval.expires_at, now=self.clock.now()
+        )
+        if not fresh:
+            raise _Refusal(
+                409, R.APPROVAL_USED, "this approval was already used: one approval authorizes one execution"
+            )
 
     # -- results: only for a token this service issued, to this caller, once ------
     #
@@ -522,6 +538,8 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
                 )
             try:
                 decision = await run_in_threadpool(svc.decide, proposal, approval, caller)
+            except _Refusal:
+                raise
             except StoreUnavailable:
                 raise _Refusal(503, R.STORE_UNAVAILABLE, "a store is unavailable; nothing was decided") from None
             except Exception as exc:  # noqa: BLE001 - a bug decides nothing, and says so without details
@@ -717,6 +735,7 @@ def openapi_document() -> dict[str, Any]:
                         ),
                         **refusals,
                         "403": answer("The credential may not act for this principal/agent (CALLER_NOT_BOUND)"),
+                        "409": answer("The approval presented already funded a token (APPROVAL_USED)"),
                     },
                 }
             },
