@@ -553,7 +553,7 @@ class Approvals:
         self._audit(new, "consumed", by=None)
         return grant
 
-    def consume_grant(self, grant: ApprovalGrant) -> bool | None:
+    def consume_grant(self, grant: ApprovalGrant, *, proposal_digest: str | None = None) -> bool | None:
         """Consume the request a presented grant belongs to, if this queue issued it.
 
         Returns ``None`` when the grant's id is not known here (an approval made
@@ -569,7 +569,7 @@ class Approvals:
             return None
         if record.grant != grant:
             raise ApprovalError(R.APPROVAL_INVALID, "the grant presented is not the one stored")
-        self.consume(record.id, proposal_digest=grant.proposal_digest)
+        self.consume(record.id, proposal_digest=proposal_digest or grant.proposal_digest)
         return True
 
     # internals ---------------------------------------------------------------

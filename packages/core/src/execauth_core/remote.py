@@ -43,6 +43,10 @@ _PASSED_ON = {
     R.UNSUPPORTED_MEDIA_TYPE.value: R.UNSUPPORTED_MEDIA_TYPE,
     R.REQUEST_TIMEOUT.value: R.REQUEST_TIMEOUT,
     R.STORE_UNAVAILABLE.value: R.STORE_UNAVAILABLE,
+    # The service's approval queue refusing a presented grant (used, not the stored one).
+    R.APPROVAL_USED.value: R.APPROVAL_USED,
+    R.APPROVAL_INVALID.value: R.APPROVAL_INVALID,
+    R.APPROVAL_MISMATCH.value: R.APPROVAL_MISMATCH,
 }
 
 
