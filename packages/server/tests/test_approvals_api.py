@@ -93,6 +93,8 @@ def test_request_survives_restart_and_funds_one_run(config: dict[str, Any]) -> N
         with pytest.raises(ExecutionDenied) as again:
             other.run(other.proposal(**PROPOSAL), lambda: runs.append(2), approval=grant)
         assert "APPROVAL_USED" in again.value.reason_codes and runs == [1]
+        guard.close()
+        other.close()
         shown = httpx.get(srv.url + f"/v1/approvals/{rid}", headers=_auth(APPROVER)).json()
         assert shown["consumed"] is True
 
@@ -193,3 +195,30 @@ def test_approver_secret_may_not_be_a_callers() -> None:
                 "approvers": [{"name": "carol", "secret_sha256": digest}],
             }
         )
+
+
+def test_cli_against_the_server(config: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from execauth_core.cli import main
+
+    approver_file = tmp_path / "approver.secret"
+    approver_file.write_text(APPROVER + "\n")
+    agent_file = tmp_path / "agent.secret"
+    with running_server(config) as srv:
+        agent_file.write_text(srv.credential)
+        rid = _ask(srv.url, srv.credential)
+        where = ["--url", srv.url, "--credential-file", str(approver_file)]
+        assert main(["approvals", "list", "--state", "pending", *where]) == 0
+        assert rid in capsys.readouterr().out
+        assert main(["approvals", "show", rid, *where]) == 0
+        assert json.loads(capsys.readouterr().out)["proposal"]["args"] == PROPOSAL["args"]
+        # An agent's credential cannot approve, from the CLI either.
+        assert main(["approvals", "approve", rid, "--url", srv.url, "--credential-file", str(agent_file)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("execauth: error: HTTP 403 CALLER_NOT_BOUND") and err.count("\n") == 1
+        assert main(["approvals", "approve", rid, "--comment", "fine", *where]) == 0
+        decided = json.loads(capsys.readouterr().out)
+        assert decided["state"] == "approved" and decided["comment"] == "fine" and decided["decided_by"] == "carol"
+        assert main(["approvals", "reject", rid, *where]) == 2
+        assert "APPROVAL_DECIDED" in capsys.readouterr().err
