@@ -307,6 +307,14 @@ return 1
 """
 
 
+_REDIS_INSERT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'consumed', ARGV[2], 'body', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+return 1
+"""
+
+
 class RedisApprovalStore:
     """A hash per request (``<prefix>approval:<id>``) and an index sorted by creation
     time; the compare-and-set is one Lua script. Requests are kept until deleted."""
@@ -315,6 +323,7 @@ class RedisApprovalStore:
         self._client = client
         self._prefix = prefix
         self._cas = client.register_script(_REDIS_CAS)
+        self._insert = client.register_script(_REDIS_INSERT)
 
     def _key(self, request_id: str) -> str:
         return f"{self._prefix}approval:{request_id}"
@@ -331,17 +340,10 @@ class RedisApprovalStore:
             raise StoreUnavailable(f"approval store: {type(exc).__name__}: {exc}") from exc
 
     def insert(self, record: ApprovalRequest) -> None:
-        fields = {"state": record.state, "consumed": str(int(record.consumed)), "body": record.to_json()}
-
-        def op() -> None:
-            if not self._client.hsetnx(self._key(record.id), "body", fields["body"]):
-                raise StoreUnavailable(f"approval request id {record.id!r} already exists")
-            pipe = self._client.pipeline(transaction=True)
-            pipe.hset(self._key(record.id), mapping=fields)
-            pipe.zadd(self._index(), {record.id: record.created_at})
-            pipe.execute()
-
-        self._call(op)
+        args = [record.state, str(int(record.consumed)), record.to_json(), str(record.created_at), record.id]
+        done = self._call(lambda: self._insert(keys=[self._key(record.id), self._index()], args=args))
+        if int(done) != 1:
+            raise StoreUnavailable(f"approval request id {record.id!r} already exists")
 
     def get(self, request_id: str) -> ApprovalRequest | None:
         raw = self._call(lambda: self._client.hget(self._key(request_id), "body"))

@@ -27,7 +27,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Failed(Exception):
-    pass
+    exit_code = 2
+
+
+class _Refused(_Failed):
+    """The server refused the decision itself (already decided, expired): exit 1."""
+
+    exit_code = 1
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -97,7 +103,7 @@ def _remote(args: argparse.Namespace, method: str, path: str, body: dict[str, An
     if r.status_code != 200:
         code = data.get("reason_code", "?") if isinstance(data, dict) else "?"
         message = data.get("message", "") if isinstance(data, dict) else ""
-        raise _Failed(f"HTTP {r.status_code} {code}: {message}")
+        raise (_Refused if r.status_code in (404, 409) else _Failed)(f"HTTP {r.status_code} {code}: {message}")
     return data
 
 
@@ -192,7 +198,10 @@ def main(argv: list[str] | None = None, *, prog: str = "execauth approvals") -> 
     except ApprovalError as exc:
         sys.stderr.write(f"execauth: error: {exc}\n")
         return 1
-    except (_Failed, ConfigurationError, ExecAuthError, StoreUnavailable) as exc:
+    except _Failed as exc:
+        sys.stderr.write(f"execauth: error: {exc}\n")
+        return exc.exit_code
+    except (ConfigurationError, ExecAuthError, StoreUnavailable) as exc:
         sys.stderr.write(f"execauth: error: {exc}\n")
         return 2
     except OSError as exc:

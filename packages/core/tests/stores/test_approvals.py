@@ -235,3 +235,59 @@ def test_no_queue_keeps_old_behaviour(tmp_path: Path) -> None:
     assert info.value.request_id is None and info.value.pending.request_id is None
     grant = guard.approve(info.value.pending, approver="carol")
     assert guard.run(request, lambda: "ran", approval=grant) == "ran"
+
+
+_CHILD = """
+import sys, time, os
+from execauth_core.approvals import ApprovalError, Approvals, open_approvals
+from execauth_core.stores.urls import open_stores
+url, rid, name, go, verb = sys.argv[1:6]
+queue = Approvals(open_approvals(url), open_stores(url).audit)
+while not os.path.exists(go):
+    time.sleep(0.001)
+try:
+    if verb == "reject":
+        queue.reject(rid, approver=name)
+        print("won")
+    else:
+        print("grant " + queue.consume(rid).grant_id)
+except ApprovalError as exc:
+    print(exc.reason_code)
+"""
+
+
+@pytest.mark.parametrize("verb", ["reject", "consume"])
+def test_processes_race_one_wins(queue: tuple[Guard, FixedClock, Backend], tmp_path: Path, verb: str) -> None:
+    import subprocess
+    import sys
+    import time
+
+    guard, _, backend = queue
+    if backend.name == "memory":
+        pytest.skip("memory stores are not shared between processes")
+    guard.approvals.clock = FixedClock(int(time.time()))  # the children use the real clock
+    _, asked = _ask(guard)
+    rid = asked.request_id
+    if verb == "consume":
+        guard.approvals.approve(rid, approver="carol")
+    go = tmp_path / "go"
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD, backend.url, rid, f"p{i}", str(go), verb],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    time.sleep(1.0)  # let them start and wait at the line
+    go.touch()
+    results = []
+    for child in children:
+        out, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err
+        results.append(out.strip())
+    winners = [r for r in results if r == "won" or r.startswith("grant ")]
+    assert len(winners) == 1, results
+    loser_code = "APPROVAL_DECIDED" if verb == "reject" else "APPROVAL_USED"
+    assert sorted(r for r in results if r not in winners) == [loser_code] * 3

@@ -225,8 +225,6 @@ def approval_routes() -> list[Route]:
                 except StoreUnavailable:
                     raise _Refused(503, R.STORE_UNAVAILABLE.value, "the approval store is unavailable") from None
             except _Refused as refused:
-                from .app import _Subject
-
                 seq = await run_in_threadpool(
                     svc.record,
                     {
@@ -237,7 +235,7 @@ def approval_routes() -> list[Route]:
                         "principal": None,
                         "agent": None,
                         "call_id": None,
-                        "proposal_digest": _Subject().proposal_digest,
+                        "proposal_digest": None,
                         "outcome": "DENY",
                         "reason_codes": [refused.code],
                         "record_digest": None,
