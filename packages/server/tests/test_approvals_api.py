@@ -168,6 +168,10 @@ def test_reject_and_unknown(config: dict[str, Any]) -> None:
         assert r.status_code == 404 and r.json()["reason_code"] == "APPROVAL_UNKNOWN"
         r = httpx.get(srv.url + "/v1/approvals?state=bogus", headers=_auth(APPROVER))
         assert r.status_code == 400
+        paths = httpx.get(srv.url + "/openapi.json").json()["paths"]
+        assert {"/v1/approvals", "/v1/approvals/{request_id}/approve", "/v1/approvals/{request_id}/reject"} <= set(
+            paths
+        )
 
 
 def test_expired_request_denies(config: dict[str, Any]) -> None:

@@ -42,7 +42,7 @@ from execauth_core.reasons import ReasonCode as R
 from execauth_core.stores.urls import Stores, open_stores
 
 from ._version import __version__
-from .approvals_api import ApprovalError, approval_routes, decide_with_approvals
+from .approvals_api import ApprovalError, approval_openapi, approval_routes, decide_with_approvals
 from .config import Caller, ServerConfig
 
 log = logging.getLogger("execauth.server")
@@ -604,6 +604,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": {"description": "ready"}, "503": {"description": "a store is unavailable"}},
                 }
             },
+            **approval_openapi(),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

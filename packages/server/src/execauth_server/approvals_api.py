@@ -261,3 +261,68 @@ def approval_routes() -> list[Route]:
         Route("/v1/approvals/{request_id}/approve", decider("approve"), methods=["POST"]),
         Route("/v1/approvals/{request_id}/reject", decider("reject"), methods=["POST"]),
     ]
+
+
+def approval_openapi() -> dict[str, Any]:
+    """The OpenAPI paths of these routes (merged into ``/openapi.json``)."""
+    err = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    record = {"content": {"application/json": {"schema": {"type": "object", "description": "an approval request"}}}}
+    rid = [{"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
+    refusals = {
+        "401": {"description": "No or unknown credential (CALLER_UNAUTHENTICATED)", **err},
+        "403": {"description": "An agent's credential: agents never approve (CALLER_NOT_BOUND)", **err},
+        "404": {"description": "No such request (APPROVAL_UNKNOWN)", **err},
+        "503": {"description": "The approval store is unavailable (STORE_UNAVAILABLE)", **err},
+    }
+    decision_body = {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"comment": {"type": ["string", "null"]}},
+                }
+            }
+        },
+    }
+
+    def decide(summary: str) -> dict[str, Any]:
+        return {
+            "post": {
+                "summary": summary,
+                "security": bearer,
+                "parameters": rid,
+                "requestBody": decision_body,
+                "responses": {
+                    "200": {"description": "The decided request", **record},
+                    **refusals,
+                    "409": {"description": "Already decided or expired (APPROVAL_DECIDED, APPROVAL_EXPIRED)", **err},
+                },
+            }
+        }
+
+    return {
+        "/v1/approvals": {
+            "get": {
+                "summary": "Approval requests, newest first (approvers)",
+                "security": bearer,
+                "parameters": [{"name": "state", "in": "query", "schema": {"enum": list(STATES)}}],
+                "responses": {
+                    "200": {"description": "{approvals: [...]}", **record},
+                    **{k: v for k, v in refusals.items() if k != "404"},
+                },
+            }
+        },
+        "/v1/approvals/{request_id}": {
+            "get": {
+                "summary": "One approval request, with its grant once approved",
+                "security": bearer,
+                "parameters": rid,
+                "responses": {"200": {"description": "The request", **record}, **refusals},
+            }
+        },
+        "/v1/approvals/{request_id}/approve": decide("Approve: the authority signs a grant over the proposal digest"),
+        "/v1/approvals/{request_id}/reject": decide("Reject: the proposal does not run under this request"),
+    }
