@@ -226,3 +226,37 @@ def test_cli_against_the_server(config: dict[str, Any], tmp_path: Path, capsys: 
         assert decided["state"] == "approved" and decided["comment"] == "fine" and decided["decided_by"] == "carol"
         assert main(["approvals", "reject", rid, *where]) == 1
         assert "APPROVAL_DECIDED" in capsys.readouterr().err
+
+
+def test_remote_guard_flow(config: dict[str, Any]) -> None:
+    from execauth_core.approvals import ApprovalError
+    from execauth_core.errors import ApprovalRequired
+
+    with running_server(config) as srv:
+        guard = Guard.remote(srv.url, credential=srv.credential)
+        request = guard.proposal(**PROPOSAL)
+        with pytest.raises(ApprovalRequired) as info:
+            guard.run(request, lambda: None)
+        rid = info.value.request_id
+        assert rid is not None and rid.startswith("apr_")
+        with pytest.raises(ApprovalError) as early:
+            guard.approval_for(rid, request)
+        assert early.value.reason_code == "APPROVAL_REQUIRED"
+        r = httpx.post(srv.url + f"/v1/approvals/{rid}/approve", headers=_auth(APPROVER))
+        assert r.status_code == 200
+        other = guard.proposal(**{**PROPOSAL, "args": {**PROPOSAL["args"], "amount": "9999.00"}})
+        with pytest.raises(ApprovalError) as wrong:
+            guard.approval_for(rid, other)
+        assert wrong.value.reason_code == "APPROVAL_MISMATCH"
+        grant = guard.approval_for(rid, request)
+        # Presented with another proposal: refused, and the approval is not spent.
+        ran: list[str] = []
+        with pytest.raises(ExecutionDenied) as mismatch:
+            guard.run(other, lambda: ran.append("other"), approval=grant)
+        assert "APPROVAL_MISMATCH" in mismatch.value.reason_codes
+        assert guard.run(request, lambda: ran.append("ok") or "done", approval=grant) == "done"
+        assert ran == ["ok"]
+        with pytest.raises(ApprovalError) as used:
+            guard.approval_for(rid, request)
+        assert used.value.reason_code == "APPROVAL_USED"
+        guard.close()

@@ -427,6 +427,9 @@ class Guard:
         run (``guard.run(request, call, approval=grant)``); the guard refuses the same
         grant a second time with ``APPROVAL_USED``.
 
+        On a remote guard (:meth:`remote`) the grant comes from the service's queue,
+        which consumes it when it is presented with the proposal, once.
+
         Args:
             request: the proposal about to run; if given, it must be the approved one.
 
@@ -435,9 +438,15 @@ class Guard:
                 another proposal (``reason_code`` says which).
             ConfigurationError: this guard has no approval queue.
         """
-        if self.approvals is None:
-            raise ConfigurationError("this guard has no approval queue: Guard.local(..., approvals=True)")
         digest = request.content_digest() if isinstance(request, AuthorizationRequest) else None
+        if self.approvals is None:
+            # A remote guard: the service keeps the queue and consumes the grant when
+            # it is presented with the proposal.
+            fetch = getattr(self.authority, "approval_grant", None)
+            if not callable(fetch):
+                raise ConfigurationError("this guard has no approval queue: Guard.local(..., approvals=True)")
+            remote_grant: ApprovalGrant = fetch(request_id, digest)
+            return remote_grant
         grant: ApprovalGrant = self.approvals.consume(request_id, proposal_digest=digest)
         return grant
 
@@ -449,7 +458,11 @@ class Guard:
         decision: AuthorizationDecision | None,
     ) -> str | None:
         if self.approvals is None:
-            return None
+            named = getattr(self.authority, "approval_request_id", None)  # a remote authority's queue
+            try:
+                return named(pd) if callable(named) else None
+            except Exception:  # noqa: BLE001 - no id, still denied
+                return None
         try:
             policy = decision.record.policy if decision is not None else None
             record = self.approvals.create(request, reason_codes=codes, policy=policy, proposal_digest=pd)
