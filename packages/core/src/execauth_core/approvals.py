@@ -198,10 +198,14 @@ class SQLiteApprovalStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot initialise the approval store: {exc}") from exc
 
-    def _run(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+    def _run(self, sql: str, params: tuple[Any, ...]) -> tuple[list[Any], int]:
+        # Rows are read to the end under the lock: a half-read SELECT would keep a read
+        # transaction open on the shared connection, and another thread's UPDATE in it
+        # would fail at once ("database is locked") after any other writer committed.
         with self._lock:
             try:
-                return self._conn.execute(sql, params)
+                cur = self._conn.execute(sql, params)
+                return cur.fetchall(), cur.rowcount
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"approval store: {exc}") from exc
 
@@ -212,26 +216,28 @@ class SQLiteApprovalStore:
         )
 
     def get(self, request_id: str) -> ApprovalRequest | None:
-        row = self._run("SELECT body FROM approval_requests WHERE id = ?", (request_id,)).fetchone()
-        return ApprovalRequest.from_json(row[0]) if row else None
+        rows, _ = self._run("SELECT body FROM approval_requests WHERE id = ?", (request_id,))
+        return ApprovalRequest.from_json(rows[0][0]) if rows else None
 
     def list(self, state: str | None = None, *, limit: int = 100) -> list[ApprovalRequest]:
         if state is None:
-            cur = self._run("SELECT body FROM approval_requests ORDER BY created_at DESC, id DESC LIMIT ?", (limit,))
+            rows, _ = self._run(
+                "SELECT body FROM approval_requests ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
+            )
         else:
-            cur = self._run(
+            rows, _ = self._run(
                 "SELECT body FROM approval_requests WHERE state = ? ORDER BY created_at DESC, id DESC LIMIT ?",
                 (state, limit),
             )
-        return [ApprovalRequest.from_json(r[0]) for r in cur.fetchall()]
+        return [ApprovalRequest.from_json(r[0]) for r in rows]
 
     def replace(self, old: ApprovalRequest, new: ApprovalRequest) -> bool:
-        cur = self._run(
+        _, count = self._run(
             "UPDATE approval_requests SET state = ?, consumed = ?, body = ? "
             "WHERE id = ? AND state = ? AND consumed = ?",
             (new.state, int(new.consumed), new.to_json(), old.id, old.state, int(old.consumed)),
         )
-        return cur.rowcount == 1
+        return count == 1
 
     def close(self) -> None:
         self._conn.close()
