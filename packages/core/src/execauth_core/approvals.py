@@ -250,6 +250,7 @@ class PostgresApprovalStore:
         from .stores import postgres as pg
 
         self._pg = pg
+        self._owned = isinstance(target, str)  # a pool passed in is its owner's to close
         if isinstance(target, str):
             kw: dict[str, Any] = {"schema": schema or pg.DEFAULT_SCHEMA}
             if timeout is not None:
@@ -301,7 +302,8 @@ class PostgresApprovalStore:
         return count == 1
 
     def close(self) -> None:
-        self._db.close()
+        if self._owned:
+            self._db.close()
 
 
 _REDIS_CAS = """
