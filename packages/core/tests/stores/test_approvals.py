@@ -16,7 +16,7 @@ from execauth_core.clock import FixedClock
 from execauth_core.errors import ApprovalRequired, ExecutionDenied
 from execauth_core.keys import LocalSigner
 
-from .conftest import Backend
+from .conftest import Backend, _param
 
 T0 = 1_800_000_000
 
@@ -256,15 +256,14 @@ except ApprovalError as exc:
 """
 
 
+@pytest.mark.parametrize("backend", [_param(n) for n in ("sqlite", "redis", "postgres")], indirect=True)
 @pytest.mark.parametrize("verb", ["reject", "consume"])
 def test_processes_race_one_wins(queue: tuple[Guard, FixedClock, Backend], tmp_path: Path, verb: str) -> None:
     import subprocess
     import sys
     import time
 
-    guard, _, backend = queue
-    if backend.name == "memory":
-        pytest.skip("memory stores are not shared between processes")
+    guard, _, backend = queue  # memory stores are not shared between processes: not here
     guard.approvals.clock = FixedClock(int(time.time()))  # the children use the real clock
     _, asked = _ask(guard)
     rid = asked.request_id
