@@ -706,6 +706,10 @@ def main(argv: list[str] | None = None) -> int:
         return _mcp_proxy(list(raw[1:]))
     if raw[:1] == ["serve"]:
         return _serve(list(raw[1:]))
+    if raw[:1] == ["approvals"]:
+        from .approvals_cli import main as approvals_main
+
+        return approvals_main(list(raw[1:]))
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))

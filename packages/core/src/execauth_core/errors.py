@@ -102,6 +102,9 @@ class ApprovalRequired(ExecutionDenied):
     def __init__(self, *, pending: PendingApproval, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.pending = pending
+        self.request_id: str | None = pending.request_id
+        """Id of the durable approval request (``None`` without an approval store):
+        ``Guard.approval_for(request_id)`` gives the grant once a person approved."""
 
 
 class AuthorityUnavailable(ExecAuthError):

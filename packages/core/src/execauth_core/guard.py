@@ -145,8 +145,12 @@ class Guard:
         clock: Clock | None = None,
         id_factory: Callable[[], str] = new_id,
         expected_policy: PolicyRef | Callable[[], PolicyRef] | Any | None = None,
+        approvals: Any | None = None,
     ) -> None:
         self._expected_policy = _policy_source(expected_policy)
+        self.approvals = approvals
+        """The durable approval queue (:class:`~execauth_core.approvals.Approvals`), or
+        ``None``: then REQUIRE_APPROVAL carries no request id."""
         self.authority = authority
         self.verifier = verifier
         self.replay_store = replay_store
@@ -172,6 +176,7 @@ class Guard:
         signer: Signer | None = None,
         id_factory: Callable[[], str] = new_id,
         spool: bool | str | os.PathLike[str] | Spool | None = None,
+        approvals: bool | str | Any = False,
     ) -> Guard:
         """A guard with its own authority on the embedded defaults.
 
@@ -192,6 +197,11 @@ class Guard:
                 for ``data_dir/audit.spool`` when there is a ``data_dir`` (``True``
                 without one is an error); ``False`` for none. The file is created only
                 when a record is first spooled.
+            approvals: a durable approval queue (see :mod:`execauth_core.approvals`):
+                ``True`` for one beside the other stores (the ``stores`` URL, the
+                SQLite file in ``data_dir``, or memory), a store URL, or an
+                :class:`~execauth_core.approvals.Approvals`. Then REQUIRE_APPROVAL
+                creates a request whose id is on the ``ApprovalRequired``.
         """
         _local_spool(spool, data_dir, check_only=True)  # refused before anything is opened
         replay: ReplayStore
@@ -234,6 +244,7 @@ class Guard:
             clock=clock,
             id_factory=id_factory,
             spool=_local_spool(spool, data_dir),
+            approvals=_local_approvals(approvals, stores, data_dir, audit, authority, clock, id_factory),
         )
 
     @classmethod
@@ -441,6 +452,56 @@ class Guard:
         return self.authority.grant_approval(
             pending, approver=approver, now=self.clock.now(), grant_id=grant_id, ttl=ttl
         )
+
+    def approval_for(self, request_id: str, request: AuthorizationRequest | None = None) -> ApprovalGrant:
+        """The signed grant of an approved request, handed out once: the request is
+        marked consumed atomically here, so one person's approval funds exactly one
+        run (``guard.run(request, call, approval=grant)``); the guard refuses the same
+        grant a second time with ``APPROVAL_USED``.
+
+        On a remote guard (:meth:`remote`) the grant comes from the service's queue,
+        which consumes it when it is presented with the proposal, once.
+
+        Args:
+            request: the proposal about to run; if given, it must be the approved one.
+
+        Raises:
+            ApprovalError: unknown, pending, rejected, expired, already used, or for
+                another proposal (``reason_code`` says which).
+            ConfigurationError: this guard has no approval queue.
+        """
+        digest = request.content_digest() if isinstance(request, AuthorizationRequest) else None
+        if self.approvals is None:
+            # A remote guard: the service keeps the queue and consumes the grant when
+            # it is presented with the proposal.
+            fetch = getattr(self.authority, "approval_grant", None)
+            if not callable(fetch):
+                raise ConfigurationError("this guard has no approval queue: Guard.local(..., approvals=True)")
+            remote_grant: ApprovalGrant = fetch(request_id, digest)
+            return remote_grant
+        grant: ApprovalGrant = self.approvals.consume(request_id, proposal_digest=digest)
+        return grant
+
+    def _approval_request(
+        self,
+        request: AuthorizationRequest,
+        pd: str,
+        codes: tuple[str, ...],
+        decision: AuthorizationDecision | None,
+    ) -> str | None:
+        if self.approvals is None:
+            named = getattr(self.authority, "approval_request_id", None)  # a remote authority's queue
+            try:
+                return named(pd) if callable(named) else None
+            except Exception:  # noqa: BLE001 - no id, still denied
+                return None
+        try:
+            policy = decision.record.policy if decision is not None else None
+            record = self.approvals.create(request, reason_codes=codes, policy=policy, proposal_digest=pd)
+            return str(record.id)
+        except Exception as exc:  # noqa: BLE001 - without a request the call stays denied
+            log.error("execauth: could not create the approval request: %s", exc)
+            return None
 
     def deny(
         self,
@@ -717,7 +778,11 @@ class Guard:
             try:
                 requested_at = d.decision.record.decided_at if d.decision else self.clock.now()
                 pending = PendingApproval(
-                    proposal_digest=pd, request=request, reason_codes=codes, requested_at=requested_at
+                    proposal_digest=pd,
+                    request=request,
+                    reason_codes=codes,
+                    requested_at=requested_at,
+                    request_id=self._approval_request(request, pd, codes, d.decision),
                 )
                 return ApprovalRequired(pending=pending, **kwargs)
             except Exception:
@@ -944,3 +1009,36 @@ def _local_spool(
     if isinstance(spool, (str, os.PathLike)):
         return None if check_only else Spool(spool)
     raise ConfigurationError("spool is True, False, a path or an execauth_core.Spool")
+
+
+def _local_approvals(
+    approvals: Any,
+    stores: str | Stores | None,
+    data_dir: str | os.PathLike[str] | None,
+    audit: AuditLog,
+    authority: Authority,
+    clock: Clock | None,
+    id_factory: Callable[[], str],
+) -> Any:
+    """The approval queue ``Guard.local(approvals=...)`` asks for, or ``None``."""
+    if approvals is None or approvals is False:
+        return None
+    from .approvals import Approvals, MemoryApprovalStore, SQLiteApprovalStore, open_approvals
+
+    if isinstance(approvals, Approvals):
+        return approvals
+    store: Any
+    if isinstance(approvals, str):
+        store = open_approvals(approvals)
+    elif approvals is True:
+        if isinstance(stores, str):
+            store = open_approvals(stores)
+        elif stores is not None:
+            raise ConfigurationError("with opened Stores, give approvals= a store URL or an Approvals")
+        elif data_dir is not None:
+            store = SQLiteApprovalStore(Path(data_dir) / "execauth.db")
+        else:
+            store = MemoryApprovalStore()
+    else:
+        raise ConfigurationError("approvals is True, a store URL or an execauth_core.approvals.Approvals")
+    return Approvals(store, audit, authority=authority, clock=clock, id_factory=id_factory)

@@ -215,6 +215,9 @@ class PendingApproval(_Wire):
     request: AuthorizationRequest
     reason_codes: tuple[str, ...]
     requested_at: UnixTime
+    request_id: Name | None = Field(
+        default=None, description="Id of the durable approval request, when the guard or authority keeps one."
+    )
 
 
 class ApprovalGrant(_Wire):

@@ -159,6 +159,14 @@ class ReasonCode(str, Enum):
     AUDIT_SPOOLED = "AUDIT_SPOOLED"
     """The audit log was unreachable; the record was kept in the local spool for replay."""
 
+    # --- approval requests (the durable queue) ------------------------------
+    APPROVAL_EXPIRED = "APPROVAL_EXPIRED"
+    """The approval request expired before a person decided it: expiry means deny."""
+    APPROVAL_UNKNOWN = "APPROVAL_UNKNOWN"
+    """No approval request has this id."""
+    APPROVAL_DECIDED = "APPROVAL_DECIDED"
+    """The approval request was already decided (approved, rejected or expired); the later decision was refused."""
+
 
 REGISTRY: frozenset[str] = frozenset(code.value for code in ReasonCode)
 """Every published reason code."""

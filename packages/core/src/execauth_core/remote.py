@@ -15,6 +15,7 @@ Needs the ``remote`` extra (httpx), imported on first use.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = ["JWKSKeys", "RemoteAuthority"]
 
 MAX_ANSWER_BYTES = 1_048_576
 # Refusals the service names itself: passed on as the denial's reason code.
+_APPROVAL_ID = re.compile(r"apr_[A-Za-z0-9_.-]{1,120}")
 _PASSED_ON = {
     R.CALLER_UNAUTHENTICATED.value: R.CALLER_UNAUTHENTICATED,
     R.CALLER_NOT_BOUND.value: R.CALLER_NOT_BOUND,
@@ -43,6 +45,10 @@ _PASSED_ON = {
     R.UNSUPPORTED_MEDIA_TYPE.value: R.UNSUPPORTED_MEDIA_TYPE,
     R.REQUEST_TIMEOUT.value: R.REQUEST_TIMEOUT,
     R.STORE_UNAVAILABLE.value: R.STORE_UNAVAILABLE,
+    # The service's approval queue refusing a presented grant (used, not the stored one).
+    R.APPROVAL_USED.value: R.APPROVAL_USED,
+    R.APPROVAL_INVALID.value: R.APPROVAL_INVALID,
+    R.APPROVAL_MISMATCH.value: R.APPROVAL_MISMATCH,
 }
 
 
@@ -257,6 +263,9 @@ class RemoteAuthority:
         self._client: Any = None
         self._aclient: Any = None
         self._lock = threading.Lock()
+        # Approval request ids the service named (X-Execauth-Approval-Request), by
+        # proposal digest, until the guard picks them up for its ApprovalRequired.
+        self._approval_requests: dict[str, str] = {}
 
     def __repr__(self) -> str:  # never the credential
         return f"RemoteAuthority({self.url!r})"
@@ -314,7 +323,9 @@ class RemoteAuthority:
             raise AuthorityUnavailable(f"the authority did not answer within {self.timeout:g} s") from None
         except httpx.HTTPError as exc:
             raise AuthorityUnavailable(f"the authority is unreachable ({type(exc).__name__})") from None
-        return self._check(request, r.status_code, r.content, now, proposal_digest, request_bytes)
+        return self._note_request(
+            r, self._check(request, r.status_code, r.content, now, proposal_digest, request_bytes)
+        )
 
     async def adecide(
         self,
@@ -337,7 +348,72 @@ class RemoteAuthority:
             raise AuthorityUnavailable(f"the authority did not answer within {self.timeout:g} s") from None
         except httpx.HTTPError as exc:
             raise AuthorityUnavailable(f"the authority is unreachable ({type(exc).__name__})") from None
-        return self._check(request, r.status_code, r.content, now, proposal_digest, request_bytes)
+        return self._note_request(
+            r, self._check(request, r.status_code, r.content, now, proposal_digest, request_bytes)
+        )
+
+    def _note_request(self, r: Any, decision: AuthorizationDecision) -> AuthorizationDecision:
+        named = r.headers.get("x-execauth-approval-request")
+        if decision.outcome is Outcome.REQUIRE_APPROVAL and isinstance(named, str) and _APPROVAL_ID.fullmatch(named):
+            with self._lock:
+                if len(self._approval_requests) >= 1024:
+                    self._approval_requests.pop(next(iter(self._approval_requests)))
+                self._approval_requests[decision.proposal_digest] = named
+        return decision
+
+    def approval_request_id(self, proposal_digest: str) -> str | None:
+        """The approval request the service created for this proposal's last
+        REQUIRE_APPROVAL, once (the guard puts it on ``ApprovalRequired``)."""
+        with self._lock:
+            return self._approval_requests.pop(proposal_digest, None)
+
+    def approval_grant(self, request_id: str, proposal_digest: str | None = None) -> ApprovalGrant:
+        """The grant of an approved request, fetched from the service
+        (``GET /v1/approvals/{id}`` with this caller's credential). The service
+        consumes it when it is presented with the proposal, once.
+
+        Raises:
+            ApprovalError: not approved (pending, rejected, expired), already used,
+                unknown, or for another proposal.
+            AuthorityUnavailable: no usable answer.
+        """
+        from .approvals import ApprovalError
+
+        httpx = _httpx()
+        if not isinstance(request_id, str) or not _APPROVAL_ID.fullmatch(request_id):
+            raise ApprovalError(R.APPROVAL_UNKNOWN, "not an approval request id")
+        try:
+            r = self._sync_client().get(self.url + f"/v1/approvals/{request_id}", headers=self._headers())
+        except httpx.HTTPError as exc:
+            raise AuthorityUnavailable(f"the authority is unreachable ({type(exc).__name__})") from None
+        try:
+            data = loads_strict(r.content[:MAX_ANSWER_BYTES])
+        except CanonicalizationError:
+            data = None
+        if r.status_code == 404:
+            raise ApprovalError(R.APPROVAL_UNKNOWN, f"no approval request {request_id!r} for this caller")
+        if r.status_code != 200 or not isinstance(data, dict):
+            raise AuthorityUnavailable(f"the authority answered HTTP {r.status_code} for the approval request")
+        state, digest = data.get("state"), data.get("proposal_digest")
+        if proposal_digest is not None and digest != proposal_digest:
+            raise ApprovalError(R.APPROVAL_MISMATCH, "the approval request is for another proposal")
+        if state == "pending":
+            raise ApprovalError(R.APPROVAL_REQUIRED, "the approval request is still waiting for a person")
+        if state == "rejected":
+            raise ApprovalError(R.APPROVAL_REJECTED, f"rejected by {str(data.get('decided_by'))[:100]}")
+        if state != "approved":
+            raise ApprovalError(R.APPROVAL_EXPIRED, "the approval request expired before anyone decided")
+        if data.get("consumed"):
+            raise ApprovalError(R.APPROVAL_USED, "this approval was already used")
+        try:
+            grant = ApprovalGrant.model_validate(data.get("grant"), strict=True)
+        except pydantic.ValidationError:
+            raise AuthorityUnavailable(
+                "the approval request carries no valid grant", reason_code=R.AUTHORITY_ANSWER_INVALID
+            ) from None
+        if grant.proposal_digest != digest:
+            raise AuthorityUnavailable("the grant is for another proposal", reason_code=R.AUTHORITY_ANSWER_INVALID)
+        return grant
 
     def grant_approval(self, *args: Any, **kwargs: Any) -> Any:
         """Approvals are granted at the authority service, not by an agent's guard.

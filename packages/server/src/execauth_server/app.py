@@ -46,6 +46,7 @@ from execauth_core.stores.base import Debit
 from execauth_core.stores.urls import Stores, open_stores
 
 from ._version import __version__
+from .approvals_api import ApprovalError, approval_openapi, approval_routes, decide_with_approvals
 from .config import Caller, ServerConfig
 
 log = logging.getLogger("execauth.server")
@@ -378,6 +379,9 @@ class AuthorityService:
     def close(self) -> None:
         self._summarize(force=True)
         self.stores.close()
+        queue = getattr(self, "_approval_queue", None)
+        if queue is not None:
+            queue.store.close()
 
 
 class _UnauthenticatedLimit:
@@ -537,15 +541,17 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
                     + (f" / agent {proposal.agent!r}" if proposal.agent else ""),
                 )
             try:
-                decision = await run_in_threadpool(svc.decide, proposal, approval, caller)
+                decision, extra = await run_in_threadpool(decide_with_approvals, svc, proposal, approval, caller)
             except _Refusal:
                 raise
+            except ApprovalError as exc:
+                raise _Refusal(409, R(exc.reason_code), str(exc)) from None
             except StoreUnavailable:
                 raise _Refusal(503, R.STORE_UNAVAILABLE, "a store is unavailable; nothing was decided") from None
             except Exception as exc:  # noqa: BLE001 - a bug decides nothing, and says so without details
                 log.error("execauth-server: internal error while deciding (%s)", type(exc).__name__)
                 raise _Refusal(500, R.GUARD_ERROR, "internal error; nothing was decided") from None
-            return Response(decision.canonical_bytes(), media_type="application/json")
+            return Response(decision.canonical_bytes(), media_type="application/json", headers=extra)
         except _Refusal as refusal:
             return await run_in_threadpool(
                 svc.refused, subject, refusal, caller, _source(request), request.headers.get("authorization")
@@ -665,6 +671,7 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *approval_routes(),
     ]
     app = Starlette(routes=routes, exception_handlers={Exception: on_error})
     app.state.service = service or AuthorityService(config)
@@ -796,6 +803,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": {"description": "ready"}, "503": {"description": "a store is unavailable"}},
                 }
             },
+            **approval_openapi(),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -38,6 +38,8 @@ _KEYS = {
     "host",
     "port",
     "workers",
+    "approvers",
+    "approvals",
 }
 _CALLER_KEYS = {"name", "secret_sha256", "principals", "agents"}
 _LIMIT_KEYS = {"max_body_bytes", "read_timeout", "unauthenticated_per_minute"}
@@ -79,6 +81,17 @@ class Caller:
 
 
 @dataclass(frozen=True)
+class Approver:
+    """A person who may decide approval requests: a name and the SHA-256 of their secret."""
+
+    name: str
+    secret_sha256: str
+
+    def matches(self, presented_sha256: bytes) -> bool:
+        return hmac.compare_digest(bytes.fromhex(self.secret_sha256), presented_sha256)
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything ``execauth serve`` needs. See the package README for each key."""
 
@@ -102,6 +115,10 @@ class ServerConfig:
     port: int = 8787
     workers: int = 1
     source: Path | None = None
+    approvers: tuple[Approver, ...] = ()
+    """People who may approve or reject approval requests (never an agent's credential)."""
+    approval_request_ttl: int = 3600
+    approval_grant_ttl: int = 900
 
     @property
     def store_url(self) -> str:
@@ -211,6 +228,7 @@ def parse_config(data: Any, *, base: Path | None = None, source: Path | None = N
         port=_int(data.get("port", 8787), "port", 0, 65535),
         workers=_int(data.get("workers", 1), "workers", 1, 64),
         source=source,
+        **parse_approvals(data, callers),
     )
 
 
@@ -265,3 +283,40 @@ def default_config(data_dir: str | os.PathLike[str]) -> ServerConfig:
         "callers": [{"name": "local", "secret_sha256": hash_secret(secret), "principals": ["*"]}],
     }
     return parse_config(doc, base=data)
+
+
+_APPROVER_KEYS = {"name", "secret_sha256"}
+_APPROVALS_KEYS = {"request_ttl", "grant_ttl"}
+
+
+def parse_approvals(data: Mapping[str, Any], callers: list[Caller]) -> dict[str, Any]:
+    """The ``approvers`` list and the ``approvals`` settings of a config document.
+
+    An approver's secret may not be any caller's: an agent's credential can never approve.
+    """
+    approvers: list[Approver] = []
+    raw_list = data.get("approvers") or []
+    if not isinstance(raw_list, list):
+        raise ConfigurationError("approvers must be a list of {name, secret_sha256}")
+    caller_digests = {c.secret_sha256 for c in callers}
+    for i, raw in enumerate(raw_list):
+        where = f"approvers[{i}]"
+        if not isinstance(raw, dict) or set(raw) - _APPROVER_KEYS:
+            raise ConfigurationError(f"{where} must be a mapping of name and secret_sha256")
+        name = _str(raw.get("name"), f"{where}.name")
+        digest = _str(raw.get("secret_sha256"), f"{where}.secret_sha256").lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ConfigurationError(f"{where}.secret_sha256 must be 64 hex digits (the SHA-256 of the secret)")
+        if digest in caller_digests:
+            raise ConfigurationError(f"{where}: an approver's secret may not be a caller's (agents never approve)")
+        if name in {a.name for a in approvers} or digest in {a.secret_sha256 for a in approvers}:
+            raise ConfigurationError(f"{where}: duplicate approver name or secret")
+        approvers.append(Approver(name, digest))
+    settings = data.get("approvals") or {}
+    if not isinstance(settings, dict) or set(settings) - _APPROVALS_KEYS:
+        raise ConfigurationError(f"approvals takes only {', '.join(sorted(_APPROVALS_KEYS))}")
+    return {
+        "approvers": tuple(approvers),
+        "approval_request_ttl": _int(settings.get("request_ttl", 3600), "approvals.request_ttl", 1, 7 * 86_400),
+        "approval_grant_ttl": _int(settings.get("grant_ttl", 900), "approvals.grant_ttl", 1, 86_400),
+    }
