@@ -38,7 +38,10 @@ _KEYS = {
     "host",
     "port",
     "workers",
+    "checkpoints",
 }
+_CHECKPOINT_KEYS = {"every", "interval", "origin", "public"}
+DEFAULT_ORIGIN = "execauth-server/audit"
 _CALLER_KEYS = {"name", "secret_sha256", "principals", "agents"}
 _LIMIT_KEYS = {"max_body_bytes", "read_timeout"}
 
@@ -99,6 +102,10 @@ class ServerConfig:
     port: int = 8787
     workers: int = 1
     source: Path | None = None
+    checkpoint_every: int | None = None
+    checkpoint_interval: int | None = None
+    checkpoint_origin: str = DEFAULT_ORIGIN
+    checkpoints_public: bool = True
 
     @property
     def store_url(self) -> str:
@@ -187,6 +194,17 @@ def parse_config(data: Any, *, base: Path | None = None, source: Path | None = N
     ):
         raise ConfigurationError("tool_audiences maps tool names to audience names")
     stores = data.get("stores")
+    cps = data.get("checkpoints") or {}
+    if not isinstance(cps, dict) or set(cps) - _CHECKPOINT_KEYS:
+        raise ConfigurationError(f"checkpoints takes only {', '.join(sorted(_CHECKPOINT_KEYS))}")
+    every = None if cps.get("every") is None else _int(cps["every"], "checkpoints.every", 1, 10**9)
+    interval = None if cps.get("interval") is None else _int(cps["interval"], "checkpoints.interval", 1, 86_400 * 7)
+    origin = _str(cps.get("origin", DEFAULT_ORIGIN), "checkpoints.origin")
+    if any(c.isspace() or c == "+" for c in origin):
+        raise ConfigurationError("checkpoints.origin is a name without spaces or '+' (like host/path)")
+    public = cps.get("public", True)
+    if not isinstance(public, bool):
+        raise ConfigurationError("checkpoints.public must be true or false")
     return ServerConfig(
         data_dir=path("data_dir") or root / DEFAULT_DATA_DIR,
         policy=path("policy"),
@@ -205,6 +223,10 @@ def parse_config(data: Any, *, base: Path | None = None, source: Path | None = N
         port=_int(data.get("port", 8787), "port", 0, 65535),
         workers=_int(data.get("workers", 1), "workers", 1, 64),
         source=source,
+        checkpoint_every=every,
+        checkpoint_interval=interval,
+        checkpoint_origin=origin,
+        checkpoints_public=public,
     )
 
 
