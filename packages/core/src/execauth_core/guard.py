@@ -48,6 +48,7 @@ from .stores.base import AuditLog, JointAdmission, ReplayStore
 from .stores.memory import MemoryAuditLog, MemoryReplayStore
 from .stores.sqlite import SQLiteAuditLog, SQLiteReplayStore
 from .stores.urls import Stores, open_stores
+from .tlog_checkpoint import Checkpointer
 from .tokens import TokenVerifier
 
 T = TypeVar("T")
@@ -132,6 +133,10 @@ class Guard:
             ``policy_ref`` (a Court or decision point, followed as it reloads), or
             a function returning the current ``PolicyRef``. A guard with an
             authority always checks against the authority's policy.
+        checkpointer: signs checkpoints of the audit log at its cadence, driven
+            after each successful append (so the joint one-step admission is kept).
+            A checkpoint that cannot be signed or stored is left for the next append:
+            it never fails, denies or delays a decision beyond the signing itself.
     """
 
     def __init__(
@@ -146,11 +151,15 @@ class Guard:
         id_factory: Callable[[], str] = new_id,
         expected_policy: PolicyRef | Callable[[], PolicyRef] | Any | None = None,
         approvals: Any | None = None,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self._expected_policy = _policy_source(expected_policy)
         self.approvals = approvals
         """The durable approval queue (:class:`~execauth_core.approvals.Approvals`), or
         ``None``: then REQUIRE_APPROVAL carries no request id."""
+        if checkpointer is not None and not isinstance(checkpointer, Checkpointer):
+            raise ConfigurationError("checkpointer is an execauth_core.tlog_checkpoint.Checkpointer or None")
+        self.checkpointer = checkpointer
         self.authority = authority
         self.verifier = verifier
         self.replay_store = replay_store
@@ -177,6 +186,9 @@ class Guard:
         id_factory: Callable[[], str] = new_id,
         spool: bool | str | os.PathLike[str] | Spool | None = None,
         approvals: bool | str | Any = False,
+        checkpoint_every: int | None = None,
+        checkpoint_interval: int | None = None,
+        checkpoint_origin: str = "execauth.local/audit",
     ) -> Guard:
         """A guard with its own authority on the embedded defaults.
 
@@ -202,8 +214,16 @@ class Guard:
                 SQLite file in ``data_dir``, or memory), a store URL, or an
                 :class:`~execauth_core.approvals.Approvals`. Then REQUIRE_APPROVAL
                 creates a request whose id is on the ``ApprovalRequired``.
+            checkpoint_every, checkpoint_interval: sign a C2SP checkpoint of the audit
+                log's Merkle tree with the authority's key, into the audit store, once
+                this many entries were appended / this many seconds passed since the
+                last one (checked after each append: a log nobody writes to is not
+                re-signed). Either, both, or neither (the default: sign on demand
+                with ``execauth audit checkpoint``).
+            checkpoint_origin: the log's name in its checkpoints (the CLI's default).
         """
         _local_spool(spool, data_dir, check_only=True)  # refused before anything is opened
+        _check_cadence(checkpoint_every, checkpoint_interval, checkpoint_origin)
         replay: ReplayStore
         audit: AuditLog
         if stores is not None:
@@ -236,6 +256,17 @@ class Guard:
         keys = KeySet.of_signer(signer)
         authority = Authority(policy, signer, issuer=issuer, audience=audience, token_ttl=token_ttl)
         verifier = TokenVerifier(keys=keys, issuer=issuer, audience=audience, max_ttl=max(token_ttl, 1))
+        checkpointer = None
+        if checkpoint_every is not None or checkpoint_interval is not None:
+            checkpointer = Checkpointer(
+                audit,  # type: ignore[arg-type]  # every execauth backend keeps a Merkle tree
+                signer,
+                origin=checkpoint_origin,
+                every=checkpoint_every,
+                interval=checkpoint_interval,
+                clock=clock,
+                shared=stores is not None,  # replicas given one store URL checkpoint one log
+            )
         return cls(
             authority=authority,
             verifier=verifier,
@@ -245,6 +276,7 @@ class Guard:
             id_factory=id_factory,
             spool=_local_spool(spool, data_dir),
             approvals=_local_approvals(approvals, stores, data_dir, audit, authority, clock, id_factory),
+            checkpointer=checkpointer,
         )
 
     @classmethod
@@ -408,7 +440,7 @@ class Guard:
         except Exception as exc:  # noqa: BLE001 - fail closed on anything
             raise self._deny(request, pd, _guard_error(exc)) from None
         try:
-            self.audit_log.append(
+            entry = self.audit_log.append(
                 self._event(
                     "decision",
                     request,
@@ -424,6 +456,7 @@ class Guard:
             denial = _Denial("DENY", (R.AUDIT_UNAVAILABLE.value,), str(exc), decision)
             raise self._deny(request, pd, denial) from None
         self._drain_spool()
+        self._checkpoint(entry.seq)
         return decision
 
     def approve(
@@ -691,14 +724,17 @@ class Guard:
         joint = self._joint_admission()
         if joint is not None:
             outcome = joint.consume_and_append(spend, event, now=now)
-            if isinstance(outcome, AuditEntry):
-                return outcome
-            # Anything but an entry is a refusal: name the id if it is one of ours.
-            raise _spent(spend, outcome)
-        for token_id, expires_at in spend:
-            if self.replay_store.consume(token_id, expires_at=expires_at, now=now) is not True:
-                raise _spent(spend, token_id)
-        return self.audit_log.append(event)
+            if not isinstance(outcome, AuditEntry):
+                # Anything but an entry is a refusal: name the id if it is one of ours.
+                raise _spent(spend, outcome)
+            entry = outcome
+        else:
+            for token_id, expires_at in spend:
+                if self.replay_store.consume(token_id, expires_at=expires_at, now=now) is not True:
+                    raise _spent(spend, token_id)
+            entry = self.audit_log.append(event)
+        self._checkpoint(entry.seq)
+        return entry
 
     def _joint_admission(self) -> JointAdmission | None:
         # Worked out once per (replay store, audit log) pair: both may be swapped.
@@ -765,6 +801,7 @@ class Guard:
             codes = (*codes, self._spool_record(event))
         else:
             self._drain_spool()
+            self._checkpoint(entry.seq)
         tool = request.tool if isinstance(request, (AuthorizationRequest, _Unbuilt)) else None
         kwargs: dict[str, Any] = dict(
             outcome=d.outcome,
@@ -815,12 +852,13 @@ class Guard:
                 "token_id": cap.token_id,
                 "detail": detail,
             }
-            self.audit_log.append(event)
+            entry = self.audit_log.append(event)
         except Exception as exc:  # noqa: BLE001 - the call already happened; don't mask its result
             log.error("execauth: could not record the result of token %s: %s", cap.token_id, exc)
             self._spool_record(event)
         else:
             self._drain_spool()
+            self._checkpoint(entry.seq)
 
     def _spool_record(self, event: dict[str, Any] | None) -> str:
         """Keep a record the audit log refused in the spool. Returns the reason code
@@ -833,6 +871,17 @@ class Guard:
             log.error("execauth: could not spool an audit record either: %s", exc)
             return R.AUDIT_UNAVAILABLE.value
         return R.AUDIT_SPOOLED.value
+
+    def _checkpoint(self, size: int) -> None:
+        """After a successful append (``size`` = its seq): sign a checkpoint if the
+        cadence says so. Never raises: a checkpoint left unsigned shows in the
+        verifier's unsigned tail, and must not turn a recorded decision into an error."""
+        if self.checkpointer is None:
+            return
+        try:
+            self.checkpointer.maybe(size=size)
+        except Exception as exc:  # noqa: BLE001 - see above; the next append tries again
+            log.error("execauth: could not sign an audit checkpoint: %s", type(exc).__name__)
 
     def _drain_spool(self) -> None:
         """After a successful append: replay spooled records while the log answers."""
@@ -987,6 +1036,15 @@ def _json_text(value: Any) -> str:
     import json
 
     return json.dumps(value, indent=2) + "\n"
+
+
+def _check_cadence(every: object, interval: object, origin: object) -> None:
+    """Refuse a bad checkpoint cadence before anything is opened."""
+    for name, value in (("checkpoint_every", every), ("checkpoint_interval", interval)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigurationError(f"{name} must be a positive integer (or None), not {value!r}")
+    if not isinstance(origin, str) or not origin or any(c.isspace() or c == "+" for c in origin):
+        raise ConfigurationError(f"checkpoint_origin is a name without spaces or '+', not {origin!r}")
 
 
 def _local_spool(

@@ -158,6 +158,8 @@ class ReasonCode(str, Enum):
     # --- audit --------------------------------------------------------------
     AUDIT_SPOOLED = "AUDIT_SPOOLED"
     """The audit log was unreachable; the record was kept in the local spool for replay."""
+    CHECKPOINT_MISSING = "CHECKPOINT_MISSING"
+    """No signed checkpoint of the audit log exists yet (or none that verifies)."""
 
     # --- approval requests (the durable queue) ------------------------------
     APPROVAL_EXPIRED = "APPROVAL_EXPIRED"

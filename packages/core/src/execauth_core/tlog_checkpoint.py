@@ -224,6 +224,12 @@ class Checkpointer:
         every: sign once this many entries were appended since the last checkpoint.
         interval: sign once this many seconds passed since the last checkpoint (and
             something was appended).
+        shared: other writers (server workers, guard replicas) append to and
+            checkpoint the same log: when this one's view says a checkpoint is due, it
+            first re-reads the newest stored checkpoint, so that N writers do not each
+            sign the same stretch of the log. (Duplicates would not conflict: the tree
+            of a given size has one root whoever signs it; this only saves rows. It
+            costs reading the stored notes once per due checkpoint.)
     """
 
     def __init__(
@@ -235,12 +241,14 @@ class Checkpointer:
         every: int | None = None,
         interval: int | None = None,
         clock: Any = None,
+        shared: bool = False,
     ) -> None:
         _check_origin(origin)
-        if (every is not None and every < 1) or (interval is not None and interval < 1):
-            raise ConfigurationError("checkpoint cadence must be positive")
+        for name, value in (("every", every), ("interval", interval)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigurationError(f"checkpoint {name} must be a positive integer or None, not {value!r}")
         self.log, self.signer, self.origin = log, signer, origin
-        self.every, self.interval = every, interval
+        self.every, self.interval, self.shared = every, interval, shared
         self._clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._last: tuple[int, int] | None = None  # (size, time) of the newest checkpoint
@@ -287,6 +295,13 @@ class Checkpointer:
                     return None
             if not self.due(size, now):
                 return None
+            if self.shared:
+                try:
+                    self._last = max(self._last or (0, 0), _peek(self.log.checkpoints()[-1]))
+                except (IndexError, ValueError, StoreUnavailable):
+                    pass
+                if not self.due(size, now):
+                    return None
             try:
                 return self._sign(now)
             except StoreUnavailable:
@@ -300,7 +315,9 @@ class CheckpointedLog:
     returned durable, so a signing or storing failure never loses or fails the entry
     (it is retried on the next append). Note that a guard given this wrapper consumes
     token ids and appends in two steps instead of the joint one-step admission (each
-    step is still atomic; the joint form only saves a round trip).
+    step is still atomic; the joint form only saves a round trip): for a guard, give
+    the :class:`Checkpointer` to the guard instead (``Guard(checkpointer=...)``, or
+    ``Guard.local(checkpoint_every=..., checkpoint_interval=...)``), which keeps it.
     """
 
     def __init__(self, log: Any, checkpointer: Checkpointer) -> None:

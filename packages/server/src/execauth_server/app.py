@@ -6,6 +6,10 @@ Endpoints (JSON; see ``GET /openapi.json``):
   the signed AuthorizationDecision out, with the token only on ALLOW.
 - ``POST /v1/results``: a guard reports the outcome of an execution.
 - ``GET /v1/audit/head``: the audit log's head (sequence number and digest).
+- ``GET /v1/audit/checkpoint``: the newest signed checkpoint (C2SP signed note, text);
+  ``GET /v1/audit/proof?seq=I&size=N`` and ``GET /v1/audit/consistency?from=M&to=N``:
+  Merkle inclusion and consistency proofs (JSON). Hashes only: served without a caller
+  credential unless ``checkpoints.public`` is false.
 - ``GET /.well-known/jwks.json``: the trusted keys, with Cache-Control and ETag.
 - ``GET /healthz``, ``GET /readyz`` (readiness checks the stores).
 
@@ -17,6 +21,7 @@ ever reaches a client; the caller secret is never logged.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import logging
@@ -44,6 +49,8 @@ from execauth_core.messages import ApprovalGrant, AuthorizationDecision, Authori
 from execauth_core.reasons import ReasonCode as R
 from execauth_core.stores.base import Debit
 from execauth_core.stores.urls import Stores, open_stores
+from execauth_core.tlog import ProofError
+from execauth_core.tlog_checkpoint import Checkpointer, CheckpointError, SignedCheckpoint, open_checkpoint
 
 from ._version import __version__
 from .approvals_api import ApprovalError, approval_openapi, approval_routes, decide_with_approvals
@@ -161,6 +168,59 @@ class AuthorityService:
         self.jwks_etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         self._callers = {bytes.fromhex(c.secret_sha256): c for c in config.callers}
         self.unauthenticated = _UnauthenticatedLimit(config.unauthenticated_per_minute)
+        self.checkpointer: Checkpointer | None = None
+        self._stop = threading.Event()
+        if config.checkpoint_every is not None or config.checkpoint_interval is not None:
+            self.checkpointer = Checkpointer(
+                self.stores.audit,  # type: ignore[arg-type]  # every execauth backend keeps a Merkle tree
+                self.signer,
+                origin=config.checkpoint_origin,
+                every=config.checkpoint_every,
+                interval=config.checkpoint_interval,
+                clock=self.clock,
+                shared=True,  # the workers of one service append to one log
+            )
+            if config.checkpoint_interval is not None:
+                # An idle service still signs its tail within about 1.5 intervals.
+                period = max(1.0, config.checkpoint_interval / 2)
+                threading.Thread(target=self._tick, args=(period,), daemon=True, name="execauth-checkpoints").start()
+
+    def _tick(self, period: float) -> None:
+        while not self._stop.wait(period):
+            self._checkpoint(None)
+
+    def _checkpoint(self, size: int | None) -> None:
+        """Sign a checkpoint if the cadence says so; never raises (the next append or
+        tick tries again, and the verifier reports the unsigned tail meanwhile)."""
+        if self.checkpointer is None:
+            return
+        try:
+            self.checkpointer.maybe(size=size)
+        except Exception as exc:  # noqa: BLE001 - a checkpoint must not fail a decision
+            log.error("execauth-server: could not sign a checkpoint: %s", type(exc).__name__)
+
+    def append(self, event: dict[str, Any]) -> Any:
+        """Append to the audit log, then drive the checkpoint cadence."""
+        entry = self.stores.audit.append(event)
+        self._checkpoint(entry.seq)
+        return entry
+
+    def newest_checkpoint(self) -> SignedCheckpoint | None:
+        """The stored checkpoint of the largest size (the latest signed, of that size)
+        that verifies under this service's keys and origin; notes that do not verify
+        are passed over (and logged), never served."""
+        best: SignedCheckpoint | None = None
+        for note in reversed(self.stores.audit.checkpoints()):  # type: ignore[attr-defined]
+            try:
+                cp = open_checkpoint(note, self.keys, origin=self.config.checkpoint_origin)
+            except CheckpointError as exc:
+                log.warning("execauth-server: a stored checkpoint does not verify: %s", exc)
+                continue
+            if best is not None and cp.size < best.size:
+                break
+            if best is None or cp.time > best.time:
+                best = cp
+        return best
 
     def authority_for(self, tool: str) -> Authority:
         if self._fixed is not None:
@@ -198,7 +258,7 @@ class AuthorityService:
 
     def record(self, event: dict[str, Any]) -> int | None:
         try:
-            return self.stores.audit.append(event).seq
+            return int(self.append(event).seq)
         except Exception as exc:  # noqa: BLE001 - the refusal stands even if unrecorded
             log.error("execauth-server: could not record an entry: %s", type(exc).__name__)
             return None
@@ -252,7 +312,7 @@ class AuthorityService:
                 self._consume_approval(decision, approval)
             if decision.record.token_id is not None:
                 self._mark_issued(decision.record.token_id, caller)
-            self.stores.audit.append(event)
+            self.append(event)
         except Exception:
             # An unrecorded decision issues no token, and gives back what it debited.
             if decision.record.token_id is not None:
@@ -318,6 +378,55 @@ class AuthorityService:
 
     def _token_ttl(self) -> int:
         return max(a.token_ttl for a in self._authorities.values())
+    def _size(self, size: int | None) -> tuple[int, int]:
+        """``(size, head)``: the tree size asked for (default: the newest checkpoint's)
+        and the log's current size."""
+        head = int(self.stores.audit.tree_head()[0])  # type: ignore[attr-defined]
+        if size is None:
+            cp = self.newest_checkpoint()
+            if cp is None:
+                raise _Refusal(404, R.CHECKPOINT_MISSING, "no signed checkpoint exists yet: name a size")
+            size = cp.size
+        if size > head:
+            raise _Refusal(400, R.REQUEST_INVALID, f"the log holds {head} entries, not {size}")
+        return size, head
+
+    def inclusion(self, seq: int, size: int | None) -> dict[str, Any]:
+        """The inclusion proof of entry ``seq`` in the tree of ``size`` entries."""
+        from execauth_core.audit import canonical_body
+        from execauth_core.tlog import leaf_hash
+
+        size, _ = self._size(size)
+        if seq > size:
+            raise _Refusal(400, R.REQUEST_INVALID, f"no entry {seq} in a tree of size {size}")
+        log_ = self.stores.audit
+        entry = next(iter(log_.entries(seq)), None)
+        if entry is None or entry.seq != seq:
+            raise StoreUnavailable(f"audit log: entry {seq} is missing")
+        proof = log_.inclusion_proof(seq - 1, size)  # type: ignore[attr-defined]
+        return {
+            "seq": seq,
+            "leaf_index": seq - 1,
+            "size": size,
+            "root": _b64(log_.root_at(size)),  # type: ignore[attr-defined]
+            "leaf_hash": _b64(leaf_hash(canonical_body(entry.body))),
+            "proof": [_b64(h) for h in proof],
+        }
+
+    def consistency(self, old: int, size: int | None) -> dict[str, Any]:
+        """The proof that the tree of ``size`` entries extends the tree of ``old``."""
+        size, _ = self._size(size)
+        if old > size:
+            raise _Refusal(400, R.REQUEST_INVALID, f"no consistency proof from size {old} to {size}")
+        log_ = self.stores.audit
+        proof = log_.consistency_proof(old, size)  # type: ignore[attr-defined]
+        return {
+            "from": old,
+            "to": size,
+            "from_root": _b64(log_.root_at(old)),  # type: ignore[attr-defined]
+            "to_root": _b64(log_.root_at(size)),  # type: ignore[attr-defined]
+            "proof": [_b64(h) for h in proof],
+        }
 
     def ready(self) -> None:
         self.stores.audit.head()
@@ -378,6 +487,7 @@ class AuthorityService:
 
     def close(self) -> None:
         self._summarize(force=True)
+        self._stop.set()
         self.stores.close()
         queue = getattr(self, "_approval_queue", None)
         if queue is not None:
@@ -441,6 +551,30 @@ class _UnauthenticatedLimit:
             counts, since = self._suppressed, self._since
             self._suppressed, self._since, self._flushed_at = {}, None, now
             return counts, since if since is not None else now
+
+
+def _b64(h: bytes) -> str:
+    return base64.b64encode(h).decode()
+
+
+def _query_int(request: Request, name: str, *, required: bool = True) -> int | None:
+    values = request.query_params.getlist(name)
+    if not values:
+        if required:
+            raise _Refusal(400, R.REQUEST_INVALID, f"the query parameter {name} is missing")
+        return None
+    if len(values) > 1 or not values[0].isascii() or not values[0].isdigit() or len(values[0]) > 18:
+        raise _Refusal(400, R.REQUEST_INVALID, f"the query parameter {name} is a decimal number, given once")
+    return int(values[0])
+
+
+async def _store_call(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return await run_in_threadpool(fn, *args)
+    except StoreUnavailable:
+        raise _Refusal(503, R.STORE_UNAVAILABLE, "the audit log is unavailable") from None
+    except ProofError as exc:
+        raise _Refusal(400, R.REQUEST_INVALID, str(exc)) from None
 
 
 def _error(refusal: _Refusal, seq: int | None) -> JSONResponse:
@@ -595,7 +729,7 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
                 "detail": detail,
             }
             try:
-                entry = await run_in_threadpool(svc.stores.audit.append, event)
+                entry = await run_in_threadpool(svc.append, event)
             except StoreUnavailable:
                 # Not recorded: the report may be sent again.
                 with contextlib.suppress(Exception):
@@ -618,6 +752,46 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
         except _Refusal as refusal:
             return _error(refusal, None)
         return JSONResponse({"seq": seq, "head": head})
+
+    def audit_reader(request: Request) -> AuthorityService:
+        svc: AuthorityService = request.app.state.service
+        if not config.checkpoints_public:
+            svc.authenticate(request.headers.get("authorization"))
+        return svc
+
+    async def audit_checkpoint(request: Request) -> Response:
+        try:
+            svc = audit_reader(request)
+            cp = await _store_call(svc.newest_checkpoint)
+            if cp is None:
+                raise _Refusal(404, R.CHECKPOINT_MISSING, "no signed checkpoint of the audit log exists yet")
+        except _Refusal as refusal:
+            return _error(refusal, None)
+        return Response(cp.note, media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-cache"})
+
+    async def audit_proof(request: Request) -> Response:
+        try:
+            svc = audit_reader(request)
+            seq = _query_int(request, "seq")
+            size = _query_int(request, "size", required=False)
+            if seq is None or seq < 1:
+                raise _Refusal(400, R.REQUEST_INVALID, "seq is an entry's audit_seq (1 or more)")
+            out = await _store_call(svc.inclusion, seq, size)
+        except _Refusal as refusal:
+            return _error(refusal, None)
+        return JSONResponse(out)
+
+    async def audit_consistency(request: Request) -> Response:
+        try:
+            svc = audit_reader(request)
+            old = _query_int(request, "from")
+            size = _query_int(request, "to", required=False)
+            if old is None:
+                raise _Refusal(400, R.REQUEST_INVALID, "from is the older tree size")
+            out = await _store_call(svc.consistency, old, size)
+        except _Refusal as refusal:
+            return _error(refusal, None)
+        return JSONResponse(out)
 
     async def policy(request: Request) -> Response:
         svc: AuthorityService = request.app.state.service
@@ -666,6 +840,9 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
         Route("/v1/decide", decide, methods=["POST"]),
         Route("/v1/results", results, methods=["POST"]),
         Route("/v1/audit/head", audit_head, methods=["GET"]),
+        Route("/v1/audit/checkpoint", audit_checkpoint, methods=["GET"]),
+        Route("/v1/audit/proof", audit_proof, methods=["GET"]),
+        Route("/v1/audit/consistency", audit_consistency, methods=["GET"]),
         Route("/v1/policy", policy, methods=["GET"]),
         Route("/.well-known/jwks.json", jwks, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -790,6 +967,68 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/audit/checkpoint": {
+                "get": {
+                    "summary": "The newest signed checkpoint of the audit log (C2SP tlog-checkpoint signed note)",
+                    "description": "Verify it with a key of /.well-known/jwks.json. No credential is needed "
+                    "unless checkpoints.public is false: it holds a size, a root hash and a time.",
+                    "responses": {
+                        "200": {
+                            "description": "The signed note",
+                            "content": {"text/plain; charset=utf-8": {"schema": {"type": "string"}}},
+                        },
+                        "401": refusals["401"],
+                        "404": answer("No checkpoint signed yet (CHECKPOINT_MISSING)"),
+                        "503": refusals["503"],
+                    },
+                }
+            },
+            "/v1/audit/proof": {
+                "get": {
+                    "summary": "RFC 9162 inclusion proof of an audit entry",
+                    "parameters": [
+                        {"name": "seq", "in": "query", "required": True, "schema": {"type": "integer", "minimum": 1}},
+                        {
+                            "name": "size",
+                            "in": "query",
+                            "required": False,
+                            "description": "tree size (default: the newest checkpoint's)",
+                            "schema": {"type": "integer", "minimum": 1},
+                        },
+                    ],
+                    "responses": {
+                        "200": answer("The proof (hashes in standard base64)", {"$ref": "#/components/schemas/Proof"}),
+                        "400": answer("Bad or out-of-range seq/size (REQUEST_INVALID)"),
+                        "401": refusals["401"],
+                        "404": answer("No size given and no checkpoint yet (CHECKPOINT_MISSING)"),
+                        "503": refusals["503"],
+                    },
+                }
+            },
+            "/v1/audit/consistency": {
+                "get": {
+                    "summary": "RFC 9162 consistency proof between two tree sizes",
+                    "parameters": [
+                        {"name": "from", "in": "query", "required": True, "schema": {"type": "integer", "minimum": 0}},
+                        {
+                            "name": "to",
+                            "in": "query",
+                            "required": False,
+                            "description": "newer tree size (default: the newest checkpoint's)",
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                    ],
+                    "responses": {
+                        "200": answer(
+                            "The proof (hashes in standard base64)", {"$ref": "#/components/schemas/Consistency"}
+                        ),
+                        "400": answer("Bad or out-of-range sizes (REQUEST_INVALID)"),
+                        "401": refusals["401"],
+                        "404": answer("No size given and no checkpoint yet (CHECKPOINT_MISSING)"),
+                        "503": refusals["503"],
+                    },
+                }
+            },
             "/.well-known/jwks.json": {
                 "get": {
                     "summary": "Trusted verification keys (Ed25519 OKP JWKS)",
@@ -819,6 +1058,29 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "AuthorizationRequest": AuthorizationRequest.model_json_schema(),
                 "AuthorizationDecision": {"type": "object", "description": "execauth.decision/1"},
+                "Proof": {
+                    "type": "object",
+                    "required": ["seq", "leaf_index", "size", "root", "leaf_hash", "proof"],
+                    "properties": {
+                        "seq": {"type": "integer"},
+                        "leaf_index": {"type": "integer", "description": "seq - 1"},
+                        "size": {"type": "integer"},
+                        "root": {"type": "string"},
+                        "leaf_hash": {"type": "string", "description": "SHA-256(0x00 || canonical entry body)"},
+                        "proof": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+                "Consistency": {
+                    "type": "object",
+                    "required": ["from", "to", "from_root", "to_root", "proof"],
+                    "properties": {
+                        "from": {"type": "integer"},
+                        "to": {"type": "integer"},
+                        "from_root": {"type": "string"},
+                        "to_root": {"type": "string"},
+                        "proof": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
             },
         },
     }

@@ -40,7 +40,10 @@ _KEYS = {
     "workers",
     "approvers",
     "approvals",
+    "checkpoints",
 }
+_CHECKPOINT_KEYS = {"every", "interval", "origin", "public"}
+DEFAULT_ORIGIN = "execauth-server/audit"
 _CALLER_KEYS = {"name", "secret_sha256", "principals", "agents"}
 _LIMIT_KEYS = {"max_body_bytes", "read_timeout", "unauthenticated_per_minute"}
 
@@ -119,6 +122,10 @@ class ServerConfig:
     """People who may approve or reject approval requests (never an agent's credential)."""
     approval_request_ttl: int = 3600
     approval_grant_ttl: int = 900
+    checkpoint_every: int | None = None
+    checkpoint_interval: int | None = None
+    checkpoint_origin: str = DEFAULT_ORIGIN
+    checkpoints_public: bool = True
 
     @property
     def store_url(self) -> str:
@@ -207,6 +214,17 @@ def parse_config(data: Any, *, base: Path | None = None, source: Path | None = N
     ):
         raise ConfigurationError("tool_audiences maps tool names to audience names")
     stores = data.get("stores")
+    cps = data.get("checkpoints") or {}
+    if not isinstance(cps, dict) or set(cps) - _CHECKPOINT_KEYS:
+        raise ConfigurationError(f"checkpoints takes only {', '.join(sorted(_CHECKPOINT_KEYS))}")
+    every = None if cps.get("every") is None else _int(cps["every"], "checkpoints.every", 1, 10**9)
+    interval = None if cps.get("interval") is None else _int(cps["interval"], "checkpoints.interval", 1, 86_400 * 7)
+    origin = _str(cps.get("origin", DEFAULT_ORIGIN), "checkpoints.origin")
+    if any(c.isspace() or c == "+" for c in origin):
+        raise ConfigurationError("checkpoints.origin is a name without spaces or '+' (like host/path)")
+    public = cps.get("public", True)
+    if not isinstance(public, bool):
+        raise ConfigurationError("checkpoints.public must be true or false")
     return ServerConfig(
         data_dir=path("data_dir") or root / DEFAULT_DATA_DIR,
         policy=path("policy"),
@@ -229,6 +247,10 @@ def parse_config(data: Any, *, base: Path | None = None, source: Path | None = N
         workers=_int(data.get("workers", 1), "workers", 1, 64),
         source=source,
         **parse_approvals(data, callers),
+        checkpoint_every=every,
+        checkpoint_interval=interval,
+        checkpoint_origin=origin,
+        checkpoints_public=public,
     )
 
 
