@@ -44,7 +44,7 @@ from .errors import ConfigurationError, ExecutionDenied, StoreUnavailable, Token
 from .keys import KeySet
 from .messages import AuthorizationRequest, TokenClaims
 from .reasons import ReasonCode as R
-from .stores.base import AuditLog, JointAdmission, ReplayStore
+from .stores.base import AuditLog, JointAdmission, JointCache, ReplayStore, joint_admission_of
 from .tokens import TokenVerifier
 
 __all__ = [
@@ -283,7 +283,7 @@ class Executor:
         self.routes = routes if isinstance(routes, RouteTable) else RouteTable(routes)
         self.max_body_bytes = max_body_bytes
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self._joint: tuple[ReplayStore, AuditLog, JointAdmission | None] | None = None
+        self._joint: JointCache | None = None
 
     # -- the checks ------------------------------------------------------------
 
@@ -464,13 +464,7 @@ class Executor:
             ) from None
 
     def _joint_admission(self) -> JointAdmission | None:
-        replay, audit = self.replay_store, self.audit_log
-        cached = self._joint
-        if cached is not None and cached[0] is replay and cached[1] is audit:
-            return cached[2]
-        offer = getattr(replay, "joint_with", None)
-        joint = offer(audit) if callable(offer) else None
-        self._joint = (replay, audit, joint)
+        self._joint, joint = joint_admission_of(self._joint, self.replay_store, self.audit_log)
         return joint
 
     def refuse(

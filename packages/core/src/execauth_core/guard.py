@@ -44,7 +44,7 @@ from .messages import (
 from .policy import DecisionPoint
 from .reasons import ReasonCode as R
 from .spool import Spool
-from .stores.base import AuditLog, JointAdmission, ReplayStore
+from .stores.base import AuditLog, JointAdmission, JointCache, ReplayStore, joint_admission_of
 from .stores.memory import MemoryAuditLog, MemoryReplayStore
 from .stores.sqlite import SQLiteAuditLog, SQLiteReplayStore
 from .stores.urls import Stores, open_stores
@@ -166,7 +166,7 @@ class Guard:
         self.audit_log = audit_log
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.id_factory = id_factory
-        self._joint: tuple[ReplayStore, AuditLog, JointAdmission | None] | None = None
+        self._joint: JointCache | None = None
         if spool is not None and not isinstance(spool, Spool):
             raise ConfigurationError("spool is an execauth_core.Spool or None")
         self.spool = spool
@@ -737,14 +737,7 @@ class Guard:
         return entry
 
     def _joint_admission(self) -> JointAdmission | None:
-        # Worked out once per (replay store, audit log) pair: both may be swapped.
-        replay, audit = self.replay_store, self.audit_log
-        cached = self._joint
-        if cached is not None and cached[0] is replay and cached[1] is audit:
-            return cached[2]
-        offer = getattr(replay, "joint_with", None)
-        joint = offer(audit) if callable(offer) else None
-        self._joint = (replay, audit, joint)
+        self._joint, joint = joint_admission_of(self._joint, self.replay_store, self.audit_log)
         return joint
 
     def _event(

@@ -90,6 +90,24 @@ class JointAdmission(Protocol):
         ...
 
 
+JointCache = tuple[ReplayStore, AuditLog, "JointAdmission | None"]
+"""What a guard or an executor remembers of the joint admission its stores offer."""
+
+
+def joint_admission_of(
+    cached: JointCache | None, replay: ReplayStore, audit: AuditLog
+) -> tuple[JointCache, JointAdmission | None]:
+    """The joint admission ``replay`` offers for ``audit`` (``None``: consume, then
+    append), worked out once per (replay store, audit log) pair: ``cached`` is what
+    the last call returned, reused while both stores are the same objects (either may
+    be swapped on a guard)."""
+    if cached is not None and cached[0] is replay and cached[1] is audit:
+        return cached, cached[2]
+    offer = getattr(replay, "joint_with", None)
+    joint = offer(audit) if callable(offer) else None
+    return (replay, audit, joint), joint
+
+
 class StateStore(Protocol):
     """Budgets and rate counters with an atomic, all-or-nothing check-and-debit.
 
