@@ -569,3 +569,14 @@ def test_one_approval_buys_one_token_at_the_service(server_config: dict[str, Any
     finally:
         log.close()
     assert head and (last["event"], last["executed"], last["reason_codes"]) == ("denial", False, ["APPROVAL_USED"])
+
+
+def test_remote_guard_on_an_unusable_data_dir_is_a_configuration_error(tmp_path: Any) -> None:
+    """As Guard.local (issue 15 item 15): a path that cannot be a folder is named in a
+    ConfigurationError, not a raw OSError. No server is needed: nothing is asked yet."""
+    from execauth_core import ConfigurationError, Guard
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigurationError, match="a-file"):
+        Guard.remote("http://127.0.0.1:9", credential="x", data_dir=blocker / "data")

@@ -227,10 +227,7 @@ class Guard:
         replay: ReplayStore
         audit: AuditLog
         if stores is not None:
-            opened = open_stores(stores) if isinstance(stores, str) else stores
-            if not isinstance(opened, Stores):
-                raise ConfigurationError("stores is a store URL or execauth_core.stores.Stores")
-            replay, audit = opened.replay, opened.audit
+            replay, audit = _given_stores(stores)
         if data_dir is None:
             signer = signer or LocalSigner.generate()
             if stores is None:
@@ -320,14 +317,14 @@ class Guard:
         replay: ReplayStore
         audit: AuditLog
         if stores is not None:
-            opened = open_stores(stores) if isinstance(stores, str) else stores
-            if not isinstance(opened, Stores):
-                raise ConfigurationError("stores is a store URL or execauth_core.stores.Stores")
-            replay, audit = opened.replay, opened.audit
+            replay, audit = _given_stores(stores)
         elif data_dir is not None:
             folder = Path(data_dir)
-            folder.mkdir(parents=True, exist_ok=True)
-            replay, audit = SQLiteReplayStore(folder / "execauth.db"), SQLiteAuditLog(folder / "execauth.db")
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                replay, audit = SQLiteReplayStore(folder / "execauth.db"), SQLiteAuditLog(folder / "execauth.db")
+            except (OSError, sqlite3.Error, StoreUnavailable) as exc:
+                raise ConfigurationError(f"data_dir {str(folder)!r} cannot be used: {_os_reason(exc)}") from None
         else:
             replay, audit = MemoryReplayStore(), MemoryAuditLog()
         verifier = TokenVerifier(keys=keys, issuer=issuer, audience=audience, max_ttl=max_ttl)
@@ -1093,3 +1090,11 @@ def _local_approvals(
     else:
         raise ConfigurationError("approvals is True, a store URL or an execauth_core.approvals.Approvals")
     return Approvals(store, audit, authority=authority, clock=clock, id_factory=id_factory)
+
+
+def _given_stores(stores: str | Stores) -> tuple[ReplayStore, AuditLog]:
+    """The replay store and audit log of a store URL or opened :class:`Stores`."""
+    opened = open_stores(stores) if isinstance(stores, str) else stores
+    if not isinstance(opened, Stores):
+        raise ConfigurationError("stores is a store URL or execauth_core.stores.Stores")
+    return opened.replay, opened.audit
