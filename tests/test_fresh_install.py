@@ -69,8 +69,13 @@ def test_this_environment_tests_the_working_tree() -> None:
     own = fresh.own_distributions()
     present = fresh.installed(own)
     assert "execauth-core" in present
+    checked, editable = [], []
     for name, dist in present.items():
         direct = json.loads(dist.read_text("direct_url.json") or "{}")
         if direct.get("dir_info", {}).get("editable"):
-            pytest.skip(f"{name} is an editable install: the working tree itself is imported")
+            editable.append(name)  # the working tree itself is imported: nothing to compare
+            continue
         assert fresh.differences(dist, own[name]) == [], name
+        checked.append(name)
+    if not checked:
+        pytest.skip(f"every execauth package here is an editable install ({', '.join(editable)})")

@@ -235,8 +235,10 @@ def test_remote_guard_flow(config: dict[str, Any]) -> None:
     with running_server(config) as srv:
         guard = Guard.remote(srv.url, credential=srv.credential)
         request = guard.proposal(**PROPOSAL)
+        ran: list[str] = []
         with pytest.raises(ApprovalRequired) as info:
-            guard.run(request, lambda: None)
+            guard.run(request, lambda: ran.append("ran"))
+        assert ran == []  # paused: nothing ran
         rid = info.value.request_id
         assert rid is not None and rid.startswith("apr_")
         with pytest.raises(ApprovalError) as early:

@@ -147,7 +147,13 @@ def test_private_checkpoints_need_a_caller(server_config: dict[str, Any]) -> Non
 def test_no_cadence_configured_signs_nothing(server_config: dict[str, Any]) -> None:
     with running_server(server_config) as srv:
         decide(srv, 3)
-        assert httpx.get(srv.url + "/v1/audit/checkpoint").status_code == 404
+        r = httpx.get(srv.url + "/v1/audit/checkpoint")
+        assert r.status_code == 404 and r.json()["reason_code"] == "CHECKPOINT_MISSING"
+        stores = open_stores(f"sqlite:{Path(srv.data_dir) / 'execauth.db'}")
+        try:
+            assert stores.audit.checkpoints() == []  # type: ignore[attr-defined]
+        finally:
+            stores.close()
 
 
 def test_two_workers_share_one_log_without_forks(server_config: dict[str, Any], tmp_path: Path) -> None:
@@ -167,7 +173,7 @@ def test_two_workers_share_one_log_without_forks(server_config: dict[str, Any], 
         finally:
             stores.close()
         # Each worker re-reads the newest stored checkpoint before signing: no size is signed twice here.
-        assert sizes == sorted(set(sizes)) and len(sizes) <= 10
+        assert sizes == sorted(set(sizes)) and sizes[-1] == 20 and len(sizes) <= 10
 
 
 @pytest.mark.parametrize(
