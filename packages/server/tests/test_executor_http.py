@@ -330,3 +330,17 @@ def test_an_unreachable_jwks_refuses_with_503_and_nothing_runs() -> None:
     assert (r.status_code, r.json()["reason_code"]) == (503, "KEYSET_MISSING")
     assert counter.runs == []
     assert [(e.event, e.executed) for e in audit.entries()] == [("denial", False)]
+
+
+def test_a_public_path_may_not_be_a_tool_route() -> None:
+    """public_paths skip the token check for every method: naming a routed tool path
+    there would unprotect that tool, so the middleware refuses to be built."""
+    from starlette.applications import Starlette
+
+    from execauth_core import ConfigurationError
+    from execauth_server.executor import ExecAuthMiddleware
+
+    executor = make_executor(KeySet.of_signer(LocalSigner.generate()))
+    with pytest.raises(ConfigurationError, match="/tools/send"):
+        ExecAuthMiddleware(Starlette(), executor=executor, public_paths=["/health", "/tools/send"])
+    assert ExecAuthMiddleware(Starlette(), executor=executor, public_paths=["/health"]).public_paths == {"/health"}

@@ -152,6 +152,10 @@ class RouteTable:
         """``(method, path)`` of ``tool``, or ``None``."""
         return self._routes.get(tool)
 
+    def paths(self) -> frozenset[str]:
+        """Every routed path."""
+        return frozenset(path for _, path in self._tools)
+
     def __contains__(self, key: object) -> bool:
         return isinstance(key, tuple) and len(key) == 2 and self.tool(*key) is not None
 

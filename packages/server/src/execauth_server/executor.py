@@ -31,6 +31,7 @@ import anyio.to_thread
 from starlette.requests import HTTPConnection
 
 from execauth_core.canonical import canonicalize
+from execauth_core.errors import ConfigurationError
 from execauth_core.executor import AUTH_SCHEME, Executor, ExecutorDenied, HTTPCall, VerifiedCall
 from execauth_core.reasons import ReasonCode as R
 
@@ -82,6 +83,10 @@ class ExecAuthMiddleware:
         self.app = app
         self.executor = executor
         self.public_paths = frozenset(public_paths)
+        guarded = self.public_paths & executor.routes.paths()
+        if guarded:
+            # A public path skips the token check for every method: it must never be a tool's.
+            raise ConfigurationError(f"public_paths name routed tool paths: {', '.join(sorted(guarded))}")
         self.read_timeout = read_timeout
         self.offload = offload
 
