@@ -1,6 +1,6 @@
 """execauth-mcp, offline: a small MCP server behind the gating proxy.
 
-    pip install execauth-mcp
+    pip install ./packages/core ./packages/mcp   # from the repository root of a checkout
     python examples/mcp_quickstart.py
 
 Writes a two-tool MCP server (written with the SDK), a policy and the proxy config to

@@ -582,7 +582,15 @@ def _where(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
 
-    p = _Parser(prog="execauth", description="Execution authority for AI agents.")
+    p = _Parser(
+        prog="execauth",
+        description="Execution authority for AI agents.",
+        epilog=(
+            "also: 'execauth serve' (the authority service, execauth-server), "
+            "'execauth approvals' (the approval queue) and 'execauth mcp-proxy' "
+            "(the MCP gating proxy, execauth-mcp); each has its own --help"
+        ),
+    )
     p.add_argument("--version", action="version", version=f"execauth {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
