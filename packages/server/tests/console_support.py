@@ -135,7 +135,7 @@ class WaitingRun:
                 self.outcome = guard.run(request, self.tool, approval=grant)
                 return
             self.outcome = "timed out"
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
+        except BaseException as exc:  # reported to the test
             self.error = exc
         finally:
             self.ready.set()

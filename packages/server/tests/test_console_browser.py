@@ -231,7 +231,7 @@ def test_two_approvers_at_once_give_one_decision(tmp_path: Path, browser: Any) -
         contexts = [browser.new_context(), browser.new_context()]
         try:
             pages = []
-            for ctx, name in zip(contexts, ("carol", "dave")):
+            for ctx, name in zip(contexts, ("carol", "dave"), strict=True):
                 page = ctx.new_page()
                 sign_in(page, srv.url, name)
                 page.goto(f"{srv.url}/console/requests/{rid}")

@@ -366,7 +366,9 @@ def _argon2_hash(value: Any, where: str) -> str | None:
         return None
     text = _str(value, where)
     if not text.startswith(("$argon2id$", "$argon2i$", "$argon2d$")):
-        raise ConfigurationError(f"{where} must be an argon2 hash ($argon2id$...): make one with execauth serve --hash-password")
+        raise ConfigurationError(
+            f"{where} must be an argon2 hash ($argon2id$...): make one with execauth serve --hash-password"
+        )
     from argon2 import extract_parameters
     from argon2.exceptions import InvalidHashError
 
@@ -412,4 +414,6 @@ def parse_console(data: Mapping[str, Any]) -> dict[str, Any]:
     secure = raw.get("secure_cookie")
     if secure is not None and not isinstance(secure, bool):
         raise ConfigurationError("console.secure_cookie must be true or false (or left out: automatic)")
-    return {"console": ConsoleSettings(idle_timeout=idle, max_age=max(idle, max_age), origin=origin, secure_cookie=secure)}
+    return {
+        "console": ConsoleSettings(idle_timeout=idle, max_age=max(idle, max_age), origin=origin, secure_cookie=secure)
+    }
