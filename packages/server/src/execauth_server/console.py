@@ -474,6 +474,7 @@ def console_routes(config: ServerConfig) -> list[BaseRoute]:
             log.warning("execauth-server: console sign-in failed for %r from %s", username[:60], source)
             return _login_form(request, "Wrong name or password.", 401, username)
         console.per_account.clear("account:" + username)
+        console.sessions.drop(request.cookies.get(SESSION_COOKIE))  # a sign-in never keeps an old id
         sid, _ = console.sessions.create(approver.name)
         log.info("execauth-server: console sign-in by %r from %s", approver.name, source)
         response = RedirectResponse("/console/", status_code=303, headers=_SECURITY_HEADERS)
