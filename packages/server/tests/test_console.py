@@ -3,6 +3,7 @@ limits, the canonical layout of arguments, and sign-in over plain HTTP (httpx)."
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -221,3 +222,29 @@ def test_unknown_request_and_signed_out_pages(tmp_path: Path) -> None:
         assert r.status_code == 404 and "<script>" not in r.text
         css = client.get("/console/static/console.css")
         assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+
+
+@pytest.mark.parametrize(("ci", "expected"), [("true", "1 error"), ("", "1 skipped")])
+def test_browser_tests_fail_in_ci_without_chromium(ci: str, expected: str) -> None:
+    """Without the browser the console tests skip on a laptop and fail under CI=true."""
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "CI": ci, "EXECAUTH_CHROMIUM": str(here / "no-such-chromium")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"{here / 'test_console_browser.py'}::test_reject_never_runs",
+        ],
+        cwd=here.parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert expected in done.stdout, done.stdout[-2000:]
+    assert done.returncode == (1 if ci == "true" else 0)
+    assert ("CI=true: the browser tests must run" in done.stdout) is (ci == "true")
