@@ -137,6 +137,9 @@ def serve(args: argparse.Namespace) -> int:
         out.write("  policy:  none configured: every proposal is denied (POLICY_EMPTY)\n")
     if any(a.password_argon2 for a in config.approvers):
         out.write(f"  console: http://{host}:{port}/console/\n")
+        if workers > 1:
+            # Console sessions live in the worker that signed the approver in.
+            out.write("  warning: console sessions are per worker: with several workers, route each approver to one\n")
     else:
         out.write("  console: no approver has a password_argon2 yet (execauth serve --hash-password)\n")
     out.flush()
