@@ -112,7 +112,7 @@ def test_no_config_starts_on_loopback_and_says_where_things_are(tmp_path: Path) 
         out, err = proc.communicate(timeout=10)
     text = out.decode()
     assert f"http://127.0.0.1:{port}" in text
-    for line in ("data:", "key:", "console: not yet available (issue 16)", str(data)):
+    for line in ("data:", "key:", "console: no approver has a password_argon2 yet", str(data)):
         assert line in text
     assert secret not in text + err.decode()
 

@@ -169,6 +169,10 @@ class ReasonCode(str, Enum):
     APPROVAL_DECIDED = "APPROVAL_DECIDED"
     """The approval request was already decided (approved, rejected or expired); the later decision was refused."""
 
+    # --- console ---
+    CONSOLE_CSRF_INVALID = "CONSOLE_CSRF_INVALID"
+    """A web console form came without its session's security token, or from another site: nothing was done."""
+
 
 REGISTRY: frozenset[str] = frozenset(code.value for code in ReasonCode)
 """Every published reason code."""

@@ -55,6 +55,7 @@ from execauth_core.tlog_checkpoint import Checkpointer, CheckpointError, SignedC
 from ._version import __version__
 from .approvals_api import ApprovalError, approval_openapi, approval_routes, decide_with_approvals
 from .config import Caller, ServerConfig
+from .console import console_routes
 
 log = logging.getLogger("execauth.server")
 
@@ -849,6 +850,7 @@ def create_app(config: ServerConfig, *, service: AuthorityService | None = None)
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *approval_routes(),
+        *console_routes(config),
     ]
     app = Starlette(routes=routes, exception_handlers={Exception: on_error})
     app.state.service = service or AuthorityService(config)

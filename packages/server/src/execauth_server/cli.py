@@ -33,7 +33,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--add-caller", metavar="NAME", help="add a caller to --config, print its secret once, and exit")
     p.add_argument("--principal", action="append", default=[], help="with --add-caller: a principal it may act for")
     p.add_argument("--agent", action="append", default=[], help="with --add-caller: an agent it may act for")
+    p.add_argument(
+        "--hash-password",
+        action="store_true",
+        help="read an approver's console password (prompt, or stdin when piped), print its argon2 hash, and exit",
+    )
     return p
+
+
+def hash_password_command() -> int:
+    """Print the ``password_argon2`` value for a password read from the terminal
+    (asked twice) or from stdin (one line); never from the command line."""
+    from .console import hash_password
+
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("console password: ")
+        if getpass.getpass("again: ") != first:
+            raise ExecAuthError("the two passwords differ")
+        password = first
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 8:
+        raise ExecAuthError("a console password has at least 8 characters")
+    sys.stdout.write(hash_password(password) + "\n")
+    return 0
 
 
 def add_caller(config_file: str, name: str, principals: list[str], agents: list[str]) -> int:
@@ -110,7 +135,13 @@ def serve(args: argparse.Namespace) -> int:
         out.write(f"  caller:  'local', secret in {config.data_dir / 'caller.secret'}\n")
     if not config.policy:
         out.write("  policy:  none configured: every proposal is denied (POLICY_EMPTY)\n")
-    out.write("  console: not yet available (issue 16)\n")
+    if any(a.password_argon2 for a in config.approvers):
+        out.write(f"  console: http://{host}:{port}/console/\n")
+        if workers > 1:
+            # Console sessions live in the worker that signed the approver in.
+            out.write("  warning: console sessions are per worker: with several workers, route each approver to one\n")
+    else:
+        out.write("  console: no approver has a password_argon2 yet (execauth serve --hash-password)\n")
     out.flush()
     uvicorn.run(
         "execauth_server.app:app_from_env",
@@ -153,6 +184,8 @@ def _redact(url: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.hash_password:
+            return hash_password_command()
         if args.add_caller:
             if not args.config:
                 raise ExecAuthError("--add-caller needs --config FILE (the file it adds the caller to)")

@@ -41,6 +41,7 @@ _KEYS = {
     "approvers",
     "approvals",
     "checkpoints",
+    "console",
 }
 _CHECKPOINT_KEYS = {"every", "interval", "origin", "public"}
 DEFAULT_ORIGIN = "execauth-server/audit"
@@ -85,12 +86,18 @@ class Caller:
 
 @dataclass(frozen=True)
 class Approver:
-    """A person who may decide approval requests: a name and the SHA-256 of their secret."""
+    """A person who may decide approval requests: a name, the SHA-256 of their API
+    secret (``None``: console only) and, to sign in to the web console, an argon2
+    PHC hash of their password (``None``: API and CLI only)."""
 
     name: str
-    secret_sha256: str
+    secret_sha256: str | None
+    password_argon2: str | None = None
 
     def matches(self, presented_sha256: bytes) -> bool:
+        if self.secret_sha256 is None:
+            hmac.compare_digest(presented_sha256, presented_sha256)  # the same work either way
+            return False
         return hmac.compare_digest(bytes.fromhex(self.secret_sha256), presented_sha256)
 
 
@@ -126,6 +133,8 @@ class ServerConfig:
     checkpoint_interval: int | None = None
     checkpoint_origin: str = DEFAULT_ORIGIN
     checkpoints_public: bool = True
+    console: ConsoleSettings = field(default_factory=lambda: ConsoleSettings())
+    """The web console's sessions and cookies (``console:`` in the file)."""
 
     @property
     def store_url(self) -> str:
@@ -247,6 +256,7 @@ def parse_config(data: Any, *, base: Path | None = None, source: Path | None = N
         workers=_int(data.get("workers", 1), "workers", 1, 64),
         source=source,
         **parse_approvals(data, callers),
+        **parse_console(data),
         checkpoint_every=every,
         checkpoint_interval=interval,
         checkpoint_origin=origin,
@@ -307,7 +317,7 @@ def default_config(data_dir: str | os.PathLike[str]) -> ServerConfig:
     return parse_config(doc, base=data)
 
 
-_APPROVER_KEYS = {"name", "secret_sha256"}
+_APPROVER_KEYS = {"name", "secret_sha256", "password_argon2"}
 _APPROVALS_KEYS = {"request_ttl", "grant_ttl"}
 
 
@@ -324,16 +334,21 @@ def parse_approvals(data: Mapping[str, Any], callers: list[Caller]) -> dict[str,
     for i, raw in enumerate(raw_list):
         where = f"approvers[{i}]"
         if not isinstance(raw, dict) or set(raw) - _APPROVER_KEYS:
-            raise ConfigurationError(f"{where} must be a mapping of name and secret_sha256")
+            raise ConfigurationError(f"{where} must be a mapping of name, secret_sha256 and/or password_argon2")
         name = _str(raw.get("name"), f"{where}.name")
-        digest = _str(raw.get("secret_sha256"), f"{where}.secret_sha256").lower()
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ConfigurationError(f"{where}.secret_sha256 must be 64 hex digits (the SHA-256 of the secret)")
-        if digest in caller_digests:
-            raise ConfigurationError(f"{where}: an approver's secret may not be a caller's (agents never approve)")
-        if name in {a.name for a in approvers} or digest in {a.secret_sha256 for a in approvers}:
+        password = _argon2_hash(raw.get("password_argon2"), f"{where}.password_argon2")
+        digest: str | None = None
+        if raw.get("secret_sha256") is not None or password is None:
+            digest = _str(raw.get("secret_sha256"), f"{where}.secret_sha256").lower()
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ConfigurationError(f"{where}.secret_sha256 must be 64 hex digits (the SHA-256 of the secret)")
+            if digest in caller_digests:
+                raise ConfigurationError(f"{where}: an approver's secret may not be a caller's (agents never approve)")
+        if name in {a.name for a in approvers} or (
+            digest is not None and digest in {a.secret_sha256 for a in approvers}
+        ):
             raise ConfigurationError(f"{where}: duplicate approver name or secret")
-        approvers.append(Approver(name, digest))
+        approvers.append(Approver(name, digest, password))
     settings = data.get("approvals") or {}
     if not isinstance(settings, dict) or set(settings) - _APPROVALS_KEYS:
         raise ConfigurationError(f"approvals takes only {', '.join(sorted(_APPROVALS_KEYS))}")
@@ -341,4 +356,64 @@ def parse_approvals(data: Mapping[str, Any], callers: list[Caller]) -> dict[str,
         "approvers": tuple(approvers),
         "approval_request_ttl": _int(settings.get("request_ttl", 3600), "approvals.request_ttl", 1, 7 * 86_400),
         "approval_grant_ttl": _int(settings.get("grant_ttl", 900), "approvals.grant_ttl", 1, 86_400),
+    }
+
+
+def _argon2_hash(value: Any, where: str) -> str | None:
+    """An argon2 PHC string (``$argon2id$v=19$m=...``), checked to parse now so a
+    pasted-wrong hash fails at start, not at the first sign-in."""
+    if value is None:
+        return None
+    text = _str(value, where)
+    if not text.startswith(("$argon2id$", "$argon2i$", "$argon2d$")):
+        raise ConfigurationError(
+            f"{where} must be an argon2 hash ($argon2id$...): make one with execauth serve --hash-password"
+        )
+    from argon2 import extract_parameters
+    from argon2.exceptions import InvalidHashError
+
+    try:
+        extract_parameters(text)
+    except (InvalidHashError, ValueError):
+        raise ConfigurationError(f"{where} is not a well-formed argon2 hash") from None
+    return text
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The web console: session lifetimes and cookie settings.
+
+    ``origin``: the console's public origin (``https://approvals.example.com``) when it
+    is reached through a proxy; a POST whose ``Origin`` header names another origin is
+    refused. ``secure_cookie``: ``None`` sets the cookie's ``Secure`` flag when the
+    request came over https (or ``origin`` is https).
+    """
+
+    idle_timeout: int = 900
+    max_age: int = 8 * 3600
+    origin: str | None = None
+    secure_cookie: bool | None = None
+
+
+_CONSOLE_KEYS = {"idle_timeout", "max_age", "origin", "secure_cookie"}
+
+
+def parse_console(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``console`` settings of a config document."""
+    raw = data.get("console") or {}
+    if not isinstance(raw, dict) or set(raw) - _CONSOLE_KEYS:
+        raise ConfigurationError(f"console takes only {', '.join(sorted(_CONSOLE_KEYS))}")
+    idle = _int(raw.get("idle_timeout", 900), "console.idle_timeout", 60, 86_400)
+    max_age = _int(raw.get("max_age", 8 * 3600), "console.max_age", 60, 7 * 86_400)
+    origin = raw.get("origin")
+    if origin is not None:
+        origin = _str(origin, "console.origin").rstrip("/")
+        scheme, sep, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+            raise ConfigurationError("console.origin is scheme://host[:port], like https://approvals.example.com")
+    secure = raw.get("secure_cookie")
+    if secure is not None and not isinstance(secure, bool):
+        raise ConfigurationError("console.secure_cookie must be true or false (or left out: automatic)")
+    return {
+        "console": ConsoleSettings(idle_timeout=idle, max_age=max(idle, max_age), origin=origin, secure_cookie=secure)
     }
