@@ -165,10 +165,46 @@ def import_time(runs: int = 7) -> float:
     return statistics.median(best) * 1000
 
 
+def profile(n: int, top: int = 20) -> None:
+    """cProfile of guard.run on memory stores (allow-list, then the Court): where the time goes."""
+    import cProfile
+    import pstats
+
+    from execauth_core import Court, EvidenceGrade, PreflightResult, ToolRegistry, parse_policy
+
+    registry = ToolRegistry()
+    registry.register(BENCH_TOOLS[0])
+    registry.register(BENCH_TOOLS[1], preflight=lambda a: PreflightResult(True, EvidenceGrade.SIMULATED))
+    court_guard = Guard.local(Court(parse_policy(BENCH_POLICY), registry))
+    refund = court_guard.proposal(
+        "refund", {"order": "A-1", "amount": "12.50", "currency": "USD"}, principal="user-1", agent="bench"
+    )
+    cases: list[tuple[str, Callable[[int], object]]] = [
+        ("guard.run, allow-list, memory", guarded(Guard.local(AllowListPolicy(["search"])))),
+        ("guard.run, Court, memory", lambda i: court_guard.run(refund, lambda: None)),
+    ]
+    for name, fn in cases:
+        for i in range(200):
+            fn(i)
+        prof = cProfile.Profile()
+        prof.enable()
+        for i in range(n):
+            fn(i)
+        prof.disable()
+        print(f"\n=== profile: {name}, {n} calls ===")
+        stats = pstats.Stats(prof)
+        stats.sort_stats("tottime").print_stats(top)
+        stats.sort_stats("cumulative").print_stats(top)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of guard.run instead")
     args = parser.parse_args()
+    if args.profile:
+        profile(min(args.n, 3000))
+        return
     policy = AllowListPolicy(["search"])
     rows = []
     bare = measure(lambda i: tool(f"q{i}", 10), args.n)
