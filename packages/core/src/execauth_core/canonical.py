@@ -70,7 +70,16 @@ def _check(value: Any, depth: int, strict: bool = False) -> bool:
                 plain = False
             if not key.isascii():
                 _utf8(key)
-            if not _check(item, depth + 1, strict):
+            # Leaves of the exact types are checked here, without a call (the hot path).
+            kind = type(item)
+            if depth >= MAX_DEPTH:
+                _check(item, depth + 1, strict)  # raises: too deep
+            elif kind is str:
+                if not item.isascii():
+                    _utf8(item)
+            elif kind is bool or item is None or (kind is int and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER):
+                pass
+            elif not _check(item, depth + 1, strict):
                 plain = False
         return plain
     if isinstance(value, (list, tuple)):
@@ -290,23 +299,18 @@ def is_digest(value: object) -> bool:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise CanonicalizationError(f"duplicate object key {key!r}")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise CanonicalizationError(f"duplicate object key {key!r}")
+            seen.add(key)
     return result
 
 
 def _no_constants(name: str) -> Any:
     raise CanonicalizationError(f"{name} is not valid JSON")
-
-
-def _int(text: str) -> int:
-    value = int(text)
-    if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-        raise CanonicalizationError(f"integer {text} is outside ±(2^53-1); send large numbers as strings")
-    return value
 
 
 def _float(text: str) -> float:
@@ -339,7 +343,6 @@ def loads_strict(data: str | bytes) -> Any:
             text,
             object_pairs_hook=_no_duplicates,
             parse_constant=_no_constants,
-            parse_int=_int,
             parse_float=_float,
         )
     except CanonicalizationError:
@@ -348,7 +351,7 @@ def loads_strict(data: str | bytes) -> Any:
         raise CanonicalizationError("nesting too deep") from exc
     except ValueError as exc:
         raise CanonicalizationError(f"invalid JSON: {exc}") from exc
-    _check(value, 0, strict=True)
+    _check(value, 0, strict=True)  # integers outside ±(2^53-1) too, with the same message
     return value
 
 

@@ -14,7 +14,6 @@ Needs the ``remote`` extra (httpx), imported on first use.
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 import pydantic
 
+from ._log import log
 from ._b64 import b64url_decode
 from .canonical import CanonicalizationError, canonicalize, digest_bytes, loads_strict, signing_input_bytes
 from .errors import AuthorityUnavailable, ConfigurationError, TokenError
@@ -30,7 +30,6 @@ from .messages import ApprovalGrant, AuthorizationDecision, AuthorizationRequest
 from .reasons import ReasonCode as R
 from .tokens import TokenVerifier, unverified_claims
 
-log = logging.getLogger("execauth")
 
 __all__ = ["JWKSKeys", "RemoteAuthority"]
 
