@@ -207,7 +207,7 @@ def rounds(cases: dict[str, Callable[[int], object]], n: int, k: int) -> dict[st
     return out
 
 
-def ratio_figures(n: int, k: int = 7) -> None:
+def ratio_figures(n: int, k: int = 15) -> None:
     """Issue 20 target 1: the full guarded path as a multiple of the crypto floor,
     measured in the same rounds; medians of the per-round p50s and ratios."""
     import rfc8785
@@ -261,6 +261,38 @@ def importtime_top(stmt: str, top: int = 8) -> list[str]:
         if len(parts) == 3 and parts[1].strip().isdigit():
             rows.append((int(parts[1]), parts[2].rstrip()))
     return [f"  {us / 1000:7.1f} ms  {name}" for us, name in sorted(rows, reverse=True)[:top]]
+
+
+def profile(n: int, top: int = 20) -> None:
+    """cProfile of guard.run on memory stores (allow-list, then the Court): where the time goes."""
+    import cProfile
+    import pstats
+
+    from execauth_core import Court, EvidenceGrade, PreflightResult, ToolRegistry, parse_policy
+
+    registry = ToolRegistry()
+    registry.register(BENCH_TOOLS[0])
+    registry.register(BENCH_TOOLS[1], preflight=lambda a: PreflightResult(True, EvidenceGrade.SIMULATED))
+    court_guard = Guard.local(Court(parse_policy(BENCH_POLICY), registry))
+    refund = court_guard.proposal(
+        "refund", {"order": "A-1", "amount": "12.50", "currency": "USD"}, principal="user-1", agent="bench"
+    )
+    cases: list[tuple[str, Callable[[int], object]]] = [
+        ("guard.run, allow-list, memory", guarded(Guard.local(AllowListPolicy(["search"])))),
+        ("guard.run, Court, memory", lambda i: court_guard.run(refund, lambda: None)),
+    ]
+    for name, fn in cases:
+        for i in range(200):
+            fn(i)
+        prof = cProfile.Profile()
+        prof.enable()
+        for i in range(n):
+            fn(i)
+        prof.disable()
+        print(f"\n=== profile: {name}, {n} calls ===")
+        stats = pstats.Stats(prof)
+        stats.sort_stats("tottime").print_stats(top)
+        stats.sort_stats("cumulative").print_stats(top)
 
 
 def main() -> None:

@@ -48,7 +48,13 @@ def search(action: str = "search", query: str = "", limit: int = 10) -> int:
 
 
 def agt_case() -> Callable[[int], object]:
-    from agentmesh.governance import GovernanceDenied, govern
+    import warnings
+
+    with warnings.catch_warnings():
+        # agent-governance-toolkit-core 5.0 still ships agentmesh, whose import warns
+        # about the old distribution name agentmesh-platform; govern() is its documented API.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from agentmesh.governance import GovernanceDenied, govern
 
     safe = govern(search, policy=AGT_POLICY, agent_id="bench", audit=True)
     # It must really decide: the allowed call runs, anything else is denied.
@@ -66,7 +72,7 @@ def agt_case() -> Callable[[int], object]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=7000)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
     court, rules = court_guard()
     refund = court.proposal(

@@ -104,8 +104,15 @@ def test_key_order_is_utf16_order(obj: dict[str, int]) -> None:
 
 def test_rfc8785_sorting_example_is_left_to_rfc8785() -> None:
     # RFC 8785 section 3.2.3: keys whose UTF-16 order differs from their code points'.
-    obj = {"\u20ac": "Euro Sign", "\r": "Carriage Return", "\ufb33": "Hebrew Letter Dalet With Dagesh",
-           "1": "One", "\U0001f600": "Emoji: Grinning Face", "\u0080": "Control", "\u00f6": "Latin Small Letter O With Diaeresis"}  # fmt: skip
+    obj = {
+        "\u20ac": "Euro Sign",
+        "\r": "Carriage Return",
+        "\ufb33": "Hebrew Letter Dalet With Dagesh",
+        "1": "One",
+        "\U0001f600": "Emoji: Grinning Face",
+        "\u0080": "Control",
+        "\u00f6": "Latin Small Letter O With Diaeresis",
+    }
     assert _plain(obj, 0) and _fast_jcs(obj) is None
     expected = (
         '{"\\r":"Carriage Return","1":"One","\u0080":"Control","\u00f6":"Latin Small Letter O With Diaeresis",'
@@ -116,8 +123,14 @@ def test_rfc8785_sorting_example_is_left_to_rfc8785() -> None:
 
 def test_common_values_take_the_fast_path() -> None:
     # The hot path's shapes: if these fell back, the encoder would be dead code.
-    proposal = {"v": "execauth.request/1", "tool": "search", "args": {"q": "caf\u00e9 \"x\"\n", "n": 10, "ok": True},
-                "principal": "u", "agent": None, "context_refs": ["a", "b"]}  # fmt: skip
+    proposal = {
+        "v": "execauth.request/1",
+        "tool": "search",
+        "args": {"q": "caf\u00e9 \"x\"\n", "n": 10, "ok": True},
+        "principal": "u",
+        "agent": None,
+        "context_refs": ["a", "b"],
+    }
     assert _plain(proposal, 0)
     assert _fast_jcs(proposal) == rfc8785.dumps(proposal)
     assert canonicalize(proposal) == rfc8785.dumps(proposal)

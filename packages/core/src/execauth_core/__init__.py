@@ -6,9 +6,9 @@ the guard verifies and consumes that token once before it calls the tool. Every
 denial is recorded with ``executed: false`` in a hash-linked audit log.
 """
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it the same)
-
 from ._version import __version__
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it the same)
 
 if TYPE_CHECKING:  # every public name, for type checkers and IDEs; loaded lazily below
     from .audit import AuditEntry, Checkpoint, verify_chain

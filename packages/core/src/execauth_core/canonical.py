@@ -320,6 +320,9 @@ def _float(text: str) -> float:
     return value
 
 
+_STRICT_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_float=_float)
+
+
 def loads_strict(data: str | bytes) -> Any:
     """Parse JSON strictly.
 
@@ -339,12 +342,17 @@ def loads_strict(data: str | bytes) -> Any:
     else:
         text = data
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constants,
-            parse_float=_float,
-        )
+        if type(text) is str:
+            if text.startswith("\ufeff"):  # what json.loads refuses before decoding
+                raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+            value = _STRICT_DECODER.decode(text)  # built once (json.loads builds one per call)
+        else:
+            value = json.loads(
+                text,
+                object_pairs_hook=_no_duplicates,
+                parse_constant=_no_constants,
+                parse_float=_float,
+            )
     except CanonicalizationError:
         raise
     except RecursionError as exc:

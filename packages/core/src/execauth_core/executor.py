@@ -35,8 +35,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._log import log
 from ._b64 import b64url_decode, b64url_encode
+from ._log import log
 from .audit import AuditEntry
 from .canonical import CanonicalizationError, canonicalize, digest_bytes, loads_strict
 from .clock import Clock, SystemClock

@@ -21,15 +21,14 @@ from typing import Any
 
 import pydantic
 
-from ._log import log
 from ._b64 import b64url_decode
+from ._log import log
 from .canonical import CanonicalizationError, canonicalize, digest_bytes, loads_strict, signing_input_bytes
 from .errors import AuthorityUnavailable, ConfigurationError, TokenError
 from .keys import KeySet, KeyStatus, TrustedKey
 from .messages import ApprovalGrant, AuthorizationDecision, AuthorizationRequest, Outcome, PolicyRef
 from .reasons import ReasonCode as R
 from .tokens import TokenVerifier, unverified_claims
-
 
 __all__ = ["JWKSKeys", "RemoteAuthority"]
 
