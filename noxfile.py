@@ -153,6 +153,14 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def bench_peers(session: nox.Session) -> None:
+    """execauth's full guarded path beside Microsoft's Agent Governance Toolkit govern()+audit,
+    in the same rounds (own venv; AGT 5.0 is the distribution agent-governance-toolkit-core)."""
+    session.install("./packages/core", "agent-governance-toolkit-core>=5.0")
+    session.run("python", "bench/bench_peers.py", *session.posargs)
+
+
+@nox.session
 def bench_autogen(session: nox.Session) -> None:
     """execauth-autogen overhead per tool call, AgentChat and classic (own venv)."""
     session.install("./packages/core", "./packages/autogen[agentchat,classic,test]")

@@ -2,7 +2,11 @@
 
 Everything that is signed or digested goes through :func:`canonicalize`, which is
 the ``rfc8785`` library (a real JCS implementation: ECMAScript number
-formatting, UTF-16 key ordering), never ``json.dumps(sort_keys=True)``.
+formatting, UTF-16 key ordering), never a bare ``json.dumps(sort_keys=True)``.
+The common case (only strings, safe integers, booleans, null, arrays and objects,
+no character beyond U+FFFF) is written by the C JSON encoder, whose output for
+exactly those values is the JCS output (see :func:`_fast_jcs`, held to
+``rfc8785`` by a differential test); every other value goes to ``rfc8785``.
 
 The strict reader refuses what JCS cannot carry faithfully or what would let
 two parsers disagree: duplicate object keys, ``NaN``/``Infinity``, integers
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -47,30 +52,53 @@ _EXPONENT_FROM = 1e21
 """ECMAScript (and so JCS) writes numbers of this magnitude and above with an exponent."""
 
 
-def _check(value: Any, depth: int, strict: bool = False) -> None:
+def _check(value: Any, depth: int, strict: bool = False) -> bool:
     # rfc8785 checks numbers; this walk adds the depth bound, the key type and
     # valid Unicode, and rejects container types that have no JSON meaning.
     # ``strict`` also refuses the floats whose canonical form reads back as an
     # unsafe integer (see canonicalize_strict).
+    # Returns whether the value is "plain" (see _plain): the same walk decides
+    # whether the fast encoder may write it.
     if depth > MAX_DEPTH:
         raise CanonicalizationError(f"nesting deeper than {MAX_DEPTH} levels")
     if isinstance(value, Mapping):
+        plain = type(value) is dict
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise CanonicalizationError(f"object key {key!r} is not a string")
-            _utf8(key)
-            _check(item, depth + 1, strict)
-    elif isinstance(value, (list, tuple)):
+            if type(key) is not str:
+                if not isinstance(key, str):
+                    raise CanonicalizationError(f"object key {key!r} is not a string")
+                plain = False
+            if not key.isascii():
+                _utf8(key)
+            # Leaves of the exact types are checked here, without a call (the hot path).
+            kind = type(item)
+            if depth >= MAX_DEPTH:
+                _check(item, depth + 1, strict)  # raises: too deep
+            elif kind is str:
+                if not item.isascii():
+                    _utf8(item)
+            elif kind is bool or item is None or (kind is int and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER):
+                pass
+            elif not _check(item, depth + 1, strict):
+                plain = False
+        return plain
+    if isinstance(value, (list, tuple)):
+        plain = type(value) is list or type(value) is tuple
         for item in value:
-            _check(item, depth + 1, strict)
-    elif isinstance(value, str):
-        _utf8(value)
-    elif isinstance(value, bool) or value is None:
-        return
-    elif isinstance(value, int):
+            if not _check(item, depth + 1, strict):
+                plain = False
+        return plain
+    if isinstance(value, str):
+        if not value.isascii():
+            _utf8(value)
+        return type(value) is str
+    if isinstance(value, bool) or value is None:
+        return type(value) is bool or value is None
+    if isinstance(value, int):
         if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             raise CanonicalizationError(f"integer {value} is outside ±(2^53-1); send large numbers as strings")
-    elif isinstance(value, float):
+        return type(value) is int
+    if isinstance(value, float):
         # rfc8785 rejects NaN and the infinities with its own error. A float of
         # magnitude in (2^53-1, 1e21) is written by JCS as a plain integer
         # (1e17 -> 100000000000000000), which reads back as an unsafe integer:
@@ -80,8 +108,84 @@ def _check(value: Any, depth: int, strict: bool = False) -> None:
                 f"number {value!r} is beyond ±(2^53-1) and below 1e21, which JSON canonical form "
                 "writes as an unsafe integer; send large numbers as strings"
             )
+        return False  # ECMAScript number formatting: rfc8785 writes floats
+    raise CanonicalizationError(f"{type(value).__name__} is not a JSON value")
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """True when ``value`` holds only exact ``dict`` (``str`` keys), ``list``,
+    ``tuple``, ``str``, ``bool``, ``None`` and ``int`` within ±(2^53-1), at most
+    :data:`MAX_DEPTH` deep: the values :func:`_fast_jcs` writes exactly as RFC 8785
+    does. Anything else (a float, a subclass, a Mapping, an unsafe integer...) is
+    not plain and goes to ``rfc8785``, which also raises the errors."""
+    kind = type(value)
+    if depth >= MAX_DEPTH and (kind is dict or kind is list or kind is tuple):
+        return False  # its members would be deeper than MAX_DEPTH
+    if kind is dict:
+        for key in value:
+            if type(key) is not str:
+                return False
+        items: Any = value.values()
+    elif kind is list or kind is tuple:
+        items = value
     else:
-        raise CanonicalizationError(f"{type(value).__name__} is not a JSON value")
+        return (
+            kind is str
+            or value is None
+            or kind is bool
+            or (kind is int and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
+        )
+    for item in items:
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
+            continue
+        if kind is int:
+            if -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                continue
+            return False
+        if (kind is dict or kind is list or kind is tuple) and _plain(item, depth + 1):
+            continue
+        return False
+    return True
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False)
+_NON_BMP = re.compile("[\U00010000-\U0010ffff]")
+
+
+def _fast_jcs(value: Any) -> bytes | None:
+    r"""RFC 8785 bytes of a *plain* value (see :func:`_plain`) through the C JSON
+    encoder, or ``None`` where that encoder's output could differ from JCS.
+
+    For plain values the two agree byte for byte: strings are escaped with the same
+    table (``\"``, ``\\``, ``\b \f \n \r \t``, other controls as lowercase
+    ``\u00xx``, everything else literal UTF-8), integers in the safe range are
+    their decimal digits, and ``sort_keys`` orders keys by code point, which is
+    JCS's UTF-16 order as long as no key holds a character beyond U+FFFF, so any
+    such character anywhere gives ``None``. A string that is not valid Unicode
+    (a lone surrogate) gives ``None`` too, and ``rfc8785`` raises. Floats are never
+    plain: ECMAScript number formatting stays with ``rfc8785``. The differential
+    test ``test_fast_canonical.py`` holds this against ``rfc8785`` on generated
+    values of every JSON shape.
+    """
+    text = _ENCODER.encode(value)
+    if not text.isascii() and _NON_BMP.search(text) is not None:
+        return None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+
+
+def _jcs(value: Any, plain: bool) -> bytes:
+    if plain:
+        fast = _fast_jcs(value)
+        if fast is not None:
+            return fast
+    try:
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, UnicodeError, RecursionError, TypeError, ValueError) as exc:
+        raise CanonicalizationError(f"cannot canonicalize: {exc}") from exc
 
 
 def _utf8(text: str) -> None:
@@ -104,8 +208,7 @@ def canonicalize(value: Any) -> bytes:
     Raises:
         CanonicalizationError: the value cannot be represented in JCS.
     """
-    _check(value, 0)
-    return canonicalize_trusted(value)
+    return _jcs(value, _check(value, 0))
 
 
 def canonicalize_strict(value: Any) -> bytes:
@@ -120,8 +223,7 @@ def canonicalize_strict(value: Any) -> bytes:
         CanonicalizationError: the value cannot be represented, or would not
             survive the round trip.
     """
-    _check(value, 0, strict=True)
-    return canonicalize_trusted(value)
+    return _jcs(value, _check(value, 0, strict=True))
 
 
 def canonicalize_trusted(value: Any) -> bytes:
@@ -131,10 +233,7 @@ def canonicalize_trusted(value: Any) -> bytes:
     integers and non-string keys); used on the hot path for records, claims and
     audit bodies whose untrusted parts were checked by :func:`canonicalize`.
     """
-    try:
-        return rfc8785.dumps(value)
-    except (rfc8785.CanonicalizationError, UnicodeError, RecursionError, TypeError, ValueError) as exc:
-        raise CanonicalizationError(f"cannot canonicalize: {exc}") from exc
+    return _jcs(value, _plain(value, 0))
 
 
 def canonicalize_spliced(value: Mapping[str, Any], parts: Mapping[str, bytes]) -> bytes:
@@ -200,11 +299,13 @@ def is_digest(value: object) -> bool:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise CanonicalizationError(f"duplicate object key {key!r}")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise CanonicalizationError(f"duplicate object key {key!r}")
+            seen.add(key)
     return result
 
 
@@ -212,18 +313,14 @@ def _no_constants(name: str) -> Any:
     raise CanonicalizationError(f"{name} is not valid JSON")
 
 
-def _int(text: str) -> int:
-    value = int(text)
-    if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-        raise CanonicalizationError(f"integer {text} is outside ±(2^53-1); send large numbers as strings")
-    return value
-
-
 def _float(text: str) -> float:
     value = float(text)
     if value in (float("inf"), float("-inf")):
         raise CanonicalizationError(f"number {text} overflows a double")
     return value
+
+
+_STRICT_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_float=_float)
 
 
 def loads_strict(data: str | bytes) -> Any:
@@ -245,20 +342,24 @@ def loads_strict(data: str | bytes) -> Any:
     else:
         text = data
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constants,
-            parse_int=_int,
-            parse_float=_float,
-        )
+        if type(text) is str:
+            if text.startswith("\ufeff"):  # what json.loads refuses before decoding
+                raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+            value = _STRICT_DECODER.decode(text)  # built once (json.loads builds one per call)
+        else:
+            value = json.loads(
+                text,
+                object_pairs_hook=_no_duplicates,
+                parse_constant=_no_constants,
+                parse_float=_float,
+            )
     except CanonicalizationError:
         raise
     except RecursionError as exc:
         raise CanonicalizationError("nesting too deep") from exc
     except ValueError as exc:
         raise CanonicalizationError(f"invalid JSON: {exc}") from exc
-    _check(value, 0, strict=True)
+    _check(value, 0, strict=True)  # integers outside ±(2^53-1) too, with the same message
     return value
 
 

@@ -31,12 +31,12 @@ admission. Every refusal is recorded (``executed: false``) and raised as
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._b64 import b64url_decode, b64url_encode
+from ._log import log
 from .audit import AuditEntry
 from .canonical import CanonicalizationError, canonicalize, digest_bytes, loads_strict
 from .clock import Clock, SystemClock
@@ -62,7 +62,6 @@ __all__ = [
     "proposal_header",
 ]
 
-log = logging.getLogger("execauth")
 
 AUTH_SCHEME = "ExecAuth"
 PROPOSAL_HEADER = "ExecAuth-Proposal"

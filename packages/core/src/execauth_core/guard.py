@@ -11,7 +11,6 @@ and consumption succeeded.
 from __future__ import annotations
 
 import inspect
-import logging
 import os
 import secrets
 import sqlite3
@@ -19,6 +18,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ._log import log
 from .audit import AuditEntry
 from .authority import Authority
 from .canonical import digest_bytes
@@ -52,7 +52,6 @@ from .tlog_checkpoint import Checkpointer
 from .tokens import TokenVerifier
 
 T = TypeVar("T")
-log = logging.getLogger("execauth")
 
 _CAPABILITY_KEY = object()
 

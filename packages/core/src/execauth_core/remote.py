@@ -14,7 +14,6 @@ Needs the ``remote`` extra (httpx), imported on first use.
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 import time
@@ -23,14 +22,13 @@ from typing import Any
 import pydantic
 
 from ._b64 import b64url_decode
+from ._log import log
 from .canonical import CanonicalizationError, canonicalize, digest_bytes, loads_strict, signing_input_bytes
 from .errors import AuthorityUnavailable, ConfigurationError, TokenError
 from .keys import KeySet, KeyStatus, TrustedKey
 from .messages import ApprovalGrant, AuthorizationDecision, AuthorizationRequest, Outcome, PolicyRef
 from .reasons import ReasonCode as R
 from .tokens import TokenVerifier, unverified_claims
-
-log = logging.getLogger("execauth")
 
 __all__ = ["JWKSKeys", "RemoteAuthority"]
 

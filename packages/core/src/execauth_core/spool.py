@@ -39,7 +39,6 @@ outage was.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import secrets
 import threading
@@ -50,6 +49,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ._log import log
 from .audit import GENESIS, AuditLog, make_body
 from .canonical import MAX_SAFE_INTEGER, CanonicalizationError, canonicalize, digest_bytes, loads_strict
 from .errors import AuditIntegrityError, ConfigurationError, StoreUnavailable
@@ -66,7 +66,6 @@ STATE_VERSION = "execauth.spool-state/1"
 _LINE_FIELDS = frozenset({"v", "spool", "seq", "prev", "spooled_at", "record", "hash"})
 _TAIL_CHUNK = 64 * 1024
 
-log = logging.getLogger("execauth")
 
 
 class SpoolIntegrityError(AuditIntegrityError):

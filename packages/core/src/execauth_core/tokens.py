@@ -43,6 +43,20 @@ def _encoded_header(kid: str) -> str:
     return b64url_encode(canonicalize({"alg": "EdDSA", "kid": kid, "typ": TOKEN_TYPE}))
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed_header(segment: str) -> Any:
+    # A pure function of the segment's text; a signer's header is the same string on
+    # every token, so it is decoded and strictly parsed once. Failures are not cached.
+    return loads_strict(b64url_decode(segment))
+
+
+def _header(segment: str) -> Any:
+    """The strictly parsed JWS header of ``segment`` (a fresh dict: callers may not
+    share the cached one). Raises ValueError or CanonicalizationError."""
+    header = _parsed_header(segment)
+    return dict(header) if isinstance(header, dict) else header
+
+
 def _fail(code: R, message: str) -> TokenError:
     return TokenError(code, message)
 
@@ -109,10 +123,9 @@ class TokenVerifier:
         if len(parts) != 3:
             raise _fail(R.TOKEN_MALFORMED, "a compact JWS has exactly three parts")
         try:
-            header_raw = b64url_decode(parts[0])
+            header = _header(parts[0])
             payload_raw = b64url_decode(parts[1])
             signature = b64url_decode(parts[2])
-            header = loads_strict(header_raw)
         except (ValueError, CanonicalizationError) as exc:
             raise _fail(R.TOKEN_MALFORMED, f"undecodable token: {exc}") from exc
         if not isinstance(header, dict):

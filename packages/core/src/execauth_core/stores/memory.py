@@ -8,7 +8,8 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ..audit import GENESIS, AuditEntry, canonical_body, entry_for, make_body
+from ..audit import GENESIS, AuditEntry, canonical_body, make_body
+from ..canonical import digest_bytes
 from ..errors import StoreUnavailable
 from ..tlog import Frontier, NodeKey, leaf_hash
 from ._tree import TreeMixin
@@ -74,8 +75,10 @@ class MemoryAuditLog(TreeMixin):
     def append(self, event: Mapping[str, Any]) -> AuditEntry:
         with self._lock:
             seq, prev = self._head
-            entry = entry_for(make_body(event, seq=seq + 1, prev=prev))
-            for level, index, h in self._frontier.append(leaf_hash(canonical_body(entry.body))):
+            body = make_body(event, seq=seq + 1, prev=prev)
+            raw = canonical_body(body)  # once: the digest and the Merkle leaf are of these bytes
+            entry = AuditEntry(seq=seq + 1, digest=digest_bytes(raw), body=body)
+            for level, index, h in self._frontier.append(leaf_hash(raw)):
                 if level == len(self._levels):
                     self._levels.append({})
                 self._levels[level][index] = h
