@@ -169,6 +169,12 @@ class ReasonCode(str, Enum):
     APPROVAL_DECIDED = "APPROVAL_DECIDED"
     """The approval request was already decided (approved, rejected or expired); the later decision was refused."""
 
+    # --- webhooks ---
+    APPROVER_SIGNATURE_REQUIRED = "APPROVER_SIGNATURE_REQUIRED"
+    """The approver has a key configured; a decision needs their signed statement."""
+    APPROVER_SIGNATURE_INVALID = "APPROVER_SIGNATURE_INVALID"
+    """The approver's signed statement is malformed, by another key, does not verify, or names another request."""
+
 
 REGISTRY: frozenset[str] = frozenset(code.value for code in ReasonCode)
 """Every published reason code."""

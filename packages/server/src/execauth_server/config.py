@@ -18,6 +18,8 @@ from typing import Any
 from execauth_core.canonical import CanonicalizationError, loads_strict
 from execauth_core.errors import ConfigurationError
 
+from .webhooks import WebhookTarget, parse_webhooks
+
 DEFAULT_DATA_DIR = ".execauth-server"
 DEFAULT_ISSUER = "execauth-server"
 DEFAULT_AUDIENCE = "execauth-guard"
@@ -41,6 +43,8 @@ _KEYS = {
     "approvers",
     "approvals",
     "checkpoints",
+    "webhooks",
+    "public_url",
 }
 _CHECKPOINT_KEYS = {"every", "interval", "origin", "public"}
 DEFAULT_ORIGIN = "execauth-server/audit"
@@ -85,10 +89,15 @@ class Caller:
 
 @dataclass(frozen=True)
 class Approver:
-    """A person who may decide approval requests: a name and the SHA-256 of their secret."""
+    """A person who may decide approval requests: a name and the SHA-256 of their secret.
+
+    ``public_key``: the approver's own Ed25519 public key (32 bytes), if configured;
+    then every decision they make must carry their signed statement.
+    """
 
     name: str
     secret_sha256: str
+    public_key: bytes | None = None
 
     def matches(self, presented_sha256: bytes) -> bool:
         return hmac.compare_digest(bytes.fromhex(self.secret_sha256), presented_sha256)
@@ -126,6 +135,12 @@ class ServerConfig:
     checkpoint_interval: int | None = None
     checkpoint_origin: str = DEFAULT_ORIGIN
     checkpoints_public: bool = True
+    webhooks: tuple[WebhookTarget, ...] = ()
+    """Where approval events are POSTed (see :mod:`execauth_server.webhooks`)."""
+    public_url: str | None = None
+    """The server's base URL as people reach it (``console_url`` in webhooks)."""
+    approval_sweep_interval: float = 5.0
+    """Seconds between sweeps that expire overdue requests (so ``approval.expired`` is sent)."""
 
     @property
     def store_url(self) -> str:
@@ -251,6 +266,7 @@ def parse_config(data: Any, *, base: Path | None = None, source: Path | None = N
         checkpoint_interval=interval,
         checkpoint_origin=origin,
         checkpoints_public=public,
+        **parse_webhooks(data, root),
     )
 
 
@@ -307,8 +323,8 @@ def default_config(data_dir: str | os.PathLike[str]) -> ServerConfig:
     return parse_config(doc, base=data)
 
 
-_APPROVER_KEYS = {"name", "secret_sha256"}
-_APPROVALS_KEYS = {"request_ttl", "grant_ttl"}
+_APPROVER_KEYS = {"name", "secret_sha256", "public_key"}
+_APPROVALS_KEYS = {"request_ttl", "grant_ttl", "sweep_interval"}
 
 
 def parse_approvals(data: Mapping[str, Any], callers: list[Caller]) -> dict[str, Any]:
@@ -333,7 +349,15 @@ def parse_approvals(data: Mapping[str, Any], callers: list[Caller]) -> dict[str,
             raise ConfigurationError(f"{where}: an approver's secret may not be a caller's (agents never approve)")
         if name in {a.name for a in approvers} or digest in {a.secret_sha256 for a in approvers}:
             raise ConfigurationError(f"{where}: duplicate approver name or secret")
-        approvers.append(Approver(name, digest))
+        key = None
+        if raw.get("public_key") is not None:
+            from execauth_core.approver_keys import parse_public_key
+
+            try:
+                key = parse_public_key(raw["public_key"])
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"{where}.public_key: {exc}") from None
+        approvers.append(Approver(name, digest, key))
     settings = data.get("approvals") or {}
     if not isinstance(settings, dict) or set(settings) - _APPROVALS_KEYS:
         raise ConfigurationError(f"approvals takes only {', '.join(sorted(_APPROVALS_KEYS))}")
@@ -341,4 +365,5 @@ def parse_approvals(data: Mapping[str, Any], callers: list[Caller]) -> dict[str,
         "approvers": tuple(approvers),
         "approval_request_ttl": _int(settings.get("request_ttl", 3600), "approvals.request_ttl", 1, 7 * 86_400),
         "approval_grant_ttl": _int(settings.get("grant_ttl", 900), "approvals.grant_ttl", 1, 86_400),
+        "approval_sweep_interval": float(_int(settings.get("sweep_interval", 5), "approvals.sweep_interval", 1, 3600)),
     }
