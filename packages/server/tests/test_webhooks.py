@@ -99,7 +99,7 @@ def receiver() -> Iterator[Receiver]:
             steps = rec.script.get(path) or []
             step = steps.pop(0) if steps else 200
         if step == "hang":
-            await asyncio.sleep(3)
+            await asyncio.sleep(1.5)
             return Response("late")
         if step == "redirect":
             return RedirectResponse(rec.url + "/redirected", status_code=302)
