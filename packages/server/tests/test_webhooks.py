@@ -389,3 +389,18 @@ def test_webhook_config_secret_sources(tmp_path: Path, monkeypatch: pytest.Monke
         )
     with pytest.raises(ConfigurationError, match="public_url"):
         parse_config({"public_url": "javascript:alert(1)"})
+
+
+def test_the_outbox_prunes_finished_rows_only(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "webhooks.db")
+    try:
+        for i, state in enumerate(("delivered", "failed", "pending")):
+            box.add(f"whd_{i}", "ops", "approval.requested", b"{}", now=100.0)
+            if state != "pending":
+                box.attempted(f"whd_{i}", state=state, next_at=0, status=None, error=None)
+        box.add("whd_new", "ops", "approval.requested", b"{}", now=1000.0)
+        box.attempted("whd_new", state="delivered", next_at=0, status=200, error=None)
+        assert box.prune(500.0) == 2
+        assert [r.id for r in box.all()] == ["whd_2", "whd_new"]  # pending rows are never pruned
+    finally:
+        box.close()

@@ -381,6 +381,7 @@ class AuthorityService:
 
     def _token_ttl(self) -> int:
         return max(a.token_ttl for a in self._authorities.values())
+
     def _size(self, size: int | None) -> tuple[int, int]:
         """``(size, head)``: the tree size asked for (default: the newest checkpoint's)
         and the log's current size."""

@@ -82,6 +82,8 @@ _WEBHOOK_KEYS = {
     "retry_max_delay",
     "give_up_after",
 }
+RETENTION = 7 * 86_400
+"""Seconds a delivered or given-up row stays in the outbox before it is pruned."""
 MAX_RESPONSE_BYTES = 65_536
 """A webhook's answer is read for at most this much, then the connection is closed."""
 _RETRY_STATUSES = {408, 429}
@@ -354,6 +356,13 @@ class Outbox:
             (state, next_at, status, error, delivery_id),
         )
 
+    def prune(self, before: float) -> int:
+        """Forget delivered and given-up rows created before ``before`` (the log keeps their outcome)."""
+        _, n = self._run(
+            "DELETE FROM webhook_deliveries WHERE state IN ('delivered', 'failed') AND created_at < ?", (before,)
+        )
+        return n
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
@@ -478,6 +487,7 @@ class WebhookDispatcher:
             try:
                 if index == 0 and self._sweep is not None and time.monotonic() >= self._next_sweep:
                     self._next_sweep = time.monotonic() + self._sweep_interval
+                    self.outbox.prune(time.time() - RETENTION)
                     self._sweep()
                 delivery = self.outbox.claim(time.time(), self._lease())
                 if delivery is not None:
@@ -509,7 +519,12 @@ class WebhookDispatcher:
             return
         attempt = delivery.attempts + 1
         try:
-            status = self._post(target, delivery)
+            try:
+                status = self._post(target, delivery)
+            except (_Retry, _GiveUp):
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever a receiver provokes is one failed attempt
+                raise _Retry(None, type(exc).__name__) from None
         except _Retry as retry:
             delay = backoff(target, attempt)
             if retry.retry_after is not None:
@@ -594,7 +609,7 @@ class WebhookDispatcher:
         if 200 <= status < 300:
             return status
         if status >= 500 or status in _RETRY_STATUSES:
-            after = float(retry_after) if retry_after and retry_after.isdigit() else None
+            after = float(retry_after) if retry_after and retry_after.isascii() and retry_after.isdigit() else None
             raise _Retry(status, f"HTTP {status}", after)
         if 300 <= status < 400:
             raise _GiveUp(status, f"HTTP {status}: redirects are not followed (fix the webhook url)")
