@@ -404,3 +404,37 @@ def test_the_outbox_prunes_finished_rows_only(tmp_path: Path) -> None:
         assert [r.id for r in box.all()] == ["whd_2", "whd_new"]  # pending rows are never pruned
     finally:
         box.close()
+
+
+def test_outcomes_are_counted_and_logged(receiver: Receiver, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from execauth_core import AllowListPolicy, ApprovalRequired, Guard
+    from execauth_server.webhooks import WebhookDispatcher, WebhookTarget
+
+    receiver.script.update({"/ok": [500, 200], "/no": [404]})
+    fast = {"secret": SECRET.encode(), "retry_delay": 0.05, "max_attempts": 3}
+    dispatcher = WebhookDispatcher(
+        (
+            WebhookTarget(name="ok", url=receiver.url + "/ok", **fast),
+            WebhookTarget(name="no", url=receiver.url + "/no", **fast),
+        ),
+        tmp_path / "webhooks.db",
+        public_url=PUBLIC,
+        threads=2,
+    )
+    guard = Guard.local(AllowListPolicy(["refund"], require_approval=["refund"]), approvals=True)
+    guard.approvals.listeners.append(dispatcher.notify)
+    caplog.set_level(logging.INFO, logger="execauth.server.webhooks")
+    try:
+        with pytest.raises(ApprovalRequired):
+            guard.run(guard.proposal("refund", {"order": "A1"}, principal="alice"), lambda: "ran")
+        _wait(lambda: dispatcher.stats["delivered"] + dispatcher.stats["failed"] == 2)
+        assert dispatcher.stats["retried:ok"] == 1 and dispatcher.stats["delivered:ok"] == 1
+        assert dispatcher.stats["failed:no"] == 1 and dispatcher.stats["retried:no"] == 0
+        messages = [r.getMessage() for r in caplog.records if r.name == "execauth.server.webhooks"]
+        assert any("ok: approval.requested" in m and "delivered (HTTP 200, attempt 2)" in m for m in messages)
+        assert any("no: approval.requested" in m and "refused (HTTP 404); not retried" in m for m in messages)
+    finally:
+        dispatcher.close()
+        guard.close()
