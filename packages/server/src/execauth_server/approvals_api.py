@@ -44,7 +44,15 @@ _STATUS = {
 }
 _LOCK = threading.Lock()
 
-__all__ = ["REQUEST_ID_HEADER", "ApprovalError", "approval_routes", "approvals_of", "decide_with_approvals"]
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "ApprovalError",
+    "approval_routes",
+    "approvals_of",
+    "decide_with_approvals",
+    "start_webhooks",
+    "verified_decision",
+]
 
 
 def approvals_of(svc: Any) -> Approvals:
@@ -202,8 +210,11 @@ async def _comment(request: Request) -> tuple[str | None, Any]:
     return (comment[:2000] if isinstance(comment, str) else None), data.get("approver_signature")
 
 
-def _signed_decision(svc: Any, queue: Approvals, rid: str, verb: str, who: str, signed: Any) -> Any:
+def verified_decision(svc: Any, queue: Approvals, rid: str, verb: str, who: str, signed: Any) -> Any:
     """The approver's verified statement, required where the approver has a key.
+
+    Every route that decides on an approver's behalf calls this first (the console
+    too): a keyed approver's decision without their valid statement decides nothing.
 
     Raises:
         _Refused: 403 ``APPROVER_SIGNATURE_REQUIRED`` / ``APPROVER_SIGNATURE_INVALID``.
@@ -288,7 +299,7 @@ def approval_routes() -> list[Route]:
                 act = queue.approve if verb == "approve" else queue.reject
 
                 def decide_now() -> Any:
-                    verified = _signed_decision(svc, queue, rid, verb, who or "", signed)
+                    verified = verified_decision(svc, queue, rid, verb, who or "", signed)
                     return act(rid, approver=who or "", comment=comment, approver_signature=verified)
 
                 try:
