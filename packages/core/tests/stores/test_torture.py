@@ -94,6 +94,9 @@ def race_processes(script: str, url: str, n: int, now: int) -> list[Any]:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+            for pipe in (p.stdin, p.stdout):
+                if pipe is not None:
+                    pipe.close()
     assert [p.returncode for p in procs] == [0] * len(procs)
     return [json.loads(out) for out in outs]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -47,11 +48,30 @@ def _check_shared_memory(file: str) -> None:
         )
 
 
+def _set_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch the database to WAL, waiting up to ``timeout`` for other openers.
+
+    Two processes opening a new database at once race on this switch, and SQLite
+    answers the loser "database is locked" at once, without calling its busy
+    handler; so the switch is retried here until the same timeout as every other
+    statement, then the error is raised (the store then refuses: fail closed).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _connect(path: str | os.PathLike[str], timeout: float) -> sqlite3.Connection:
     _check_shared_memory(os.path.abspath(os.fspath(path)) if os.fspath(path) not in ("", ":memory:") else "")
     try:
         conn = sqlite3.connect(os.fspath(path), timeout=timeout, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _set_wal(conn, timeout)
         # WAL + NORMAL: a commit survives a process crash; only an OS crash or
         # power loss can lose the last transactions.
         conn.execute("PRAGMA synchronous=NORMAL")
