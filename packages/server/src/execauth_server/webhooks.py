@@ -34,7 +34,6 @@ import hmac
 import logging
 import os
 import secrets
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -282,8 +281,11 @@ class Outbox:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        from execauth_core.stores.sqlite import _connect
+
+        # The stores' own opener: WAL (retried while another worker switches the same
+        # new file), synchronous=NORMAL, a busy timeout.
+        self._conn = _connect(self.path, 5.0)
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS webhook_deliveries (id TEXT PRIMARY KEY, webhook TEXT NOT NULL, "
             "event TEXT NOT NULL, body BLOB NOT NULL, created_at REAL NOT NULL, next_at REAL NOT NULL, "
