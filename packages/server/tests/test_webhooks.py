@@ -445,8 +445,8 @@ def test_two_workers_share_the_outbox_and_send_each_event_once(
 ) -> None:
     hook = _hook(receiver.url + "/pair", tmp_path, events=["approval.requested"])
     with running_server({**base, "webhooks": [hook]}, workers=2) as srv:
-        rids = {_ask(srv, f"W{i}")[0] for i in range(6)}
-        hits = receiver.wait_for("/pair", 6, timeout=20)
-        time.sleep(1.0)  # room for a duplicate to show up, if there were one
+        rids = {_ask(srv, f"W{i}")[0] for i in range(4)}
+        hits = receiver.wait_for("/pair", 4, timeout=20)
+        time.sleep(0.5)  # room for a duplicate to show up, if there were one
     got = [json.loads(h.body)["request_id"] for h in receiver.at("/pair")]
-    assert len(hits) >= 6 and sorted(got) == sorted(rids)  # each request once, none twice
+    assert len(hits) >= 4 and sorted(got) == sorted(rids)  # each request once, none twice
