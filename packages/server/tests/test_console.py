@@ -248,3 +248,34 @@ def test_browser_tests_fail_in_ci_without_chromium(ci: str, expected: str) -> No
     assert expected in done.stdout, done.stdout[-2000:]
     assert done.returncode == (1 if ci == "true" else 0)
     assert ("CI=true: the browser tests must run" in done.stdout) is (ci == "true")
+
+
+def test_a_keyed_approver_decides_nothing_in_the_console(tmp_path: Path) -> None:
+    """An approver with their own key signs each decision where the key is (the CLI):
+    the browser holds no key, so the console refuses their approve and the request stays
+    pending; the waiting run is still waiting."""
+    from execauth_core import LocalSigner
+    from execauth_core.approver_keys import public_key_text
+
+    from .console_support import WaitingRun, refund_args
+
+    config = console_config(tmp_path)
+    config["approvers"][0]["public_key"] = public_key_text(LocalSigner.generate().public_key)  # carol
+    with running_server(config) as srv, httpx.Client(base_url=srv.url) as client:
+        agent = WaitingRun(srv.url, srv.credential, refund_args(), deadline=3.0).start()
+        r = client.post(
+            "/console/login",
+            data={"csrf": _login_form(client), "username": "carol", "password": PASSWORDS["carol"]},
+        )
+        assert r.status_code == 303
+        page = client.get(f"/console/requests/{agent.request_id}")
+        fields = dict(re.findall(r'name="(csrf|request_id|proposal_digest)" value="([^"]+)"', page.text))
+        assert fields["request_id"] == agent.request_id
+        r = client.post(f"/console/requests/{agent.request_id}/approve", data={**fields, "comment": "ok"})
+        assert r.status_code == 403 and "APPROVER_SIGNATURE_REQUIRED" in r.text
+        shown = httpx.get(
+            f"{srv.url}/v1/approvals/{agent.request_id}", headers={"Authorization": f"Bearer {srv.credential}"}
+        )
+        assert shown.status_code == 200 and shown.json()["state"] == "pending"
+        agent.join()
+        assert agent.runs == [] and agent.outcome == "timed out"

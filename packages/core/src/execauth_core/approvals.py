@@ -20,14 +20,16 @@ Backends (:func:`open_approvals`, from the same store URLs as
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from .approver_keys import ApproverSignature
 from .audit import AuditLog
 from .clock import Clock, SystemClock
 from .errors import ConfigurationError, ExecAuthError, StoreUnavailable
@@ -97,6 +99,8 @@ class ApprovalRequest(BaseModel):
     grant: ApprovalGrant | None = None
     consumed: bool = False
     consumed_at: int | None = None
+    approver_signature: ApproverSignature | None = None
+    """The approver's own signed decision, where the approver has a key."""
 
     def to_json(self) -> str:
         return self.model_dump_json()
@@ -448,6 +452,10 @@ class Approvals:
         self.request_ttl = request_ttl
         self.grant_ttl = grant_ttl
         self.id_factory = id_factory or new_id
+        self.listeners: list[Callable[[ApprovalRequest, str], None]] = []
+        """Called with ``(record, transition)`` after each recorded transition
+        (``created``, ``approved``, ``rejected``, ``expired``, ``consumed``), e.g. to
+        send notifications. A listener's failure is logged, never raised."""
 
     # transitions -------------------------------------------------------------
 
@@ -502,8 +510,19 @@ class Approvals:
             rows += [r for r in self.store.list("expired", limit=limit) if r.id not in {x.id for x in rows}]
         return [r for r in rows if state is None or r.state == state][:limit]
 
-    def approve(self, request_id: str, *, approver: str, comment: str | None = None) -> ApprovalRequest:
+    def approve(
+        self,
+        request_id: str,
+        *,
+        approver: str,
+        comment: str | None = None,
+        approver_signature: ApproverSignature | None = None,
+    ) -> ApprovalRequest:
         """Approve: the authority signs a grant over the digest, stored with the record.
+
+        ``approver_signature``: the approver's own signed statement (checked against
+        the record here; its signature is checked by whoever holds the approver's
+        key, e.g. the server, before calling), stored with the record.
 
         Raises:
             ApprovalError: unknown, expired, or already decided (``APPROVAL_DECIDED``:
@@ -512,6 +531,7 @@ class Approvals:
         if self.authority is None:
             raise ConfigurationError("this approval queue has no authority to sign approvals")
         record = self._decidable(request_id)
+        _matches(record, approver_signature, "approve", approver)
         now = self.clock.now()
         grant = self.authority.grant_approval(
             record.pending(),
@@ -522,15 +542,36 @@ class Approvals:
             ttl=self.grant_ttl,
         )
         new = record.model_copy(
-            update={"state": "approved", "decided_by": approver, "decided_at": now, "comment": comment, "grant": grant}
+            update={
+                "state": "approved",
+                "decided_by": approver,
+                "decided_at": now,
+                "comment": comment,
+                "grant": grant,
+                "approver_signature": approver_signature,
+            }
         )
         return self._transition(record, new, "approved", approver)
 
-    def reject(self, request_id: str, *, approver: str, comment: str | None = None) -> ApprovalRequest:
+    def reject(
+        self,
+        request_id: str,
+        *,
+        approver: str,
+        comment: str | None = None,
+        approver_signature: ApproverSignature | None = None,
+    ) -> ApprovalRequest:
         """Reject: the proposal will not run under this request."""
         record = self._decidable(request_id)
+        _matches(record, approver_signature, "reject", approver)
         new = record.model_copy(
-            update={"state": "rejected", "decided_by": approver, "decided_at": self.clock.now(), "comment": comment}
+            update={
+                "state": "rejected",
+                "decided_by": approver,
+                "decided_at": self.clock.now(),
+                "comment": comment,
+                "approver_signature": approver_signature,
+            }
         )
         return self._transition(record, new, "rejected", approver)
 
@@ -630,6 +671,13 @@ class Approvals:
             detail["comment"] = record.comment[:500]
         if record.grant is not None and transition in ("approved", "consumed"):
             detail["grant_id"] = record.grant.grant_id
+        if transition in ("approved", "rejected"):
+            # Both signatures in the log: the authority's over the digest, and the
+            # approver's own statement where the approver has a key.
+            if record.grant is not None:
+                detail["grant"] = record.grant.model_dump(mode="json")
+            if record.approver_signature is not None:
+                detail["approver_signature"] = record.approver_signature.model_dump(mode="json")
         event: Mapping[str, Any] = {
             "event": "approval",
             "time": self.clock.now(),
@@ -649,3 +697,25 @@ class Approvals:
         # An unrecorded transition is not made silently: the store changed, the log
         # could not say so; the caller sees StoreUnavailable.
         self.audit_log.append(event)
+        for listener in list(self.listeners):
+            try:
+                listener(record, transition)
+            except Exception as exc:  # noqa: BLE001 - a notification never fails a transition
+                _log.error("execauth: approval listener failed (%s)", type(exc).__name__)
+
+
+_log = logging.getLogger("execauth.approvals")
+
+
+def _matches(record: ApprovalRequest, signed: ApproverSignature | None, decision: str, approver: str) -> None:
+    """An approver's statement must name this request, digest, decision and approver."""
+    if signed is None:
+        return
+    st = signed.statement
+    if (st.request_id, st.proposal_digest, st.decision, st.approver) != (
+        record.id,
+        record.proposal_digest,
+        decision,
+        approver,
+    ):
+        raise ApprovalError(R.APPROVER_SIGNATURE_INVALID, "the signed statement is not for this request and decision")

@@ -4,6 +4,11 @@ Against a server (``--url`` and ``--credential-file`` holding an approver's secr
 needs the ``remote`` extra, httpx) or against a local store (``--data-dir`` of
 ``Guard.local``, ``--db FILE`` or ``--store URL``; approving locally signs with the
 authority key, ``--key``).
+
+With ``--url``, ``--key FILE`` is instead *your* approver key: ``approve`` / ``reject``
+fetch the request, check that its digest is the digest of the proposal shown, and sign
+the decision statement (:mod:`execauth_core.approver_keys`) before sending it.
+``execauth approvals keygen --out FILE`` makes such a key.
 """
 
 from __future__ import annotations
@@ -46,7 +51,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--store", help="store URL holding the queue and the audit log: sqlite:, redis://, postgresql://"
     )
-    where.add_argument("--key", help="authority signing key for approving locally (default DATA_DIR/authority.key)")
+    where.add_argument(
+        "--key",
+        help="with --url: your approver key file (signs your decision); locally: the authority signing key "
+        "for approving (default DATA_DIR/authority.key)",
+    )
     where.add_argument(
         "--approver", help="your name, recorded with a local decision (a server takes it from --url's credential)"
     )
@@ -72,6 +81,8 @@ def build_parser(prog: str = "execauth approvals") -> argparse.ArgumentParser:
         d.add_argument("request_id", help="the request id (apr_...)")
         d.add_argument("--comment", help="why, recorded with the decision")
         _common(d)
+    kg = sub.add_parser("keygen", help="create an approver's Ed25519 key; prints the public key for the server config")
+    kg.add_argument("--out", required=True, help="private key file to create (mode 0600, never overwritten)")
     return p
 
 
@@ -158,7 +169,47 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
+def _signed(args: argparse.Namespace) -> dict[str, Any]:
+    """Sign the decision on the request as the server shows it, after checking that its
+    digest is the digest of its proposal (the statement binds what was shown)."""
+    import time
+
+    from .approver_keys import decision_statement, sign_decision
+    from .keys import LocalSigner
+    from .messages import AuthorizationRequest
+
+    if not args.approver:
+        raise _Failed("signing a decision names you: give --approver NAME (your name in the server's approvers)")
+    signer = LocalSigner.load(args.key)
+    shown = _remote(args, "GET", f"/v1/approvals/{args.request_id}")
+    try:
+        digest = AuthorizationRequest.model_validate(shown["proposal"]).content_digest()
+    except (KeyError, TypeError, ValueError):
+        raise _Failed("the server's answer holds no valid proposal; nothing signed") from None
+    if digest != shown.get("proposal_digest") or shown.get("id") != args.request_id:
+        raise _Failed("the server's request does not match its own proposal digest; nothing signed")
+    statement = decision_statement(
+        request_id=args.request_id,
+        proposal_digest=digest,
+        decision=args.action,
+        approver=args.approver,
+        at=int(time.time()),
+    )
+    return sign_decision(signer, statement).model_dump(mode="json")
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from .approver_keys import generate_approver_key, public_key_text
+
+    signer = generate_approver_key(args.out)
+    data = {"private_key": str(args.out), "public_key": public_key_text(signer.public_key), "kid": signer.kid}
+    print(json.dumps(data, indent=2, sort_keys=True))  # noqa: TID251 - output for people
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.action == "keygen":
+        return _keygen(args)
     if args.url:
         if any((args.data_dir, args.db, args.store)):
             raise _Failed("give either --url or a local store, not both")
@@ -168,7 +219,9 @@ def _run(args: argparse.Namespace) -> int:
         elif args.action == "show":
             data = _remote(args, "GET", f"/v1/approvals/{args.request_id}")
         else:
-            body = {"comment": args.comment} if args.comment else {}
+            body: dict[str, Any] = {"comment": args.comment} if args.comment else {}
+            if args.key:
+                body["approver_signature"] = _signed(args)
             data = _remote(args, "POST", f"/v1/approvals/{args.request_id}/{args.action}", body)
     else:
         queue = _local(args)

@@ -172,6 +172,11 @@ class ReasonCode(str, Enum):
     # --- console ---
     CONSOLE_CSRF_INVALID = "CONSOLE_CSRF_INVALID"
     """A web console form came without its session's security token, or from another site: nothing was done."""
+    # --- webhooks ---
+    APPROVER_SIGNATURE_REQUIRED = "APPROVER_SIGNATURE_REQUIRED"
+    """The approver has a key configured; a decision needs their signed statement."""
+    APPROVER_SIGNATURE_INVALID = "APPROVER_SIGNATURE_INVALID"
+    """The approver's signed statement is malformed, by another key, does not verify, or names another request."""
 
 
 REGISTRY: frozenset[str] = frozenset(code.value for code in ReasonCode)

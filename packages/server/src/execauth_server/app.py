@@ -53,7 +53,7 @@ from execauth_core.tlog import ProofError
 from execauth_core.tlog_checkpoint import Checkpointer, CheckpointError, SignedCheckpoint, open_checkpoint
 
 from ._version import __version__
-from .approvals_api import ApprovalError, approval_openapi, approval_routes, decide_with_approvals
+from .approvals_api import ApprovalError, approval_openapi, approval_routes, decide_with_approvals, start_webhooks
 from .config import Caller, ServerConfig
 from .console import console_routes
 
@@ -185,6 +185,9 @@ class AuthorityService:
                 # An idle service still signs its tail within about 1.5 intervals.
                 period = max(1.0, config.checkpoint_interval / 2)
                 threading.Thread(target=self._tick, args=(period,), daemon=True, name="execauth-checkpoints").start()
+
+        # Approval notifications: delivered from background threads, never on the request path.
+        self.webhooks = start_webhooks(self) if config.webhooks and self._fixed is None else None
 
     def _tick(self, period: float) -> None:
         while not self._stop.wait(period):
@@ -379,6 +382,7 @@ class AuthorityService:
 
     def _token_ttl(self) -> int:
         return max(a.token_ttl for a in self._authorities.values())
+
     def _size(self, size: int | None) -> tuple[int, int]:
         """``(size, head)``: the tree size asked for (default: the newest checkpoint's)
         and the log's current size."""
@@ -489,6 +493,8 @@ class AuthorityService:
     def close(self) -> None:
         self._summarize(force=True)
         self._stop.set()
+        if self.webhooks is not None:
+            self.webhooks.close()
         self.stores.close()
         queue = getattr(self, "_approval_queue", None)
         if queue is not None:

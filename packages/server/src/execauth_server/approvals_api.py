@@ -40,10 +40,19 @@ REQUEST_ID_HEADER = "X-Execauth-Approval-Request"
 _STATUS = {
     R.APPROVAL_UNKNOWN.value: 404,
     R.APPROVAL_INVALID.value: 400,
+    R.APPROVER_SIGNATURE_INVALID.value: 403,
 }
 _LOCK = threading.Lock()
 
-__all__ = ["REQUEST_ID_HEADER", "ApprovalError", "approval_routes", "approvals_of", "decide_with_approvals"]
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "ApprovalError",
+    "approval_routes",
+    "approvals_of",
+    "decide_with_approvals",
+    "start_webhooks",
+    "verified_decision",
+]
 
 
 def approvals_of(svc: Any) -> Approvals:
@@ -64,8 +73,31 @@ def approvals_of(svc: Any) -> Approvals:
                 request_ttl=svc.config.approval_request_ttl,
                 grant_ttl=svc.config.approval_grant_ttl,
             )
+            dispatcher = getattr(svc, "webhooks", None)
+            if dispatcher is not None:
+                queue.listeners.append(dispatcher.notify)
             svc._approval_queue = queue
     return queue
+
+
+def start_webhooks(svc: Any) -> Any:
+    """The service's webhook dispatcher: an outbox in ``data_dir/webhooks.db``, delivery
+    threads, and a sweep that expires overdue requests (so ``approval.expired`` is sent)."""
+    from .webhooks import WebhookDispatcher
+
+    def sweep() -> None:
+        approvals_of(svc).list("expired")
+
+    config = svc.config
+    if config.public_url is None:
+        log.warning("execauth-server: webhooks are configured without public_url; console_url will be null")
+    return WebhookDispatcher(
+        config.webhooks,
+        config.data_dir / "webhooks.db",
+        public_url=config.public_url,
+        sweep=sweep,
+        sweep_interval=config.approval_sweep_interval,
+    )
 
 
 def decide_with_approvals(
@@ -151,11 +183,12 @@ def _from_error(exc: ApprovalError) -> _Refused:
     return _Refused(_STATUS.get(exc.reason_code, 409), exc.reason_code, str(exc))
 
 
-async def _comment(request: Request) -> str | None:
+async def _comment(request: Request) -> tuple[str | None, Any]:
+    """The decision body: ``(comment, approver_signature)``, either may be ``None``."""
     from .app import _read_body, _Refusal
 
     if request.headers.get("content-length") in (None, "0") and "transfer-encoding" not in request.headers:
-        return None
+        return None, None
     svc = request.app.state.service
     try:
         body = await _read_body(request, svc.config.max_body_bytes, svc.config.read_timeout)
@@ -165,10 +198,56 @@ async def _comment(request: Request) -> str | None:
         data = loads_strict(body) if body else {}
     except CanonicalizationError as exc:
         raise _Refused(400, R.REQUEST_INVALID.value, f"the body is not strict JSON: {exc}") from None
-    if not isinstance(data, dict) or set(data) - {"comment"} or not isinstance(data.get("comment"), (str, type(None))):
-        raise _Refused(400, R.REQUEST_INVALID.value, 'the body is {"comment": "..."} (optional)')
+    if (
+        not isinstance(data, dict)
+        or set(data) - {"comment", "approver_signature"}
+        or not isinstance(data.get("comment"), (str, type(None)))
+    ):
+        raise _Refused(
+            400, R.REQUEST_INVALID.value, 'the body is {"comment": "...", "approver_signature": {...}} (both optional)'
+        )
     comment = data.get("comment")
-    return comment[:2000] if isinstance(comment, str) else None
+    return (comment[:2000] if isinstance(comment, str) else None), data.get("approver_signature")
+
+
+def verified_decision(svc: Any, queue: Approvals, rid: str, verb: str, who: str, signed: Any) -> Any:
+    """The approver's verified statement, required where the approver has a key.
+
+    Every route that decides on an approver's behalf calls this first (the console
+    too): a keyed approver's decision without their valid statement decides nothing.
+
+    Raises:
+        _Refused: 403 ``APPROVER_SIGNATURE_REQUIRED`` / ``APPROVER_SIGNATURE_INVALID``.
+    """
+    from execauth_core.approver_keys import verify_decision
+
+    entry = next((a for a in svc.config.approvers if a.name == who), None)
+    key = getattr(entry, "public_key", None)
+    if key is None:
+        if signed is not None:
+            raise _Refused(
+                400, R.APPROVER_SIGNATURE_INVALID.value, f"approver {who!r} has no public_key configured to verify it"
+            )
+        return None
+    if signed is None:
+        raise _Refused(
+            403,
+            R.APPROVER_SIGNATURE_REQUIRED.value,
+            f"approver {who!r} has a key: sign the decision (execauth approvals {verb} ID --key FILE)",
+        )
+    record = queue.get(rid)
+    try:
+        return verify_decision(
+            signed,
+            key,
+            request_id=rid,
+            proposal_digest=record.proposal_digest,
+            decision=verb,
+            approver=who,
+            now=svc.clock.now(),
+        )
+    except ApprovalError as exc:
+        raise _Refused(403, exc.reason_code, str(exc)) from None
 
 
 def approval_routes() -> list[Route]:
@@ -215,11 +294,16 @@ def approval_routes() -> list[Route]:
             who: str | None = None
             try:
                 who = _approver(svc, request.headers.get("authorization"))
-                comment = await _comment(request)
+                comment, signed = await _comment(request)
                 queue = approvals_of(svc)
                 act = queue.approve if verb == "approve" else queue.reject
+
+                def decide_now() -> Any:
+                    verified = verified_decision(svc, queue, rid, verb, who or "", signed)
+                    return act(rid, approver=who or "", comment=comment, approver_signature=verified)
+
                 try:
-                    record = await run_in_threadpool(lambda: act(rid, approver=who or "", comment=comment))
+                    record = await run_in_threadpool(decide_now)
                 except ApprovalError as exc:
                     raise _from_error(exc) from None
                 except StoreUnavailable:
@@ -271,7 +355,11 @@ def approval_openapi() -> dict[str, Any]:
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     refusals = {
         "401": {"description": "No or unknown credential (CALLER_UNAUTHENTICATED)", **err},
-        "403": {"description": "An agent's credential: agents never approve (CALLER_NOT_BOUND)", **err},
+        "403": {
+            "description": "An agent's credential: agents never approve (CALLER_NOT_BOUND); a keyed approver's "
+            "decision unsigned or badly signed (APPROVER_SIGNATURE_REQUIRED, APPROVER_SIGNATURE_INVALID)",
+            **err,
+        },
         "404": {"description": "No such request (APPROVAL_UNKNOWN)", **err},
         "503": {"description": "The approval store is unavailable (STORE_UNAVAILABLE)", **err},
     }
@@ -282,7 +370,13 @@ def approval_openapi() -> dict[str, Any]:
                 "schema": {
                     "type": "object",
                     "additionalProperties": False,
-                    "properties": {"comment": {"type": ["string", "null"]}},
+                    "properties": {
+                        "comment": {"type": ["string", "null"]},
+                        "approver_signature": {
+                            "type": ["object", "null"],
+                            "description": "the approver's signed statement (required where the approver has a key)",
+                        },
+                    },
                 }
             }
         },

@@ -18,6 +18,8 @@ from typing import Any
 from execauth_core.canonical import CanonicalizationError, loads_strict
 from execauth_core.errors import ConfigurationError
 
+from .webhooks import WebhookTarget, parse_webhooks
+
 DEFAULT_DATA_DIR = ".execauth-server"
 DEFAULT_ISSUER = "execauth-server"
 DEFAULT_AUDIENCE = "execauth-guard"
@@ -42,6 +44,8 @@ _KEYS = {
     "approvals",
     "checkpoints",
     "console",
+    "webhooks",
+    "public_url",
 }
 _CHECKPOINT_KEYS = {"every", "interval", "origin", "public"}
 DEFAULT_ORIGIN = "execauth-server/audit"
@@ -88,11 +92,16 @@ class Caller:
 class Approver:
     """A person who may decide approval requests: a name, the SHA-256 of their API
     secret (``None``: console only) and, to sign in to the web console, an argon2
-    PHC hash of their password (``None``: API and CLI only)."""
+    PHC hash of their password (``None``: API and CLI only).
+
+    ``public_key``: the approver's own Ed25519 public key (32 bytes), if configured;
+    then every decision they make must carry their signed statement.
+    """
 
     name: str
     secret_sha256: str | None
     password_argon2: str | None = None
+    public_key: bytes | None = None
 
     def matches(self, presented_sha256: bytes) -> bool:
         if self.secret_sha256 is None:
@@ -135,6 +144,12 @@ class ServerConfig:
     checkpoints_public: bool = True
     console: ConsoleSettings = field(default_factory=lambda: ConsoleSettings())
     """The web console's sessions and cookies (``console:`` in the file)."""
+    webhooks: tuple[WebhookTarget, ...] = ()
+    """Where approval events are POSTed (see :mod:`execauth_server.webhooks`)."""
+    public_url: str | None = None
+    """The server's base URL as people reach it (``console_url`` in webhooks)."""
+    approval_sweep_interval: float = 5.0
+    """Seconds between sweeps that expire overdue requests (so ``approval.expired`` is sent)."""
 
     @property
     def store_url(self) -> str:
@@ -261,6 +276,7 @@ def parse_config(data: Any, *, base: Path | None = None, source: Path | None = N
         checkpoint_interval=interval,
         checkpoint_origin=origin,
         checkpoints_public=public,
+        **parse_webhooks(data, root),
     )
 
 
@@ -317,8 +333,8 @@ def default_config(data_dir: str | os.PathLike[str]) -> ServerConfig:
     return parse_config(doc, base=data)
 
 
-_APPROVER_KEYS = {"name", "secret_sha256", "password_argon2"}
-_APPROVALS_KEYS = {"request_ttl", "grant_ttl"}
+_APPROVER_KEYS = {"name", "secret_sha256", "password_argon2", "public_key"}
+_APPROVALS_KEYS = {"request_ttl", "grant_ttl", "sweep_interval"}
 
 
 def parse_approvals(data: Mapping[str, Any], callers: list[Caller]) -> dict[str, Any]:
@@ -334,7 +350,7 @@ def parse_approvals(data: Mapping[str, Any], callers: list[Caller]) -> dict[str,
     for i, raw in enumerate(raw_list):
         where = f"approvers[{i}]"
         if not isinstance(raw, dict) or set(raw) - _APPROVER_KEYS:
-            raise ConfigurationError(f"{where} must be a mapping of name, secret_sha256 and/or password_argon2")
+            raise ConfigurationError(f"{where} must be a mapping of name, secret_sha256 and/or password_argon2, and public_key")
         name = _str(raw.get("name"), f"{where}.name")
         password = _argon2_hash(raw.get("password_argon2"), f"{where}.password_argon2")
         digest: str | None = None
@@ -348,7 +364,15 @@ def parse_approvals(data: Mapping[str, Any], callers: list[Caller]) -> dict[str,
             digest is not None and digest in {a.secret_sha256 for a in approvers}
         ):
             raise ConfigurationError(f"{where}: duplicate approver name or secret")
-        approvers.append(Approver(name, digest, password))
+        key = None
+        if raw.get("public_key") is not None:
+            from execauth_core.approver_keys import parse_public_key
+
+            try:
+                key = parse_public_key(raw["public_key"])
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"{where}.public_key: {exc}") from None
+        approvers.append(Approver(name, digest, password, key))
     settings = data.get("approvals") or {}
     if not isinstance(settings, dict) or set(settings) - _APPROVALS_KEYS:
         raise ConfigurationError(f"approvals takes only {', '.join(sorted(_APPROVALS_KEYS))}")
@@ -356,6 +380,7 @@ def parse_approvals(data: Mapping[str, Any], callers: list[Caller]) -> dict[str,
         "approvers": tuple(approvers),
         "approval_request_ttl": _int(settings.get("request_ttl", 3600), "approvals.request_ttl", 1, 7 * 86_400),
         "approval_grant_ttl": _int(settings.get("grant_ttl", 900), "approvals.grant_ttl", 1, 86_400),
+        "approval_sweep_interval": float(_int(settings.get("sweep_interval", 5), "approvals.sweep_interval", 1, 3600)),
     }
 
 

@@ -587,6 +587,17 @@ def console_routes(config: ServerConfig) -> list[BaseRoute]:
                             R.APPROVAL_MISMATCH.value,
                             "The proposal you were shown is not the one stored for this request: nothing done.",
                         )
+                    keyed = console.approvers.get(session.approver)
+                    if keyed is not None and keyed.public_key is not None:
+                        # A keyed approver's decision carries their own signature, made
+                        # where their key is: the browser has no key, so the console
+                        # decides nothing for them (the API would refuse it too).
+                        raise _Refused(
+                            403,
+                            R.APPROVER_SIGNATURE_REQUIRED.value,
+                            f"Your decisions are signed with your own key: run "
+                            f"execauth approvals {verb} {rid} --url ... --key FILE --approver {session.approver}.",
+                        )
                     comment = form.get("comment", "").strip()[:MAX_COMMENT] or None
                     act = q.approve if verb == "approve" else q.reject
                     # The proposal under an id never changes, so the digest checked above

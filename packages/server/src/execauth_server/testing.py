@@ -74,6 +74,14 @@ def _absolute(doc: dict[str, Any], base: Path) -> dict[str, Any]:
         value = doc.get(key)
         if isinstance(value, str) and not os.path.isabs(value):
             doc[key] = str(base / value)
+    hooks = doc.get("webhooks")
+    if isinstance(hooks, list):
+        doc["webhooks"] = [
+            {**h, "secret_file": str(base / h["secret_file"])}
+            if isinstance(h, dict) and isinstance(h.get("secret_file"), str) and not os.path.isabs(h["secret_file"])
+            else h
+            for h in hooks
+        ]
     stores = doc.get("stores")
     if isinstance(stores, str) and stores.startswith("sqlite:") and not stores.startswith("sqlite:/"):
         doc["stores"] = "sqlite:" + str(base / stores[len("sqlite:") :])
