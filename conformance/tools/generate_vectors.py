@@ -877,7 +877,8 @@ def check_commit(inp: dict[str, Any]) -> dict[str, Any]:
     authority = Authority(dp, trusted_signer(), issuer=ISSUER, audience=AUDIENCE)
     for key, used in sorted((inp.get("state_change") or {}).items()):
         window = int(key.rsplit("/", 1)[1])
-        dp.state.debit("between", [Debit(key, used, used + 10**9, window)], now=inp["commit_now"])  # type: ignore[attr-defined]
+        state: Any = dp.state  # type: ignore[attr-defined]
+        state.debit("between", [Debit(key, used, used + 10**9, window)], now=inp["commit_now"])
     if inp.get("policy_after") is not None:
         from execauth_core import Court, parse_policy
 
@@ -927,7 +928,12 @@ def commit_vectors() -> dict[str, Any]:
     killed = court(principals=[COMMIT_POLICY_PRINCIPAL], kill_switch=True)
     cases: list[tuple[int, str, list[str], dict[str, Any]]] = [
         (1, "preflight ALLOW, commit ALLOW, the CommitToken executes once", ["valid"], {}),
-        (2, "commit at the last second of the preflight's lifetime", ["valid"], {"commit_now": NOW + 60, "execute": {"now": NOW + 61}}),
+        (
+            2,
+            "commit at the last second of the preflight's lifetime",
+            ["valid"],
+            {"commit_now": NOW + 60, "execute": {"now": NOW + 61}},
+        ),
         (10, "state changed between preflight and commit", ["invalid"], {"state_change": {"rate/user-42/*/60": 1}}),
         (11, "policy changed between preflight and commit", ["invalid"], {"policy_after": epoch2}),
         (12, "preflight expired", ["invalid"], {"commit_now": NOW + 61, "execute": {"now": NOW + 62}}),
@@ -1065,9 +1071,8 @@ def receipt_vectors() -> dict[str, Any]:
         got = check_receipt(inp)
         if got != code:
             raise SystemExit(f"receipt tcId {tc} ({comment}): expected {code}, core says {got}")
-        tests.append(
-            case(tc, comment, ["valid" if code is None else "invalid"], inp, {"valid": code is None, "reason_code": code})
-        )
+        flags = ["valid" if code is None else "invalid"]
+        tests.append(case(tc, comment, flags, inp, {"valid": code is None, "reason_code": code}))
     return document(
         "receipts",
         {

@@ -97,10 +97,12 @@ def test_receipt_of_a_failed_call_says_failed() -> None:
 
 
 def test_guard_wide_receipts_for_every_call_and_the_two_phase_path() -> None:
-    guard, court, _ = make()
+    guard, _, _ = make()
     guard.receipts = True
     assert guard.run(guard.proposal("search_docs", {"q": "x"}, principal="user-42", agent="billing-bot"), lambda: 1)
-    email = guard.proposal("send_email", {"to": "a@example.com", "body": "hi"}, principal="user-42", agent="billing-bot")
+    email = guard.proposal(
+        "send_email", {"to": "a@example.com", "body": "hi"}, principal="user-42", agent="billing-bot"
+    )
     _, receipt = guard.run(email, lambda: "sent", receipt=True)
     assert guard.authority is not None
     keys = KeySet.of_signer(guard.authority.signer)

@@ -7,7 +7,6 @@ from typing import Any
 
 import jwt
 import pytest
-from .court_fixtures import EMAIL, POLICY, SEARCH, TRANSFER, make, policy
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jwcrypto import jwk as jwcrypto_jwk
 from jwcrypto import jws as jwcrypto_jws
@@ -27,6 +26,8 @@ from execauth_core._b64 import b64url_decode
 from execauth_core.canonical import loads_strict
 from execauth_core.messages import parse_wire
 from execauth_core.twophase import PreflightDecision, needs_two_phase
+
+from .court_fixtures import EMAIL, POLICY, SEARCH, TRANSFER, make, policy
 
 WHO = {"principal": "user-42", "agent": "billing-bot"}
 NO_RATES = policy(
@@ -67,7 +68,7 @@ def test_irreversible_effects_take_two_phases_others_one() -> None:
     assert guard.run(email(guard), tool) == "sent"
     assert claims(tool.tokens[0])["phase"] == "commit"
     assert [e[:2] for e in events(guard)] == [("decision", False), ("execution", True), ("result", True)]
-    preflight_entry = list(guard.audit_log.entries())[0]
+    preflight_entry = next(iter(guard.audit_log.entries()))
     assert preflight_entry.body["reason_codes"] == ["TOOL_ALLOWED", "COMMIT_REQUIRED"]
     assert preflight_entry.body["detail"]["phase"] == "preflight"
     # One-phase tools are unchanged: one execution entry, an "execute" token.

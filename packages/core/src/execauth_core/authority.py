@@ -136,7 +136,8 @@ class Authority:
                 request, now=now, approved=approved, hold_id=None, preflight_result=evidence
             )
         else:
-            ev = self.decision_point.evaluate(request, now=now, approved=approved, hold_id=None if preflight else token_id)
+            hold = None if preflight else token_id
+            ev = self.decision_point.evaluate(request, now=now, approved=approved, hold_id=hold)
         outcome = Outcome(ev.outcome)
         reasons = tuple(ev.reason_codes)
         unknown = [c for c in reasons if c not in REGISTRY]
@@ -150,7 +151,7 @@ class Authority:
         is_allow = outcome is Outcome.ALLOW
         if preflight and is_allow:
             reasons = (*reasons, R.COMMIT_REQUIRED.value)
-            explanation = (*explanation, "Preflight passed: the call runs after a commit with unchanged state and policy.")
+            explanation = (*explanation, "Preflight passed: it runs after a commit with unchanged state and policy.")
         record = DecisionRecord(
             request=request,
             proposal_digest=pd,

@@ -587,7 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Execution authority for AI agents.",
         epilog=(
             "also: 'execauth serve' (the authority service, execauth-server), "
-            "'execauth approvals' (the approval queue), 'execauth receipt' (execution receipts) and 'execauth mcp-proxy' "
+            "'execauth approvals' (the approval queue), 'execauth receipt' (execution receipts) "
+            "and 'execauth mcp-proxy' "
             "(the MCP gating proxy, execauth-mcp); each has its own --help"
         ),
     )

@@ -453,7 +453,8 @@ class Guard:
             decision = self._decide(request, approval, pd, raw, preflight)
             if preflight is not None and decision.outcome is not Outcome.ALLOW:
                 raise _Denial(decision.outcome.value, decision.reason_codes, " ".join(decision.explanation), decision)
-            if decision.record.approval_id is not None and approval is not None and (decision.token is not None or preflight is not None):
+            funded = decision.token is not None or preflight is not None
+            if decision.record.approval_id is not None and approval is not None and funded:
                 # The token this approval buys is its one execution: a second
                 # authorize() with the same grant gets no second token.
                 try:

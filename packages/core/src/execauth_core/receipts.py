@@ -56,7 +56,9 @@ class ExecutionReceipt(_Wire):
     result_digest_reason: str | None = Field(default=None, description="Why result_digest is null.")
     started_at: UnixTime
     ended_at: UnixTime
-    signature: str = Field(description="base64url Ed25519 over b'execauth:receipt/1\\n' + JCS(receipt without signature).")
+    signature: str = Field(
+        description="base64url Ed25519 over b'execauth:receipt/1\\n' + JCS(receipt without signature)."
+    )
 
     def signed_part(self) -> dict[str, Any]:
         """The fields the signature covers."""

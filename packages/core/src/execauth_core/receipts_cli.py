@@ -42,7 +42,7 @@ def _read(path: str) -> bytes:
 
 
 def _out(obj: object) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")  # noqa: TID251 - output for people
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -209,7 +209,8 @@ def commit_decision(authority: Any, preflight: PreflightDecision, *, now: int, t
             now,
             Outcome.REQUIRE_EVIDENCE,
             R.COMMIT_POLICY_CHANGED,
-            f"The policy changed since the preflight (epoch {rec.policy.epoch} -> {dp.policy_ref.epoch}); preflight again.",
+            f"The policy changed since the preflight (epoch {rec.policy.epoch} -> {dp.policy_ref.epoch}); "
+            "preflight again.",
         )
     from .court import Court
     from .effects import EvidenceGrade
