@@ -934,6 +934,12 @@ def commit_vectors() -> dict[str, Any]:
             ["valid"],
             {"commit_now": NOW + 60, "execute": {"now": NOW + 61}},
         ),
+        (
+            3,
+            "commit in the second of the preflight, as guard.run does",
+            ["valid", "reference"],
+            {"commit_now": NOW, "execute": {"now": NOW}},
+        ),
         (10, "state changed between preflight and commit", ["invalid"], {"state_change": {"rate/user-42/*/60": 1}}),
         (11, "policy changed between preflight and commit", ["invalid"], {"policy_after": epoch2}),
         (12, "preflight expired", ["invalid"], {"commit_now": NOW + 61, "execute": {"now": NOW + 62}}),
@@ -956,6 +962,7 @@ def commit_vectors() -> dict[str, Any]:
             "commit was",
             "state_change": "counters debited between preflight and commit",
             "tamper": "arguments of the signed preflight record edited before the commit",
+            "reference": "also run through the reference harness: guard.run takes both phases by itself",
         },
         tests,
     )
