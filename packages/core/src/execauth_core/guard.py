@@ -1059,10 +1059,28 @@ class Guard:
         """
         self._receipt_check(receipt)
         if self._two_phase(request):
-            return self.commit(self.preflight(request, approval=approval), call, receipt=receipt)
+            return self._commit(self.preflight(request, approval=approval), call, receipt)
         cap = self._admit(request, None, decide=True, approval=approval)
         return self._invoke(cap, call, receipt)
 
+    @overload
+    async def arun(
+        self,
+        request: AuthorizationRequest,
+        call: Callable[[], Awaitable[T] | T],
+        *,
+        approval: ApprovalGrant | None = None,
+        receipt: Literal[False] = False,
+    ) -> T: ...
+    @overload
+    async def arun(
+        self,
+        request: AuthorizationRequest,
+        call: Callable[[], Awaitable[T] | T],
+        *,
+        approval: ApprovalGrant | None = None,
+        receipt: Literal[True],
+    ) -> tuple[T, ExecutionReceipt | None]: ...
     async def arun(
         self,
         request: AuthorizationRequest,
@@ -1076,7 +1094,7 @@ class Guard:
         self._receipt_check(receipt)
         if self._two_phase(request):
             preflight = await self.apreflight(request, approval=approval)
-            return await self.acommit(preflight, call, receipt=receipt)
+            return await self._acommit(preflight, call, receipt)
         cap = await self._aadmit(request, None, decide=True, approval=approval)
         return await self._ainvoke(cap, call, receipt)
 
@@ -1125,6 +1143,12 @@ class Guard:
         """Async :meth:`preflight` (the in-process Court is not awaited: same work)."""
         return self.preflight(request, evidence=evidence, approval=approval)
 
+    @overload
+    def commit(self, preflight: PreflightDecision, call: Callable[[], T], *, receipt: Literal[False] = False) -> T: ...
+    @overload
+    def commit(
+        self, preflight: PreflightDecision, call: Callable[[], T], *, receipt: Literal[True]
+    ) -> tuple[T, ExecutionReceipt | None]: ...
     def commit(self, preflight: PreflightDecision, call: Callable[[], T], *, receipt: bool = False) -> Any:
         """The second phase: commit ``preflight`` (refused when it expired, was used,
         or the policy or state changed since), verify the CommitToken, consume it and
@@ -1138,15 +1162,29 @@ class Guard:
                 ``PREFLIGHT_EXPIRED``, ``PREFLIGHT_USED``, ``COMMIT_POLICY_CHANGED``,
                 ``COMMIT_STATE_CHANGED``, or what the Court finds now); nothing ran.
         """
+        return self._commit(preflight, call, receipt)
+
+    def _commit(self, preflight: PreflightDecision, call: Callable[[], T], receipt: bool) -> Any:
         self._receipt_check(receipt)
         self._check_preflight(preflight)
         cap = self._admit(_draft_of(preflight), None, decide=True, approval=None, commit=preflight)
         return self._invoke(cap, call, receipt)
 
+    @overload
+    async def acommit(
+        self, preflight: PreflightDecision, call: Callable[[], Awaitable[T] | T], *, receipt: Literal[False] = False
+    ) -> T: ...
+    @overload
+    async def acommit(
+        self, preflight: PreflightDecision, call: Callable[[], Awaitable[T] | T], *, receipt: Literal[True]
+    ) -> tuple[T, ExecutionReceipt | None]: ...
     async def acommit(
         self, preflight: PreflightDecision, call: Callable[[], Awaitable[T] | T], *, receipt: bool = False
     ) -> Any:
         """Async :meth:`commit`."""
+        return await self._acommit(preflight, call, receipt)
+
+    async def _acommit(self, preflight: PreflightDecision, call: Callable[[], Awaitable[T] | T], receipt: bool) -> Any:
         self._receipt_check(receipt)
         self._check_preflight(preflight)
         cap = await self._aadmit(_draft_of(preflight), None, decide=True, approval=None, commit=preflight)
