@@ -209,3 +209,10 @@ def bench_executor(session: nox.Session) -> None:
     """Executor-side verification: Executor.admit in process, ExecAuthMiddleware overhead over loopback."""
     session.install("./packages/core", "./packages/server")
     session.run("python", "bench/bench_executor.py", *session.posargs)
+
+
+@nox.session
+def bench_two_phase(session: nox.Session) -> None:
+    """Two-phase commit (preflight -> commit -> execute) vs one phase per call, same run; receipts."""
+    session.install("./packages/core")
+    session.run("python", "bench/bench_two_phase.py", *session.posargs)

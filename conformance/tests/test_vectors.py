@@ -94,3 +94,35 @@ def test_a_tampered_vector_file_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
     finally:
         monkeypatch.undo()
         vectors.load.cache_clear()
+
+
+@pytest.mark.parametrize("t", vectors.tests("commit-v1.json"), ids=ids)
+def test_commit(t: dict[str, Any]) -> None:
+    """preflight -> CommitToken -> execute, and every refusal, reproduce from core."""
+    assert gen.check_commit(t["input"]) == t["expected"]
+
+
+def test_commit_vectors_cover_every_refusal() -> None:
+    codes = set()
+    for t in vectors.tests("commit-v1.json"):
+        e = t["expected"]
+        codes.update(e["preflight"]["reason_codes"])
+        codes.update((e["commit"] or {}).get("reason_codes", []))
+        codes.update(c for c in (e["execute"] or {}).get("reason_codes", []) if c)
+    assert {
+        "COMMIT_REQUIRED",
+        "COMMIT_STATE_CHANGED",
+        "COMMIT_POLICY_CHANGED",
+        "PREFLIGHT_EXPIRED",
+        "PREFLIGHT_INVALID",
+        "TOKEN_PROPOSAL_MISMATCH",
+        "TOKEN_REPLAYED",
+        "TOKEN_EXPIRED",
+    } <= codes
+    phases = {t["expected"]["commit"]["token_claims"]["phase"] for t in vectors.tests("commit-v1.json", "valid")}
+    assert phases == {"commit"}
+
+
+@pytest.mark.parametrize("t", vectors.tests("receipts-v1.json"), ids=ids)
+def test_receipts(t: dict[str, Any]) -> None:
+    assert gen.check_receipt(t["input"]) == t["expected"]["reason_code"]

@@ -834,6 +834,263 @@ def check_audit(inp: dict[str, Any]) -> int | None:
     return None
 
 
+# --- two-phase commit (CommitToken) -------------------------------------------------
+
+# The conformance policy with send_email (message.email: irreversible) allowed.
+COMMIT_POLICY_PRINCIPAL = {
+    **POLICY["principals"][0],
+    "allow_tools": [*POLICY["principals"][0]["allow_tools"], "send_email"],
+    "rate_limits": [{"tool": "*", "limit": 5, "window": 60}],
+}
+COMMIT_SPEC = court(principals=[COMMIT_POLICY_PRINCIPAL, POLICY["principals"][1]])
+EMAIL_REQ = req("send_email", {"to": "a@example.com", "body": "hi"})
+
+
+def check_commit(inp: dict[str, Any]) -> dict[str, Any]:
+    """preflight -> commit -> execute the CommitToken, as the vector says."""
+    from execauth_core import FixedClock, Guard
+    from execauth_core.messages import Outcome
+    from execauth_core.stores import Debit
+    from execauth_core.stores.memory import MemoryAuditLog, MemoryReplayStore
+    from execauth_core.twophase import PreflightDecision
+
+    request = AuthorizationRequest(**inp["request"])
+    dp = decision_point(inp["decision_point"], now=inp["now"], state=inp["state"])
+    signer = untrusted_signer() if inp.get("preflight_key") == "untrusted" else trusted_signer()
+    authority = Authority(dp, signer, issuer=ISSUER, audience=AUDIENCE)
+    pre = authority.decide(request, now=inp["now"], token_id=inp["preflight_id"], phase="preflight")
+    out: dict[str, Any] = {
+        "preflight": {
+            "outcome": pre.outcome.value,
+            "reason_codes": list(pre.reason_codes),
+            "record_digest": pre.record_digest,
+        },
+        "commit": None,
+        "execute": None,
+    }
+    if pre.outcome is not Outcome.ALLOW:
+        return out
+    data = PreflightDecision(decision=pre).model_dump(mode="json")
+    for key, value in inp.get("tamper", {}).items():
+        data["decision"]["record"]["request"]["args"][key] = value
+    preflight = PreflightDecision.model_validate(data)
+    authority = Authority(dp, trusted_signer(), issuer=ISSUER, audience=AUDIENCE)
+    for key, used in sorted((inp.get("state_change") or {}).items()):
+        window = int(key.rsplit("/", 1)[1])
+        state: Any = dp.state  # type: ignore[attr-defined]
+        state.debit("between", [Debit(key, used, used + 10**9, window)], now=inp["commit_now"])
+    if inp.get("policy_after") is not None:
+        from execauth_core import Court, parse_policy
+
+        authority.decision_point = Court(parse_policy(inp["policy_after"]), dp.registry, state=dp.state)  # type: ignore[attr-defined]
+    c = authority.commit(preflight, now=inp["commit_now"], token_id=inp["token_id"])
+    out["commit"] = {
+        "outcome": c.outcome.value,
+        "reason_codes": list(c.reason_codes),
+        "record_digest": c.record_digest,
+        "token_claims": json.loads(b64url_decode(c.token.split(".")[1])) if c.token else None,
+    }
+    if c.token is None:
+        return out
+    guard = Guard(
+        authority=None,
+        verifier=TokenVerifier(keys=keyset("trusted", inp["now"]), issuer=ISSUER, audience=AUDIENCE),
+        replay_store=MemoryReplayStore(),
+        audit_log=MemoryAuditLog(),
+        clock=FixedClock(inp["execute"]["now"]),
+    )
+    executed = []
+    codes: list[str | None] = []
+    for _ in range(inp["execute"].get("times", 1)):
+        target = AuthorizationRequest(**inp["execute"].get("request", inp["request"]))
+        try:
+            guard.execute(target, c.token, lambda: executed.append(1))
+            codes.append(None)
+        except ExecutionDenied as exc:
+            codes.append(exc.reason_code)
+    out["execute"] = {"reason_codes": codes, "executions": len(executed)}
+    return out
+
+
+def commit_vectors() -> dict[str, Any]:
+    base = {
+        "decision_point": COMMIT_SPEC,
+        "request": EMAIL_REQ,
+        "now": NOW,
+        "state": {"budget/user-42/USD/86400": 0},
+        "preflight_id": "conformance-preflight-0001",
+        "token_id": "conformance-commit-0001",
+        "commit_now": NOW + 5,
+        "execute": {"now": NOW + 6},
+    }
+    other = dict(EMAIL_REQ, args={"to": "mallory@example.com", "body": "hi"})
+    epoch2 = {**COMMIT_SPEC["court"]["policy"], "epoch": 2}
+    killed = court(principals=[COMMIT_POLICY_PRINCIPAL], kill_switch=True)
+    cases: list[tuple[int, str, list[str], dict[str, Any]]] = [
+        (1, "preflight ALLOW, commit ALLOW, the CommitToken executes once", ["valid"], {}),
+        (
+            2,
+            "commit at the last second of the preflight's lifetime",
+            ["valid"],
+            {"commit_now": NOW + 60, "execute": {"now": NOW + 61}},
+        ),
+        (
+            3,
+            "commit in the second of the preflight, as guard.run does",
+            ["valid", "reference"],
+            {"commit_now": NOW, "execute": {"now": NOW}},
+        ),
+        (10, "state changed between preflight and commit", ["invalid"], {"state_change": {"rate/user-42/*/60": 1}}),
+        (11, "policy changed between preflight and commit", ["invalid"], {"policy_after": epoch2}),
+        (12, "preflight expired", ["invalid"], {"commit_now": NOW + 61, "execute": {"now": NOW + 62}}),
+        (13, "preflight edited after signing", ["invalid"], {"tamper": {"to": "mallory@example.com"}}),
+        (14, "preflight signed by an untrusted key", ["invalid"], {"preflight_key": "untrusted"}),
+        (15, "CommitToken presented for another draft", ["invalid"], {"execute": {"now": NOW + 6, "request": other}}),
+        (16, "CommitToken replayed", ["invalid"], {"execute": {"now": NOW + 6, "times": 2}}),
+        (17, "CommitToken expired", ["invalid"], {"execute": {"now": NOW + 5 + 60 + 30}}),
+        (18, "preflight refused: nothing to commit", ["invalid"], {"decision_point": killed}),
+    ]
+    tests = []
+    for tc, comment, flags, changes in cases:
+        inp = {**copy.deepcopy(base), **copy.deepcopy(changes)}
+        tests.append(case(tc, comment, flags, inp, check_commit(inp)))
+    return document(
+        "commit",
+        {
+            "flow": "Authority.decide(phase=preflight) -> Authority.commit -> a verify-only guard executes the "
+            "CommitToken (phase commit); commit.* is null when the preflight was refused, execute.* when the "
+            "commit was",
+            "state_change": "counters debited between preflight and commit",
+            "tamper": "arguments of the signed preflight record edited before the commit",
+            "reference": "also run through the reference harness: guard.run takes both phases by itself",
+        },
+        tests,
+    )
+
+
+# --- execution receipts ---------------------------------------------------------------
+
+RECEIPT_FIELDS = {
+    "issuer": ISSUER,
+    "token_id": "conformance-token-0001",
+    "proposal_digest": AuthorizationRequest(**TOKEN_REQUEST).content_digest(),
+    "tool": "transfer",
+    "idempotency_key": None,
+    "execution_seq": 2,
+    "started_at": NOW,
+    "ended_at": NOW + 1,
+}
+
+
+def check_receipt(inp: dict[str, Any]) -> str | None:
+    from execauth_core.receipts import ReceiptError, verify_receipt
+
+    try:
+        if "result" in inp:
+            verify_receipt(canonicalize(inp["receipt"]), keyset(inp["keys"], NOW), result=inp["result"])
+        else:
+            verify_receipt(canonicalize(inp["receipt"]), keyset(inp["keys"], NOW))
+    except ReceiptError as exc:
+        return exc.reason_code
+    return None
+
+
+def receipt_vectors() -> dict[str, Any]:
+    from execauth_core.receipts import issue_receipt
+
+    def signed(signer: Any = None, **over: Any) -> dict[str, Any]:
+        fields = {**RECEIPT_FIELDS, **over}
+        r = issue_receipt(signer or trusted_signer(), **fields)
+        return r.model_dump(mode="json")
+
+    class Blob:
+        result_hash = "sha256:" + "ab" * 32
+
+    ok = signed(result={"refunded": "10.00"})
+    failed = signed(error=RuntimeError("upstream down"))
+    declared = signed(result=Blob())
+    opaque = signed(result=b"\x89PNG")
+    guard = vector_guard({"allowlist": {"allow": ["transfer"]}}, now=NOW, token_id="conformance-token-0001")
+    _, from_guard = guard.run(AuthorizationRequest(**TOKEN_REQUEST), lambda: {"ok": True}, receipt=True)
+    assert from_guard is not None
+
+    def edited(r: dict[str, Any], **changes: Any) -> dict[str, Any]:
+        c = copy.deepcopy(r)
+        for k, v in changes.items():
+            if v is None:
+                c.pop(k, None)
+            else:
+                c[k] = v
+        return c
+
+    def resigned(**changes: Any) -> dict[str, Any]:
+        """Fields made inconsistent, then validly signed: the checks after the signature."""
+        from execauth_core.receipts import RECEIPT_TYPE
+
+        body = edited(ok, signature=None, **changes)
+        body = {k: v for k, v in body.items() if v != "__null__"}
+        for k in [k for k, v in changes.items() if v == "__null__"]:
+            body[k] = None
+        sig = trusted_signer().sign(b"execauth:" + RECEIPT_TYPE.encode() + b"/1\n" + canonicalize(body))
+        return {**body, "signature": b64url_encode(sig)}
+
+    stranger = signed(untrusted_signer(), result={"refunded": "10.00"})
+    sig = bytearray(b64url_decode(ok["signature"]))
+    sig[0] ^= 1
+    cases: list[tuple[int, str, dict[str, Any], dict[str, Any], str | None]] = [
+        (1, "succeeded, digest of the RFC 8785 result", ok, {}, None),
+        (2, "succeeded, checked against the result", ok, {"result": {"refunded": "10.00"}}, None),
+        (3, "failed: no digest, a reason", failed, {}, None),
+        (4, "declared result_hash", declared, {}, None),
+        (5, "result not JSON, nothing declared: null with a reason", opaque, {}, None),
+        (6, "issued by a guard (fixed clock and ids)", from_guard.model_dump(mode="json"), {}, None),
+        (10, "status edited after signing", edited(ok, status="failed", error="RuntimeError"), {}, "RECEIPT_INVALID"),
+        (11, "result digest edited", edited(ok, result_digest="sha256:" + "1" * 64), {}, "RECEIPT_INVALID"),
+        (12, "token id edited", edited(ok, token_id="conformance-token-9999"), {}, "RECEIPT_INVALID"),
+        (13, "flipped signature bit", edited(ok, signature=b64url_encode(bytes(sig))), {}, "RECEIPT_INVALID"),
+        (14, "signed by an untrusted key under its own kid", stranger, {}, "RECEIPT_INVALID"),
+        (
+            15,
+            "untrusted key claiming the trusted kid",
+            edited(stranger, kid=trusted_signer().kid),
+            {},
+            "RECEIPT_INVALID",
+        ),
+        (16, "no trusted keys configured", ok, {"keys": "none"}, "RECEIPT_INVALID"),
+        (17, "revoked key", ok, {"keys": "revoked"}, "RECEIPT_INVALID"),
+        (18, "unknown field", edited(ok, extra="x"), {}, "RECEIPT_INVALID"),
+        (19, "missing field", edited(ok, ended_at=None), {}, "RECEIPT_INVALID"),
+        (20, "another result than the receipt names", ok, {"result": {"refunded": "99.00"}}, "RECEIPT_INVALID"),
+        (21, "validly signed, ended before it started", resigned(ended_at=NOW - 1), {}, "RECEIPT_INVALID"),
+        (
+            22,
+            "validly signed, null digest without a reason",
+            resigned(result_digest="__null__", result_digest_source="__null__"),
+            {},
+            "RECEIPT_INVALID",
+        ),
+    ]
+    tests = []
+    for tc, comment, receipt, over, code in cases:
+        inp = {"receipt": receipt, "keys": over.get("keys", "trusted")}
+        if "result" in over:
+            inp["result"] = over["result"]
+        got = check_receipt(inp)
+        if got != code:
+            raise SystemExit(f"receipt tcId {tc} ({comment}): expected {code}, core says {got}")
+        flags = ["valid" if code is None else "invalid"]
+        tests.append(case(tc, comment, flags, inp, {"valid": code is None, "reason_code": code}))
+    return document(
+        "receipts",
+        {
+            "keys": "as in tokens-v1.json (trusted, none, revoked)",
+            "signature": "Ed25519 over b'execauth:receipt/1\\n' + JCS(receipt without signature)",
+            "result": "when present, the receipt's result_digest must be sha256(JCS(result))",
+        },
+        tests,
+    )
+
+
 # --- writing -----------------------------------------------------------------------
 
 BUILDERS = {
@@ -841,6 +1098,8 @@ BUILDERS = {
     "tokens-v1.json": token_vectors,
     "decisions-v1.json": decision_vectors,
     "audit-v1.json": audit_vectors,
+    "commit-v1.json": commit_vectors,
+    "receipts-v1.json": receipt_vectors,
 }
 
 

@@ -7,7 +7,7 @@ arguments, so the same inputs give a byte-identical decision.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, cast
 
 from ._b64 import b64url_decode, b64url_encode
 from .canonical import digest_bytes, signing_input, signing_input_bytes
@@ -100,10 +100,19 @@ class Authority:
         approval: ApprovalGrant | None = None,
         proposal_digest: str | None = None,
         request_bytes: bytes | None = None,
+        phase: Literal["execute", "preflight"] = "execute",
+        evidence: Any = None,
     ) -> AuthorizationDecision:
         """Decide a proposal and, only on ALLOW, issue a token with id ``token_id``.
 
         Args:
+            phase: ``"preflight"``: the first phase of a two-phase call
+                (:mod:`execauth_core.twophase`): nothing is debited, no token is
+                issued, an ALLOW carries ``COMMIT_REQUIRED`` and ``token_id`` is the
+                preflight's id, ``token_exp`` its end.
+            evidence: with ``phase="preflight"``, a
+                :class:`~execauth_core.manifest.PreflightResult` the caller gathered,
+                used instead of the tool's preflight callable (a Court only).
             proposal_digest: ``request.content_digest()``, if the caller has it.
             request_bytes: ``request.canonical_bytes()``, if the caller has them (the
                 guard does): the record embeds them as they are, and the proposal
@@ -119,7 +128,16 @@ class Authority:
         else:
             pd = proposal_digest or request.content_digest()
         approved, approval_problem = self._check_approval(approval, pd, now)
-        ev = self.decision_point.evaluate(request, now=now, approved=approved, hold_id=token_id)
+        preflight = phase == "preflight"
+        if evidence is not None:
+            if not preflight:
+                raise ConfigurationError("evidence is given to a preflight (phase='preflight') only")
+            ev = cast(Any, self.decision_point).evaluate(
+                request, now=now, approved=approved, hold_id=None, preflight_result=evidence
+            )
+        else:
+            hold = None if preflight else token_id
+            ev = self.decision_point.evaluate(request, now=now, approved=approved, hold_id=hold)
         outcome = Outcome(ev.outcome)
         reasons = tuple(ev.reason_codes)
         unknown = [c for c in reasons if c not in REGISTRY]
@@ -131,6 +149,9 @@ class Authority:
             reasons = (*reasons, approval_problem)
             explanation = (*explanation, "The approval presented does not apply to this proposal.")
         is_allow = outcome is Outcome.ALLOW
+        if preflight and is_allow:
+            reasons = (*reasons, R.COMMIT_REQUIRED.value)
+            explanation = (*explanation, "Preflight passed: it runs after a commit with unchanged state and policy.")
         record = DecisionRecord(
             request=request,
             proposal_digest=pd,
@@ -154,7 +175,7 @@ class Authority:
         record_digest = digest_bytes(record_bytes)
         record_sig = self.signer.sign(signing_input_bytes("decision_record", record_bytes))
         token = None
-        if is_allow:
+        if is_allow and not preflight:
             claims = TokenClaims(
                 iss=self.issuer,
                 aud=self.audience,
@@ -206,3 +227,12 @@ class Authority:
         unsigned = ApprovalGrant(**fields, signature="")
         sig = self.signer.sign(signing_input("approval", unsigned.signed_part()))
         return ApprovalGrant(**fields, signature=b64url_encode(sig))
+
+    def commit(self, preflight: Any, *, now: int, token_id: str) -> Any:
+        """The second phase of a two-phase call: check that the signed ``preflight``
+        still holds (same policy, same state, not expired), debit, and issue a
+        CommitToken. Returns a :class:`~execauth_core.twophase.CommitDecision`
+        (see :func:`execauth_core.twophase.commit_decision`)."""
+        from .twophase import commit_decision
+
+        return commit_decision(self, preflight, now=now, token_id=token_id)

@@ -133,6 +133,7 @@ class Court:
         hold_id: str | None = None,
         preflight_result: PreflightResult | None = None,
         state_snapshot: Mapping[str, int] | None = None,
+        expected_state_digest: str | None = None,
     ) -> Evaluation:
         """Decide ``request``.
 
@@ -141,6 +142,9 @@ class Court:
                 ``None`` evaluates without debiting (dry run, replay).
             preflight_result: replay only: use this instead of calling the preflight.
             state_snapshot: replay only: counters to use instead of the state store.
+            expected_state_digest: the commit of a two-phase call: the state digest its
+                preflight saw. Counters read now that digest otherwise make the outcome
+                REQUIRE_EVIDENCE (``COMMIT_STATE_CHANGED``), so nothing is debited.
         """
         policy = self.policy
         stages: list[_Stage] = []
@@ -167,6 +171,12 @@ class Court:
         stages.append(counter)
         snapshot: dict[str, int] = {}
         debits = self._counterfactuals(request, policy, principal, call, counter, now, snapshot, state_snapshot)
+        if expected_state_digest is not None and (digest(snapshot) if snapshot else None) != expected_state_digest:
+            counter.find(
+                Outcome.REQUIRE_EVIDENCE,
+                R.COMMIT_STATE_CHANGED,
+                "Budgets or rate counters changed since the preflight; preflight again.",
+            )
 
         inv = _Stage("invariants")
         stages.append(inv)

@@ -16,7 +16,7 @@ import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from ._log import log
 from .audit import AuditEntry
@@ -50,6 +50,10 @@ from .stores.sqlite import SQLiteAuditLog, SQLiteReplayStore
 from .stores.urls import Stores, open_stores
 from .tlog_checkpoint import Checkpointer
 from .tokens import TokenVerifier
+
+if TYPE_CHECKING:
+    from .receipts import ExecutionReceipt
+    from .twophase import PreflightDecision
 
 T = TypeVar("T")
 
@@ -136,6 +140,7 @@ class Guard:
             after each successful append (so the joint one-step admission is kept).
             A checkpoint that cannot be signed or stored is left for the next append:
             it never fails, denies or delays a decision beyond the signing itself.
+        receipts: see :attr:`receipts`; needs an in-process :class:`Authority` (its key signs).
     """
 
     def __init__(
@@ -151,8 +156,13 @@ class Guard:
         expected_policy: PolicyRef | Callable[[], PolicyRef] | Any | None = None,
         approvals: Any | None = None,
         checkpointer: Checkpointer | None = None,
+        receipts: bool = False,
     ) -> None:
         self._expected_policy = _policy_source(expected_policy)
+        self.receipts = bool(receipts)
+        """Sign an :class:`~execauth_core.receipts.ExecutionReceipt` for every call and
+        keep it in the call's ``result`` audit entry (``run(..., receipt=True)`` asks
+        for one call's receipt either way)."""
         self.approvals = approvals
         """The durable approval queue (:class:`~execauth_core.approvals.Approvals`), or
         ``None``: then REQUIRE_APPROVAL carries no request id."""
@@ -188,6 +198,7 @@ class Guard:
         checkpoint_every: int | None = None,
         checkpoint_interval: int | None = None,
         checkpoint_origin: str = "execauth.local/audit",
+        receipts: bool = False,
     ) -> Guard:
         """A guard with its own authority on the embedded defaults.
 
@@ -220,6 +231,7 @@ class Guard:
                 re-signed). Either, both, or neither (the default: sign on demand
                 with ``execauth audit checkpoint``).
             checkpoint_origin: the log's name in its checkpoints (the CLI's default).
+            receipts: sign an execution receipt for every call (see :class:`Guard`).
         """
         _local_spool(spool, data_dir, check_only=True)  # refused before anything is opened
         _check_cadence(checkpoint_every, checkpoint_interval, checkpoint_origin)
@@ -273,6 +285,7 @@ class Guard:
             spool=_local_spool(spool, data_dir),
             approvals=_local_approvals(approvals, stores, data_dir, audit, authority, clock, id_factory),
             checkpointer=checkpointer,
+            receipts=receipts,
         )
 
     @classmethod
@@ -386,10 +399,26 @@ class Guard:
     # -- decisions -----------------------------------------------------------
 
     def _decide(
-        self, request: AuthorizationRequest, approval: ApprovalGrant | None, pd: str, raw: bytes
+        self,
+        request: AuthorizationRequest,
+        approval: ApprovalGrant | None,
+        pd: str,
+        raw: bytes,
+        preflight: Any = None,
     ) -> AuthorizationDecision:
         if self.authority is None:
             raise _Denial(Outcome.DENY.value, (R.NO_TOKEN.value,), "verify-only guard: no token presented")
+        if preflight is not None:  # (evidence,) of guard.preflight(): its first phase
+            return self.authority.decide(
+                request,
+                now=self.clock.now(),
+                token_id=self.id_factory(),
+                approval=approval,
+                proposal_digest=pd,
+                request_bytes=raw,
+                phase="preflight",
+                evidence=preflight[0],
+            )
         return self.authority.decide(
             request,
             now=self.clock.now(),
@@ -407,14 +436,24 @@ class Guard:
         Raises:
             ExecutionDenied: the decision itself could not be made (fail closed).
         """
+        return self._authorize(request, approval, None)
+
+    def _authorize(
+        self, request: AuthorizationRequest, approval: ApprovalGrant | None, preflight: Any
+    ) -> AuthorizationDecision:
+        """:meth:`authorize`, or with ``preflight=(evidence,)`` the first phase of a
+        two-phase call (its ``decision`` entry says ``detail.phase: "preflight"``)."""
         pd = None
         try:
             if not isinstance(request, AuthorizationRequest):
                 raise _Denial("DENY", (R.REQUEST_INVALID.value,), "the proposal is not an AuthorizationRequest")
             raw = request.canonical_bytes()
             pd = digest_bytes(raw)
-            decision = self._decide(request, approval, pd, raw)
-            if decision.record.approval_id is not None and approval is not None and decision.token is not None:
+            decision = self._decide(request, approval, pd, raw, preflight)
+            if preflight is not None and decision.outcome is not Outcome.ALLOW:
+                raise _Denial(decision.outcome.value, decision.reason_codes, " ".join(decision.explanation), decision)
+            funded = decision.token is not None or preflight is not None
+            if decision.record.approval_id is not None and approval is not None and funded:
                 # The token this approval buys is its one execution: a second
                 # authorize() with the same grant gets no second token.
                 try:
@@ -444,6 +483,7 @@ class Guard:
                     outcome=decision.outcome.value,
                     codes=decision.reason_codes,
                     decision=decision,
+                    detail={"phase": "preflight", "preflight_id": decision.record.token_id} if preflight else None,
                 )
             )
         except Exception as exc:  # noqa: BLE001 - an unrecorded decision issues no token
@@ -576,16 +616,18 @@ class Guard:
         *,
         decide: bool,
         approval: ApprovalGrant | None,
+        commit: Any = None,
     ) -> Capability:
         """Every check before a call. Returns a capability or raises ExecutionDenied
         (after recording the denial). Never lets an exception other than
-        ExecutionDenied out."""
+        ExecutionDenied out. With ``commit`` (a preflight), the decision asked for
+        is that preflight's commit."""
         steps = self._admission(request, token, decide=decide, approval=approval)
         try:
             ask = next(steps)
             while True:  # the admission asks for (at most) one decision
                 try:
-                    answer = self._decide(*ask)
+                    answer = self._decide(*ask) if commit is None else self._commit_decision(commit)
                 except BaseException as exc:  # noqa: BLE001 - handed to the admission, which records it
                     ask = steps.throw(exc)
                 else:
@@ -600,6 +642,7 @@ class Guard:
         *,
         decide: bool,
         approval: ApprovalGrant | None,
+        commit: Any = None,
     ) -> Capability:
         """:meth:`_admit` whose decision is awaited (``authority.adecide`` where there
         is one), so a remote authority's round trip does not block the event loop."""
@@ -608,7 +651,7 @@ class Guard:
             ask = next(steps)
             while True:
                 try:
-                    answer = await self._adecide(*ask)
+                    answer = await self._adecide(*ask) if commit is None else self._commit_decision(commit)
                 except BaseException as exc:  # noqa: BLE001 - cancellation too: recorded, then re-raised
                     ask = steps.throw(exc)
                 else:
@@ -678,6 +721,10 @@ class Guard:
             if decision is not None and decision.record.approval_id is not None and approval is not None:
                 # One person's approval authorizes one execution, not a stream of them.
                 spend.append((f"approval:{decision.record.approval_id}", approval.expires_at))
+            record: Any = decision.record if decision is not None else None
+            if getattr(record, "preflight_id", None) is not None:
+                # A CommitDecision: its preflight funds exactly one commit.
+                spend.append((f"preflight:{record.preflight_id}", record.preflight_exp + self.verifier.clock_skew))
             event = self._event(
                 "execution",
                 request,
@@ -827,12 +874,14 @@ class Guard:
         except Exception as exc:  # noqa: BLE001 - failing to refund over-counts; never executes
             log.error("execauth: could not release hold %s: %s", decision.record.token_id, exc)
 
-    def _record_result(self, cap: Capability, status: str, error: BaseException | None) -> None:
+    def _record_result(self, cap: Capability, status: str, error: BaseException | None, receipt: Any = None) -> None:
         event: dict[str, Any] | None = None
         try:
             detail: dict[str, Any] = {"status": status, "execution_seq": cap.audit_seq}
             if error is not None:
                 detail["error"] = type(error).__name__
+            if receipt is not None:
+                detail["receipt"] = receipt.model_dump(mode="json")
             # Lean on purpose: the execution entry it points to carries the rest.
             event = {
                 "event": "result",
@@ -877,23 +926,33 @@ class Guard:
         if self.spool is not None:
             self.spool.maybe_flush(self.audit_log)  # never raises
 
-    def _invoke(self, cap: Capability, call: Callable[[], T]) -> T:
+    def _invoke(self, cap: Capability, call: Callable[[], T], receipt: bool = False) -> Any:
         cap._spend()
+        signing = receipt or self.receipts
+        started = self.clock.now() if signing else 0
         entered = _CURRENT.set(CurrentCall(cap.request, cap.token or ""))
         try:
             result = call()
         except BaseException as exc:
             # The tool started: its side effect may have happened, so what it was
             # charged stays charged (a refund here would let a failing tool overspend).
-            self._record_result(cap, "error", exc)
+            signed = self._receipt(cap, started, None, exc) if signing else None
+            self._record_result(cap, "error", exc, signed)
+            if receipt and isinstance(exc, Exception):
+                from .receipts import ExecutionFailed
+
+                raise ExecutionFailed(signed, exc) from exc
             raise
         finally:
             _CURRENT.reset(entered)
-        self._record_result(cap, "ok", None)
-        return result
+        signed = self._receipt(cap, started, result, None) if signing else None
+        self._record_result(cap, "ok", None, signed)
+        return (result, signed) if receipt else result
 
-    async def _ainvoke(self, cap: Capability, call: Callable[[], Awaitable[T] | T]) -> T:
+    async def _ainvoke(self, cap: Capability, call: Callable[[], Awaitable[T] | T], receipt: bool = False) -> Any:
         cap._spend()
+        signing = receipt or self.receipts
+        started = self.clock.now() if signing else 0
         entered = _CURRENT.set(CurrentCall(cap.request, cap.token or ""))
         try:
             result = call()
@@ -902,47 +961,244 @@ class Guard:
         except BaseException as exc:
             # The tool started: its side effect may have happened, so what it was
             # charged stays charged (a refund here would let a failing tool overspend).
-            self._record_result(cap, "error", exc)
+            signed = self._receipt(cap, started, None, exc) if signing else None
+            self._record_result(cap, "error", exc, signed)
+            if receipt and isinstance(exc, Exception):
+                from .receipts import ExecutionFailed
+
+                raise ExecutionFailed(signed, exc) from exc
             raise
         finally:
             _CURRENT.reset(entered)
-        self._record_result(cap, "ok", None)
-        return result
+        signed = self._receipt(cap, started, result, None) if signing else None
+        self._record_result(cap, "ok", None, signed)
+        return (result, signed) if receipt else result
+
+    def _receipt(self, cap: Capability, started: int, result: Any, error: BaseException | None) -> Any:
+        """The signed receipt of a call that ran, or ``None`` if it could not be signed
+        (logged; the call has happened, so nothing is raised over its result)."""
+        try:
+            from .receipts import issue_receipt
+
+            authority = self.authority
+            assert isinstance(authority, Authority)  # checked before the call (_receipt_check)
+            return issue_receipt(
+                authority.signer,
+                issuer=authority.issuer,
+                token_id=cap.token_id,
+                proposal_digest=cap.request.content_digest(),
+                tool=cap.request.tool,
+                idempotency_key=getattr(cap, "idempotency_key", None),
+                execution_seq=cap.audit_seq,
+                started_at=started,
+                ended_at=self.clock.now(),
+                result=result,
+                error=error,
+            )
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.error("execauth: could not sign the receipt of token %s: %s", cap.token_id, type(exc).__name__)
+            return None
+
+    def _receipt_check(self, receipt: bool) -> None:
+        """Refuse ``receipt=True`` before anything is decided when no key can sign it."""
+        if (receipt or self.receipts) and not isinstance(self.authority, Authority):
+            raise ConfigurationError("receipts are signed by an in-process Authority's key; this guard has none")
 
     def execute(self, request: AuthorizationRequest, token: str | None, call: Callable[[], T]) -> T:
         """Verify ``token`` for ``request``, consume it, record, then ``call()``."""
         cap = self._admit(request, token, decide=False, approval=None)
-        return self._invoke(cap, call)
+        result: T = self._invoke(cap, call)
+        return result
 
     async def aexecute(
         self, request: AuthorizationRequest, token: str | None, call: Callable[[], Awaitable[T] | T]
     ) -> T:
         """Async :meth:`execute`."""
         cap = await self._aadmit(request, token, decide=False, approval=None)
-        return await self._ainvoke(cap, call)
+        result: T = await self._ainvoke(cap, call)
+        return result
 
+    @overload
     def run(
         self,
         request: AuthorizationRequest,
         call: Callable[[], T],
         *,
         approval: ApprovalGrant | None = None,
-    ) -> T:
-        """Decide, then (only on ALLOW) verify, consume, record and ``call()``."""
-        cap = self._admit(request, None, decide=True, approval=approval)
-        return self._invoke(cap, call)
+        receipt: Literal[False] = False,
+    ) -> T: ...
+    @overload
+    def run(
+        self,
+        request: AuthorizationRequest,
+        call: Callable[[], T],
+        *,
+        approval: ApprovalGrant | None = None,
+        receipt: Literal[True],
+    ) -> tuple[T, ExecutionReceipt | None]: ...
+    def run(
+        self,
+        request: AuthorizationRequest,
+        call: Callable[[], T],
+        *,
+        approval: ApprovalGrant | None = None,
+        receipt: bool = False,
+    ) -> Any:
+        """Decide, then (only on ALLOW) verify, consume, record and ``call()``.
 
+        A tool with an irreversible effect runs in two phases here, preflight then
+        commit (:meth:`preflight`, :meth:`commit`; see :mod:`execauth_core.twophase`).
+
+        Args:
+            receipt: return ``(result, receipt)``, the signed
+                :class:`~execauth_core.receipts.ExecutionReceipt` (``None`` only if it
+                could not be signed: logged). A tool that raises an ``Exception`` is
+                re-raised as :class:`~execauth_core.receipts.ExecutionFailed` carrying
+                the ``failed`` receipt, the tool's exception as its ``__cause__``.
+        """
+        self._receipt_check(receipt)
+        if self._two_phase(request):
+            return self._commit(self.preflight(request, approval=approval), call, receipt)
+        cap = self._admit(request, None, decide=True, approval=approval)
+        return self._invoke(cap, call, receipt)
+
+    @overload
     async def arun(
         self,
         request: AuthorizationRequest,
         call: Callable[[], Awaitable[T] | T],
         *,
         approval: ApprovalGrant | None = None,
-    ) -> T:
+        receipt: Literal[False] = False,
+    ) -> T: ...
+    @overload
+    async def arun(
+        self,
+        request: AuthorizationRequest,
+        call: Callable[[], Awaitable[T] | T],
+        *,
+        approval: ApprovalGrant | None = None,
+        receipt: Literal[True],
+    ) -> tuple[T, ExecutionReceipt | None]: ...
+    async def arun(
+        self,
+        request: AuthorizationRequest,
+        call: Callable[[], Awaitable[T] | T],
+        *,
+        approval: ApprovalGrant | None = None,
+        receipt: bool = False,
+    ) -> Any:
         """Async :meth:`run`. ``call`` may return an awaitable or a plain value. The
         decision is awaited (``authority.adecide``, e.g. :class:`RemoteAuthority`'s)."""
+        self._receipt_check(receipt)
+        if self._two_phase(request):
+            preflight = await self.apreflight(request, approval=approval)
+            return await self._acommit(preflight, call, receipt)
         cap = await self._aadmit(request, None, decide=True, approval=approval)
-        return await self._ainvoke(cap, call)
+        return await self._ainvoke(cap, call, receipt)
+
+    # -- two-phase commit (execauth_core.twophase) ---------------------------
+
+    def _two_phase(self, request: object) -> bool:
+        """Does ``run`` take two phases for this request? Only with an in-process
+        Authority (a remote one decides in one phase) and a Court that registers the
+        tool with an irreversible effect."""
+        if not isinstance(self.authority, Authority) or not isinstance(request, AuthorizationRequest):
+            return False
+        from .twophase import needs_two_phase
+
+        return needs_two_phase(self.authority.decision_point, request.tool)
+
+    def preflight(
+        self, request: AuthorizationRequest, *, evidence: Any = None, approval: ApprovalGrant | None = None
+    ) -> PreflightDecision:
+        """The first phase: decide ``request`` without debiting, and record it.
+
+        Args:
+            evidence: a :class:`~execauth_core.manifest.PreflightResult` gathered by the
+                caller (a dry run, a person's check), used instead of the tool's own
+                preflight and recorded in the signed decision as the caller's claim.
+            approval: an approval of this proposal; it is spent here (one approval,
+                one preflight).
+
+        Returns:
+            The signed preflight ALLOW; :meth:`commit` runs it once.
+
+        Raises:
+            ExecutionDenied: anything but ALLOW (``ApprovalRequired`` when a person
+                must approve), recorded like every denial.
+            ConfigurationError: this guard has no in-process Authority (a remote
+                service decides in one phase).
+        """
+        from .twophase import PreflightDecision
+
+        if not isinstance(self.authority, Authority):
+            raise ConfigurationError("two-phase commit needs an in-process Authority (Guard.local)")
+        return PreflightDecision(decision=self._authorize(request, approval, (evidence,)))
+
+    async def apreflight(
+        self, request: AuthorizationRequest, *, evidence: Any = None, approval: ApprovalGrant | None = None
+    ) -> PreflightDecision:
+        """Async :meth:`preflight` (the in-process Court is not awaited: same work)."""
+        return self.preflight(request, evidence=evidence, approval=approval)
+
+    @overload
+    def commit(self, preflight: PreflightDecision, call: Callable[[], T], *, receipt: Literal[False] = False) -> T: ...
+    @overload
+    def commit(
+        self, preflight: PreflightDecision, call: Callable[[], T], *, receipt: Literal[True]
+    ) -> tuple[T, ExecutionReceipt | None]: ...
+    def commit(self, preflight: PreflightDecision, call: Callable[[], T], *, receipt: bool = False) -> Any:
+        """The second phase: commit ``preflight`` (refused when it expired, was used,
+        or the policy or state changed since), verify the CommitToken, consume it and
+        the preflight once, record, then ``call()``.
+
+        Args:
+            receipt: as in :meth:`run`.
+
+        Raises:
+            ExecutionDenied: the commit was refused (``PREFLIGHT_INVALID``,
+                ``PREFLIGHT_EXPIRED``, ``PREFLIGHT_USED``, ``COMMIT_POLICY_CHANGED``,
+                ``COMMIT_STATE_CHANGED``, or what the Court finds now); nothing ran.
+        """
+        return self._commit(preflight, call, receipt)
+
+    def _commit(self, preflight: PreflightDecision, call: Callable[[], T], receipt: bool) -> Any:
+        self._receipt_check(receipt)
+        self._check_preflight(preflight)
+        cap = self._admit(_draft_of(preflight), None, decide=True, approval=None, commit=preflight)
+        return self._invoke(cap, call, receipt)
+
+    @overload
+    async def acommit(
+        self, preflight: PreflightDecision, call: Callable[[], Awaitable[T] | T], *, receipt: Literal[False] = False
+    ) -> T: ...
+    @overload
+    async def acommit(
+        self, preflight: PreflightDecision, call: Callable[[], Awaitable[T] | T], *, receipt: Literal[True]
+    ) -> tuple[T, ExecutionReceipt | None]: ...
+    async def acommit(
+        self, preflight: PreflightDecision, call: Callable[[], Awaitable[T] | T], *, receipt: bool = False
+    ) -> Any:
+        """Async :meth:`commit`."""
+        return await self._acommit(preflight, call, receipt)
+
+    async def _acommit(self, preflight: PreflightDecision, call: Callable[[], Awaitable[T] | T], receipt: bool) -> Any:
+        self._receipt_check(receipt)
+        self._check_preflight(preflight)
+        cap = await self._aadmit(_draft_of(preflight), None, decide=True, approval=None, commit=preflight)
+        return await self._ainvoke(cap, call, receipt)
+
+    def _check_preflight(self, preflight: object) -> None:
+        from .twophase import PreflightDecision
+
+        if not isinstance(preflight, PreflightDecision):
+            raise self.deny(None, (R.PREFLIGHT_INVALID.value,), "commit() takes the PreflightDecision of preflight()")
+
+    def _commit_decision(self, preflight: Any) -> Any:
+        if not isinstance(self.authority, Authority):
+            raise _Denial("DENY", (R.PREFLIGHT_INVALID.value,), "two-phase commit needs an in-process Authority")
+        return self.authority.commit(preflight, now=self.clock.now(), token_id=self.id_factory())
 
 
 class _Unbuilt:
@@ -953,6 +1209,13 @@ class _Unbuilt:
         self.principal = _printable(principal) if principal is not None else None
         self.agent = _printable(agent) if agent is not None else None
         self.call_id = _printable(call_id) if call_id is not None else None
+
+
+def _draft_of(preflight: object) -> Any:
+    """The proposal a preflight names, for the commit's admission (which verifies the
+    preflight's signature before anything of it is trusted); ``None`` if there is none."""
+    decision = getattr(preflight, "decision", None)
+    return getattr(getattr(decision, "record", None), "request", None)
 
 
 def _printable(value: object, limit: int = 200) -> str:
@@ -987,6 +1250,8 @@ def _proposal_problem(exc: Exception) -> str:
 
 
 def _spent(spend: list[tuple[str, int]], spent: object) -> _Denial:
+    if isinstance(spent, str) and spent.startswith("preflight:"):
+        return _Denial("DENY", (R.PREFLIGHT_USED.value,), "this preflight already funded a commit")
     if len(spend) > 1 and spent == spend[1][0]:
         return _Denial("DENY", (R.APPROVAL_USED.value,), "this approval was already used")
     return _Denial("DENY", (R.TOKEN_REPLAYED.value,), "this token was already used")

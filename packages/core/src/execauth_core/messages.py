@@ -204,7 +204,9 @@ class TokenClaims(_Wire):
     policy: PolicyRef
     state_digest: Digest | None = None
     record_digest: Digest
-    phase: Literal["execute"] = "execute"
+    phase: Literal["execute", "commit"] = Field(
+        default="execute", description='"commit": a CommitToken, issued by the commit of a two-phase call.'
+    )
 
 
 class PendingApproval(_Wire):

@@ -177,6 +177,21 @@ class ReasonCode(str, Enum):
     """The approver has a key configured; a decision needs their signed statement."""
     APPROVER_SIGNATURE_INVALID = "APPROVER_SIGNATURE_INVALID"
     """The approver's signed statement is malformed, by another key, does not verify, or names another request."""
+    # --- commit ---
+    COMMIT_REQUIRED = "COMMIT_REQUIRED"
+    """The tool has irreversible effects: this ALLOW is a preflight; it runs only with a CommitToken."""
+    COMMIT_STATE_CHANGED = "COMMIT_STATE_CHANGED"
+    """Budgets or rate counters changed since the preflight: preflight again (REQUIRE_EVIDENCE)."""
+    COMMIT_POLICY_CHANGED = "COMMIT_POLICY_CHANGED"
+    """The policy (id, epoch, digest) changed since the preflight: preflight again (REQUIRE_EVIDENCE)."""
+    PREFLIGHT_EXPIRED = "PREFLIGHT_EXPIRED"
+    """The preflight decision is older than its lifetime: preflight again (REQUIRE_EVIDENCE)."""
+    PREFLIGHT_USED = "PREFLIGHT_USED"
+    """The preflight decision already funded a commit: one preflight, one execution."""
+    PREFLIGHT_INVALID = "PREFLIGHT_INVALID"
+    """What was presented as a preflight is not a preflight ALLOW signed by a trusted key for this proposal."""
+    RECEIPT_INVALID = "RECEIPT_INVALID"
+    """An execution receipt is malformed, its key is not trusted, or its signature does not verify."""
 
 
 REGISTRY: frozenset[str] = frozenset(code.value for code in ReasonCode)
