@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from execauth_core import ConfigurationError, loads_strict
+from execauth_core.mcp_names import SERVER_NAME_PATTERN, mcp_tool_name
 
 TOKEN_META_KEY = "execauth/token"
 """The ``_meta`` key that carries an authority token on a ``tools/call``."""
@@ -45,7 +46,7 @@ class ProxyConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    server: StrictStr = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+    server: StrictStr = Field(min_length=1, max_length=64, pattern=SERVER_NAME_PATTERN)
     principal: StrictStr = Field(min_length=1, max_length=256)
     agent: StrictStr | None = Field(default=None, min_length=1, max_length=256)
     policy: StrictStr | dict[str, Any] | None = None
@@ -63,7 +64,7 @@ class ProxyConfig(BaseModel):
 
     def tool_name(self, mcp_tool: str) -> str:
         """The proposal's tool name for an upstream tool: the ``tools`` mapping, else ``<server>.<tool>``."""
-        return self.tools.get(mcp_tool) or f"{self.server}.{mcp_tool}"
+        return mcp_tool_name(self.server, mcp_tool, self.tools)
 
     def path(self, name: str) -> Path:
         p = Path(name)
