@@ -33,8 +33,8 @@ POLICY: dict[str, Any] = {
     "principals": [
         {
             "id": "alice",
-            # files.undeclared is allowed here but has no manifest: still denied.
-            "allow_tools": ["files.write_note", "files.undeclared"],
+            # files.undeclared has no manifest (and a policy cannot allow an undeclared tool).
+            "allow_tools": ["files.write_note"],
             "max_risk_tier": "E3",
         }
     ],

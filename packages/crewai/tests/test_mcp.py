@@ -11,7 +11,7 @@ from crewai import Agent, Crew, Task
 from crewai.mcp import MCPServerStdio
 
 from execauth_conformance import mcp_server as srv
-from execauth_core import ConfigurationError
+from execauth_core import AuthorizationRequest, ConfigurationError
 from execauth_crewai import CrewGuard
 from execauth_crewai.mcp import mcp_server_tools
 from execauth_crewai.testing import ScriptedLLM, tool_call, tool_results
@@ -55,8 +55,13 @@ def test_native_mcp_tools_are_gated(tmp_path: Path) -> None:
         ("denial", "files.delete_all", False, ["TOOL_NOT_ALLOWED"]),
         ("denial", "files.undeclared", False, ["UNKNOWN_TOOL"]),
     ]
+    # The proposal was exactly files.write_note with the MCP call's arguments.
     execution = next(e for e in guard.audit_log.entries() if e.event == "execution")
-    assert (execution.body["args"], execution.body["call_id"]) == ({"text": "hello"}, "c1")
+    expected = AuthorizationRequest(
+        tool="files.write_note", args={"text": "hello"}, principal="alice", agent=execution.body["agent"], call_id="c1"
+    )
+    assert execution.body["proposal_digest"] == expected.content_digest()
+    assert execution.body["agent"] == "researcher"
 
 
 def test_only_mcp_tools_and_valid_identities(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_mcp_adapters.client import MultiServerMCPClient
 
 from execauth_conformance import mcp_server as srv
-from execauth_core import ConfigurationError
+from execauth_core import AuthorizationRequest, ConfigurationError
 from execauth_langgraph.mcp import mcp_server_tools
 
 from .harness import build_graph, scripted, tool_call
@@ -54,7 +54,7 @@ def drive(connection: dict[str, Any], log: Path) -> None:
     assert srv.effects(log) == ["write_note hello"]
     results = {m.tool_call_id: m for m in out["messages"] if isinstance(m, ToolMessage)}
     assert "wrote hello" in str(results["c1"].content)
-    assert "did not run" in str(results["c2"].content) and "did not run" in str(results["c3"].content)
+    assert "TOOL_NOT_ALLOWED" in str(results["c2"].content) and "UNKNOWN_TOOL" in str(results["c3"].content)
     assert out["messages"][-1].content == "done"
     guard = out["guard"]
     assert decided(guard) == [
@@ -62,8 +62,12 @@ def drive(connection: dict[str, Any], log: Path) -> None:
         ("denial", "files.delete_all", False, ["TOOL_NOT_ALLOWED"]),
         ("denial", "files.undeclared", False, ["UNKNOWN_TOOL"]),
     ]
+    # The proposal was exactly files.write_note with the MCP call's arguments.
     execution = next(e for e in guard.audit_log.entries() if e.event == "execution")
-    assert execution.body["args"] == {"text": "hello"}
+    expected = AuthorizationRequest(
+        tool="files.write_note", args={"text": "hello"}, principal="alice", agent=execution.body["agent"], call_id="c1"
+    )
+    assert execution.body["proposal_digest"] == expected.content_digest()
 
 
 def test_stdio_mcp_tools_are_gated(tmp_path: Path) -> None:

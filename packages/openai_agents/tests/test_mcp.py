@@ -11,7 +11,7 @@ from agents import Agent, Runner
 from agents.mcp import MCPServerStdio, MCPServerStreamableHttp
 
 from execauth_conformance import mcp_server as srv
-from execauth_core import ConfigurationError
+from execauth_core import AuthorizationRequest, ConfigurationError
 from execauth_openai_agents import ExecAuth
 
 from .harness import ScriptedModel, call, say
@@ -43,14 +43,19 @@ async def drive(server: Any, log: Path) -> None:
     assert srv.effects(log) == ["write_note hello"]
     outputs = model.seen_outputs()
     assert "wrote hello" in outputs["c1"]
-    assert "did not run" in outputs["c2"] and "did not run" in outputs["c3"]
+    assert "TOOL_NOT_ALLOWED" in outputs["c2"] and "UNKNOWN_TOOL" in outputs["c3"]
     assert decided(guard) == [
         ("execution", "files.write_note", True, ["TOOL_ALLOWED"]),
         ("denial", "files.delete_all", False, ["TOOL_NOT_ALLOWED"]),
         ("denial", "files.undeclared", False, ["UNKNOWN_TOOL"]),
     ]
+    # The proposal was exactly files.write_note with the MCP call's arguments.
     execution = next(e for e in guard.audit_log.entries() if e.event == "execution")
-    assert execution.body["args"] == {"text": "hello"}
+    expected = AuthorizationRequest(
+        tool="files.write_note", args={"text": "hello"}, principal="alice", agent=execution.body["agent"], call_id="c1"
+    )
+    assert execution.body["proposal_digest"] == expected.content_digest()
+    assert execution.body["agent"] == "assistant"
 
 
 @pytest.mark.asyncio

@@ -16,7 +16,7 @@ from autogen_ext.tools.mcp import StdioServerParams
 from execauth_autogen.agentchat import check_agent
 from execauth_autogen.mcp import ExecAuthMcpWorkbench
 from execauth_conformance import mcp_server as srv
-from execauth_core import ConfigurationError
+from execauth_core import AuthorizationRequest, ConfigurationError
 
 from .harness import call, make_agent, tool_results, turn
 
@@ -60,8 +60,13 @@ def test_mcp_workbench_calls_are_gated(tmp_path: Path) -> None:
         ("denial", "files.delete_all", False, ["TOOL_NOT_ALLOWED"]),
         ("denial", "files.undeclared", False, ["UNKNOWN_TOOL"]),
     ]
+    # The proposal was exactly files.write_note with the MCP call's arguments.
     execution = next(e for e in guard.audit_log.entries() if e.event == "execution")
-    assert (execution.body["args"], execution.body["call_id"]) == ({"text": "hello"}, "c1")
+    expected = AuthorizationRequest(
+        tool="files.write_note", args={"text": "hello"}, principal="alice", agent=execution.body["agent"], call_id="c1"
+    )
+    assert execution.body["proposal_digest"] == expected.content_digest()
+    assert execution.body["agent"] == "assistant"
 
 
 def test_server_identity_is_checked() -> None:
