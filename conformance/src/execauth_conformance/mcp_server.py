@@ -80,7 +80,7 @@ def stdio_command(log: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def http_server(log: Path, *, startup_timeout: float = 30.0) -> Iterator[str]:
+def http_server(log: Path, *, startup_timeout: float = 120.0) -> Iterator[str]:
     """Run the server over streamable HTTP on 127.0.0.1; yields its URL (``.../mcp``).
     The subprocess is stopped when the block ends."""
     with socket.socket() as s:
