@@ -35,7 +35,8 @@ def test_mcp_workbench_calls_are_gated(tmp_path: Path) -> None:
     guard = srv.guard()
 
     async def main() -> Any:
-        params = StdioServerParams(command=command[0], args=command[1:])
+        # Generous: a loaded CI machine starts the server subprocess slowly.
+        params = StdioServerParams(command=command[0], args=command[1:], read_timeout_seconds=120)
         async with ExecAuthMcpWorkbench(params, guard, server="files", principal="alice") as bench:
             agent = check_agent(
                 make_agent(
@@ -66,7 +67,6 @@ def test_mcp_workbench_calls_are_gated(tmp_path: Path) -> None:
         tool="files.write_note", args={"text": "hello"}, principal="alice", agent=execution.body["agent"], call_id="c1"
     )
     assert execution.body["proposal_digest"] == expected.content_digest()
-    assert execution.body["agent"] == "assistant"
 
 
 def test_server_identity_is_checked() -> None:
