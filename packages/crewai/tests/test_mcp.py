@@ -32,7 +32,8 @@ def test_native_mcp_tools_are_gated(tmp_path: Path) -> None:
     cg = CrewGuard(guard, principal="alice")
     llm = ScriptedLLM(model="scripted", script=[], native=True)
     agent = Agent(role="researcher", goal="answer", backstory="a test agent", llm=llm, verbose=False)
-    tools = mcp_server_tools(cg, agent.get_mcp_tools([MCPServerStdio(command=command[0], args=command[1:])]), server="files")
+    loaded = agent.get_mcp_tools([MCPServerStdio(command=command[0], args=command[1:])])
+    tools = mcp_server_tools(cg, loaded, server="files")
     agent.tools = tools
     # CrewAI's own names for the tools (it prefixes them with the command); proposals say files.<tool>.
     name = {t.proposal_name: t.name for t in tools}

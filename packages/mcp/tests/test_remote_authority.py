@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 import yaml
-from execauth_server.testing import running_server
 from mcphelpers import Workdir, free_port, open_session, proxy_command
 
 from execauth_core import ConfigurationError
 from execauth_mcp import build_guard, parse_config
+from execauth_server.testing import running_server
 
 CRED = "EXECAUTH_MCP_TEST_CREDENTIAL"
 
@@ -82,13 +82,12 @@ def test_remote_configuration_errors(
     monkeypatch.delenv(CRED, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    cfg = parse_config(
-        {"server": "files", "principal": "alice", "authority": {"url": "http://127.0.0.1:9", "credential_env": CRED}, **extra}
-    )
+    authority = {"url": "http://127.0.0.1:9", "credential_env": CRED}
+    cfg = parse_config({"server": "files", "principal": "alice", "authority": authority, **extra})
     with pytest.raises(ConfigurationError, match=message):
         build_guard(cfg)
 
 
 def test_the_authority_url_must_be_http() -> None:
-    with pytest.raises(ConfigurationError, match="authority.url"):
+    with pytest.raises(ConfigurationError, match=r"authority\.url"):
         parse_config({"server": "files", "principal": "alice", "authority": {"url": "file:///etc/passwd"}})

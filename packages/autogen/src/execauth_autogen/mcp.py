@@ -21,9 +21,7 @@ try:
     from autogen_core.tools import ToolResult
     from autogen_ext.tools.mcp import McpWorkbench
 except ImportError as exc:  # pragma: no cover - exercised where autogen-ext[mcp] is missing
-    raise ImportError(
-        "execauth_autogen.mcp needs AutoGen's McpWorkbench: pip install 'execauth-autogen[mcp]'"
-    ) from exc
+    raise ImportError("execauth_autogen.mcp needs AutoGen's McpWorkbench: pip install 'execauth-autogen[mcp]'") from exc
 
 from execauth_core import AuthorizationRequest, ExecutionDenied, Guard, PendingApproval
 from execauth_core.mcp_names import check_server_name, mcp_arguments, mcp_tool_name
