@@ -62,12 +62,13 @@ class ExecAuthMcpWorkbench(McpWorkbench):
         approver: Approver | None = None,
         tool_overrides: Mapping[str, Any] | None = None,
     ) -> None:
-        self._server = check_server_name(server)
-        self._gate = Gate(guard, principal=principal, agent=agent, token_provider=token_provider, approver=approver)
+        # McpWorkbench first (it connects nothing yet): its __del__ expects its attributes.
         if tool_overrides:
             super().__init__(server_params, tool_overrides=dict(tool_overrides))  # type: ignore[call-arg, unused-ignore]
         else:
             super().__init__(server_params)
+        self._server = check_server_name(server)
+        self._gate = Gate(guard, principal=principal, agent=agent, token_provider=token_provider, approver=approver)
         self._original_names = {
             getattr(override, "name", None) or original: original
             for original, override in (tool_overrides or {}).items()
