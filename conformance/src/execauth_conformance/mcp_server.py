@@ -115,7 +115,7 @@ def _build(log: Path) -> Any:
     try:
         from mcp.server import MCPServer as FastMCP  # type: ignore[attr-defined, unused-ignore]  # mcp 2.x
     except ImportError:
-        from mcp.server.fastmcp import FastMCP  # type: ignore[no-redef, unused-ignore]  # mcp 1.x
+        from mcp.server.fastmcp import FastMCP  # type: ignore[no-redef, attr-defined, unused-ignore]  # mcp 1.x
 
     app = FastMCP(SERVER)
 
