@@ -16,6 +16,9 @@ from execauth_openai_agents import ExecAuth
 
 from .harness import ScriptedModel, call, say
 
+# The SDK waits 5 s for the server by default; a loaded CI machine starts it more slowly.
+SLOW = 120
+
 
 def decided(guard: Any) -> list[tuple[str, str, bool, list[str]]]:
     return [
@@ -62,7 +65,8 @@ async def drive(server: Any, log: Path) -> None:
 async def test_stdio_mcp_server_tools_are_gated(tmp_path: Path) -> None:
     log = tmp_path / "effects.log"
     command = srv.stdio_command(log)
-    async with MCPServerStdio(name="files", params={"command": command[0], "args": command[1:]}) as server:
+    params = {"command": command[0], "args": command[1:]}
+    async with MCPServerStdio(name="files", params=params, client_session_timeout_seconds=SLOW) as server:
         await drive(server, log)
 
 
@@ -70,7 +74,9 @@ async def test_stdio_mcp_server_tools_are_gated(tmp_path: Path) -> None:
 async def test_streamable_http_mcp_server_tools_are_gated(tmp_path: Path) -> None:
     log = tmp_path / "effects.log"
     with srv.http_server(log) as url:
-        async with MCPServerStreamableHttp(name="files", params={"url": url}) as server:
+        async with MCPServerStreamableHttp(
+            name="files", params={"url": url}, client_session_timeout_seconds=SLOW
+        ) as server:
             await drive(server, log)
 
 
@@ -79,7 +85,7 @@ async def test_an_unnamed_mcp_server_is_refused_before_any_tool_runs(tmp_path: P
     log = tmp_path / "effects.log"
     with srv.http_server(log) as url:
         # Unnamed, the SDK names the server after its URL: no identity for a policy.
-        async with MCPServerStreamableHttp(params={"url": url}) as server:
+        async with MCPServerStreamableHttp(params={"url": url}, client_session_timeout_seconds=SLOW) as server:
             model = ScriptedModel([call("write_note", {"text": "x"}, "c1")], [say("done")])
             agent = Agent(name="assistant", model=model, mcp_servers=[server])
             ExecAuth(srv.guard(), principal="alice").protect(agent)
