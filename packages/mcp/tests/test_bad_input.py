@@ -100,3 +100,26 @@ def test_malformed_duplicate_oversized_unknown(work: Workdir) -> None:
     assert work.effects() == ["write_note fine"]
     refused = [e for e in work.audit() if e["event"] == "denial"]
     assert len(refused) == 2 and all(e["executed"] is False and e["tool"] == "files.write_note" for e in refused)
+
+
+def test_well_formed_json_that_is_not_a_valid_call(work: Workdir) -> None:
+    """JSON that parses but is no valid JSON-RPC request or no valid tools/call: an error
+    answer (or, where the message has no id, none), nothing runs, the proxy keeps serving."""
+    raw = Raw(work)
+    try:
+        raw.initialize()
+        bad_args = raw.request(20, "tools/call", {"name": "write_note", "arguments": "not an object"})
+        assert bad_args["id"] == 20 and "error" in bad_args, bad_args
+        no_name = raw.request(21, "tools/call", {"arguments": {"text": "x"}})
+        assert no_name["id"] == 21 and "error" in no_name, no_name
+        for junk in ('"just a string"', "[1, 2]", '{"jsonrpc": "2.0", "id": 22}', "42"):
+            raw.send(junk)
+        ok = raw.request(23, "tools/call", {"name": "write_note", "arguments": {"text": "fine"}})
+        # Whatever the junk lines got back (error answers), the good call is answered.
+        while ok.get("id") != 23:
+            assert "error" in ok, ok
+            ok = raw.recv()
+        assert ok["result"]["isError"] is False
+    finally:
+        raw.close()
+    assert work.effects() == ["write_note fine"]

@@ -227,10 +227,20 @@ def check_agent(agent: Any) -> Any:
         raise ConfigurationError(f"agent {name!r} shows no workbench list: cannot check that its tools are gated")
     if not isinstance(benches, (list, tuple)):
         benches = [benches]
-    ungated = [type(bench).__name__ for bench in benches if not isinstance(bench, ExecAuthWorkbench)]
+    ungated = [type(bench).__name__ for bench in benches if not _is_gated(bench)]
     if ungated:
         raise ConfigurationError(
             f"agent {name!r} has workbench(es) not gated by execauth: {', '.join(ungated)}; "
             "put every tool in an ExecAuthWorkbench (and pass no tools=)"
         )
     return agent
+
+
+def _is_gated(bench: Any) -> bool:
+    if isinstance(bench, ExecAuthWorkbench):
+        return True
+    # ExecAuthMcpWorkbench (execauth_autogen.mcp) needs autogen-ext[mcp]: look it up only if loaded.
+    import sys
+
+    mcp = sys.modules.get("execauth_autogen.mcp")
+    return mcp is not None and isinstance(bench, mcp.ExecAuthMcpWorkbench)

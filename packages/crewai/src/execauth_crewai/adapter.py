@@ -195,21 +195,22 @@ class CrewGuard:
 
     # -- wiring ----------------------------------------------------------------
 
-    def tool(self, tool: BaseTool | Callable[..., Any]) -> GuardedTool:
+    def tool(self, tool: BaseTool | Callable[..., Any], *, proposal_name: str | None = None) -> GuardedTool:
         """Wrap a CrewAI tool (or a plain function, via ``crewai.tools.tool``) so it
-        only runs when this CrewGuard authorizes the call."""
+        only runs when this CrewGuard authorizes the call. ``proposal_name``: the
+        tool name in proposals, if not the tool's own (see ``execauth_crewai.mcp``)."""
         if not isinstance(tool, BaseTool):
             if not callable(tool):
                 raise TypeError("CrewGuard.tool() takes a crewai BaseTool or a function")
             from crewai.tools import tool as make_tool
 
             tool = make_tool(tool)
-        guarded = GuardedTool.wrap(tool, self)
+        guarded = GuardedTool.wrap(tool, self, proposal_name=proposal_name)
         with self._lock:
             # Two different tools under one name make resume() ambiguous: remember that.
-            known = self._tools.get(guarded.name, guarded)
+            known = self._tools.get(guarded.proposal_name, guarded)
             same = known is not None and known.inner is tool
-            self._tools[guarded.name] = guarded if same else None
+            self._tools[guarded.proposal_name] = guarded if same else None
         return guarded
 
     def tools(self, *tools: BaseTool | Callable[..., Any]) -> list[GuardedTool]:
@@ -391,7 +392,7 @@ class CrewGuard:
         except Exception as exc:  # noqa: BLE001 - CrewAI would refuse these arguments too
             return _text(self._refuse(context, f"the arguments do not match the tool's schema: {_first_line(exc)}"))
         request = self.guard.proposal(
-            tool.name,
+            tool.proposal_name,
             args,
             principal=self._principal_for(context),
             agent=self._agent_id(context),
@@ -464,15 +465,15 @@ class CrewGuard:
         except Exception as exc:  # noqa: BLE001 - the call cannot be proposed as made
             raw = {**kwargs, "*args": list(args)} if args else dict(kwargs)
             raise self._refuse(
-                None, f"the arguments do not fit the tool ({_first_line(exc)})", tool.name, raw
+                None, f"the arguments do not fit the tool ({_first_line(exc)})", tool.proposal_name, raw
             ) from None
         try:
             key = digest(bound)
         except Exception:  # noqa: BLE001 - not JSON: the proposal is refused as REQUEST_INVALID
-            raise self._refuse(None, "the arguments are not JSON values", tool.name, bound) from None
+            raise self._refuse(None, "the arguments are not JSON values", tool.proposal_name, bound) from None
         admission = self._admissions.take(tool._uid, key)
         if admission is None:
-            raise self._refuse(None, BYPASSED, tool.name, bound)
+            raise self._refuse(None, BYPASSED, tool.proposal_name, bound)
         return admission.request, admission.context
 
     def _authorize(

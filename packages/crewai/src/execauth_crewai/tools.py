@@ -49,10 +49,14 @@ class GuardedTool(BaseTool):
     _inner: BaseTool | None = PrivateAttr(default=None)
     _owner: CrewGuard | None = PrivateAttr(default=None)
     _uid: str = PrivateAttr(default_factory=lambda: secrets.token_hex(12))
+    _proposal_name: str | None = PrivateAttr(default=None)
 
     @classmethod
-    def wrap(cls, inner: BaseTool, owner: CrewGuard) -> GuardedTool:
-        """Wrap ``inner`` so that only ``owner`` can let it run."""
+    def wrap(cls, inner: BaseTool, owner: CrewGuard, *, proposal_name: str | None = None) -> GuardedTool:
+        """Wrap ``inner`` so that only ``owner`` can let it run.
+
+        ``proposal_name``: the tool name in proposals when it is not the tool's own
+        name (an MCP server's tool is proposed as ``<server>.<tool>``)."""
         if isinstance(inner, GuardedTool):
             raise TypeError(f"tool {inner.name!r} is already guarded")
         guarded = cls(
@@ -68,7 +72,13 @@ class GuardedTool(BaseTool):
         guarded.description = inner.description
         guarded._inner = inner
         guarded._owner = owner
+        guarded._proposal_name = proposal_name
         return guarded
+
+    @property
+    def proposal_name(self) -> str:
+        """The tool name proposals carry: the tool's name unless set at wrapping."""
+        return self._proposal_name or self.name
 
     @property
     def inner(self) -> BaseTool | None:

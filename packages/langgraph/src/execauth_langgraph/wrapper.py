@@ -37,6 +37,8 @@ from execauth_core import (
 )
 from execauth_core._validation import name_or_callable, one_of, optional_callable
 
+from .mcp import proposal_tool_name
+
 log = logging.getLogger("execauth.langgraph")
 
 ToolResult = ToolMessage | Command[Any]
@@ -240,7 +242,8 @@ class ExecAuthToolWrapper:
         else:
             args = _with_defaults(request, args)
         proposal = self.guard.proposal(
-            str(call.get("name")),
+            # An MCP server's tool is proposed as <server>.<tool> (execauth_langgraph.mcp).
+            proposal_tool_name(request.tool, str(call.get("name"))),
             args,
             principal=_resolve(self.principal, request) or "",
             agent=_resolve(self.agent, request),

@@ -14,6 +14,18 @@ forward_token: false       # pass the token and its proposal upstream in _meta (
 tools: {}                  # optional: upstream tool name -> manifest name (default <server>.<tool>)
 ```
 
+Or decide with a remote authority (an ``execauth serve``) instead of a local policy; the
+policy and manifests then live in the server (``policy``/``manifests`` are refused here):
+
+```yaml
+authority:
+  url: http://127.0.0.1:8700
+  credential_env: EXECAUTH_CREDENTIAL  # the environment variable holding the caller secret
+  audience: execauth-guard             # optional, the token audience this proxy accepts
+  issuer: execauth-server              # optional
+  timeout: 5                           # optional, seconds per request to the service
+```
+
 Unknown keys are refused, so a typo cannot silently disable a setting.
 """
 
@@ -26,6 +38,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from execauth_core import ConfigurationError, loads_strict
+from execauth_core.mcp_names import SERVER_NAME_PATTERN, mcp_tool_name
 
 TOKEN_META_KEY = "execauth/token"
 """The ``_meta`` key that carries an authority token on a ``tools/call``."""
@@ -35,9 +48,18 @@ REQUEST_META_KEY = "execauth/request"
 
 
 class RemoteAuthorityConfig(BaseModel):
+    """Decide with an ``execauth serve`` (:meth:`execauth_core.Guard.remote`)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    url: StrictStr
+    url: StrictStr = Field(pattern=r"^https?://")
+    credential_env: StrictStr = Field(default="EXECAUTH_CREDENTIAL", min_length=1, max_length=256)
+    """The environment variable that holds the caller secret (never the secret itself:
+    a config file is often shared or committed)."""
+    audience: StrictStr = "execauth-guard"
+    issuer: StrictStr = "execauth-server"
+    jwks_url: StrictStr | None = Field(default=None, pattern=r"^https?://")
+    timeout: float = Field(default=5.0, gt=0, le=300)
 
 
 class ProxyConfig(BaseModel):
@@ -45,7 +67,7 @@ class ProxyConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    server: StrictStr = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+    server: StrictStr = Field(min_length=1, max_length=64, pattern=SERVER_NAME_PATTERN)
     principal: StrictStr = Field(min_length=1, max_length=256)
     agent: StrictStr | None = Field(default=None, min_length=1, max_length=256)
     policy: StrictStr | dict[str, Any] | None = None
@@ -63,7 +85,7 @@ class ProxyConfig(BaseModel):
 
     def tool_name(self, mcp_tool: str) -> str:
         """The proposal's tool name for an upstream tool: the ``tools`` mapping, else ``<server>.<tool>``."""
-        return self.tools.get(mcp_tool) or f"{self.server}.{mcp_tool}"
+        return mcp_tool_name(self.server, mcp_tool, self.tools)
 
     def path(self, name: str) -> Path:
         p = Path(name)

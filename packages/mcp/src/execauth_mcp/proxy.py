@@ -48,18 +48,21 @@ Ctx = ServerRequestContext[Any, Any]
 def build_guard(config: ProxyConfig) -> Guard:
     """The local guard the configuration describes (policy, manifests, stores).
 
+    With an ``authority`` section, a :meth:`Guard.remote` guard: decisions come from
+    that service, tokens are verified against its JWKS, token ids consumed and
+    executions recorded here (``data_dir``, or memory).
+
     Raises:
         ConfigurationError: the policy or manifests are invalid, or a manifest is not
-            named ``<server>.<tool>``.
-        NotImplementedError: the configuration asks for a remote authority.
+            named ``<server>.<tool>``; with a remote authority, a local policy or
+            manifests are given, ``hide_denied_tools`` is set, or the credential
+            variable is unset.
     """
     from execauth_core import Court, ToolRegistry, load_policy, load_registry, parse_policy
 
+    data_dir = config.path(config.data_dir) if config.data_dir else None
     if config.authority is not None:
-        raise NotImplementedError(
-            "a remote authority in the proxy config is not supported yet: the proxy decides with a local "
-            "policy (policy + manifests); remove the 'authority' section"
-        )
+        return _remote_guard(config, data_dir)
     registry = (
         load_registry(str(config.path(config.manifests)))
         if isinstance(config.manifests, str)
@@ -79,8 +82,37 @@ def build_guard(config: ProxyConfig) -> Guard:
         policy = load_policy(config.path(config.policy))
     else:
         policy = parse_policy(config.policy)
-    data_dir = config.path(config.data_dir) if config.data_dir else None
     return Guard.local(Court(policy, registry), data_dir=data_dir)
+
+
+def _remote_guard(config: ProxyConfig, data_dir: Any) -> Guard:
+    import os
+
+    remote = config.authority
+    assert remote is not None
+    given = [k for k in ("policy", "manifests") if getattr(config, k)]
+    if given:
+        raise ConfigurationError(
+            f"with a remote authority the policy and manifests live in the server: remove {', '.join(given)}"
+        )
+    if config.hide_denied_tools:
+        raise ConfigurationError(
+            "hide_denied_tools needs the policy, which a remote authority keeps to itself: remove it"
+        )
+    credential = os.environ.get(remote.credential_env)
+    if not credential:
+        raise ConfigurationError(
+            f"the remote authority's caller secret is read from ${remote.credential_env}, which is not set"
+        )
+    return Guard.remote(
+        remote.url,
+        credential=credential,
+        audience=remote.audience,
+        issuer=remote.issuer,
+        jwks_url=remote.jwks_url,
+        timeout=remote.timeout,
+        data_dir=data_dir,
+    )
 
 
 def _text_result(text: str) -> types.CallToolResult:
@@ -121,7 +153,7 @@ class GatingProxy:
 
     def may_ever_call(self, mcp_tool: str) -> bool:
         """Whether the policy could ever allow the principal this tool (for hiding)."""
-        court = self.guard.authority.decision_point if self.guard.authority else None
+        court = getattr(self.guard.authority, "decision_point", None)
         policy = getattr(court, "policy", None)
         if policy is None or policy.kill_switch:
             return False

@@ -46,6 +46,7 @@ from execauth_core import (
 from execauth_core._validation import one_of, optional_callable
 
 from .errors import ToolCallDenied
+from .mcp import proposal_tool_name
 
 log = logging.getLogger("execauth.openai_agents")
 
@@ -373,7 +374,8 @@ class ExecAuth:
                 current.owner = owner
             return tool
         label = self.agent if not isinstance(self.agent, _Auto) else agent
-        invoker = _GatedInvoker(self, tool.name, current, label, owner, _defaults(tool))
+        # An MCP server's tool is proposed as <server>.<tool> (execauth_openai_agents.mcp).
+        invoker = _GatedInvoker(self, proposal_tool_name(tool), current, label, owner, _defaults(tool))
         _watch_failures(current)
         if self._previews_approvals():
             tool.needs_approval = _ApprovalCheck(invoker, tool.needs_approval)
