@@ -631,37 +631,40 @@ def check_request(chain: VerifiedChain, request: AuthorizationRequest, registry:
     named = tuple(r for r in request.context_refs if r.startswith("delegation:"))
     if named != chain.refs:
         raise DelegationError(R.DELEGATION_CHAIN_BROKEN, "the request does not name this chain in its context_refs")
+    for link in chain.links:
+        why = outside_scope(link.claims.scope, request, registry)
+        if why is not None:
+            raise DelegationError(R.DELEGATION_SCOPE_EXCEEDED, f"{why} (delegation {link.claims.jti})")
+
+
+def outside_scope(scope: DelegationScope, request: AuthorizationRequest, registry: ToolRegistry) -> str | None:
+    """Why ``request`` is outside ``scope`` (``None``: it is inside): the tool, every
+    effect its manifest declares, its amount per currency, every argument constraint."""
     tool = registry.get(request.tool)
     if tool is None:
-        raise DelegationError(R.DELEGATION_SCOPE_EXCEEDED, f"tool {request.tool!r} has no registered manifest")
+        return f"tool {request.tool!r} has no registered manifest"
     m = tool.manifest
-    for link in chain.links:
-        scope = link.claims.scope
-        where = f"delegation {link.claims.jti}"
-        if request.tool not in scope.tools:
-            raise DelegationError(R.DELEGATION_SCOPE_EXCEEDED, f"tool {request.tool!r} is not delegated by {where}")
-        missing = [e for e in m.effects if e not in scope.effects]
-        if missing:
-            raise DelegationError(R.DELEGATION_SCOPE_EXCEEDED, f"effects {missing} are not delegated by {where}")
-        if m.amount_arg is not None:
-            raw = request.args.get(m.amount_arg)
-            currency = request.args.get(m.currency_arg) if m.currency_arg else m.currency
-            ceiling = scope.amount_ceilings.get(currency) if isinstance(currency, str) else None
-            if ceiling is None:
-                raise DelegationError(R.DELEGATION_SCOPE_EXCEEDED, f"no spending in {currency!r} under {where}")
-            try:
-                over = not isinstance(raw, str) or _amount(raw) > _amount(ceiling)
-            except ValueError:
-                over = True
-            if over:
-                raise DelegationError(
-                    R.DELEGATION_SCOPE_EXCEEDED, f"amount {_show(raw)} exceeds {ceiling} {currency} under {where}"
-                )
-        for cond in scope.constraints:
-            if cond.tool == request.tool and (cond.arg not in request.args or not cond.admits(request.args[cond.arg])):
-                raise DelegationError(
-                    R.DELEGATION_SCOPE_EXCEEDED, f"argument {cond.arg!r} is outside what {where} allows"
-                )
+    if request.tool not in scope.tools:
+        return f"tool {request.tool!r} is not delegated"
+    missing = [e for e in m.effects if e not in scope.effects]
+    if missing:
+        return f"effects {missing} are not delegated"
+    if m.amount_arg is not None:
+        raw = request.args.get(m.amount_arg)
+        currency = request.args.get(m.currency_arg) if m.currency_arg else m.currency
+        ceiling = scope.amount_ceilings.get(currency) if isinstance(currency, str) else None
+        if ceiling is None:
+            return f"no spending in {_show(currency)} is delegated"
+        try:
+            over = not isinstance(raw, str) or _amount(raw) > _amount(ceiling)
+        except ValueError:
+            over = True
+        if over:
+            return f"amount {_show(raw)} exceeds the delegated {ceiling} {currency}"
+    for cond in scope.constraints:
+        if cond.tool == request.tool and (cond.arg not in request.args or not cond.admits(request.args[cond.arg])):
+            return f"argument {cond.arg!r} is outside the delegated {cond.op} {list(cond.values)[:5]}"
+    return None
 
 
 def _show(value: object) -> str:
