@@ -836,11 +836,14 @@ def check_audit(inp: dict[str, Any]) -> int | None:
 
 # --- writing -----------------------------------------------------------------------
 
+from delegation_vectors import delegation_vectors  # noqa: E402 - its own module, next to this one
+
 BUILDERS = {
     "canonicalization-v1.json": canonical_vectors,
     "tokens-v1.json": token_vectors,
     "decisions-v1.json": decision_vectors,
     "audit-v1.json": audit_vectors,
+    "delegation-v1.json": lambda: delegation_vectors(document, case),
 }
 
 

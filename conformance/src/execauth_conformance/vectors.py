@@ -8,7 +8,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-FILES = ("canonicalization-v1.json", "tokens-v1.json", "decisions-v1.json", "audit-v1.json")
+FILES = ("canonicalization-v1.json", "tokens-v1.json", "decisions-v1.json", "audit-v1.json", "delegation-v1.json")
 
 
 class VectorIntegrityError(Exception):

@@ -12,7 +12,6 @@ import json
 from typing import Any
 
 import pytest
-from .court_fixtures import MONDAY_10, make, policy
 
 from execauth_core import ExecutionDenied, KeySet, LocalSigner, TrustedKey
 from execauth_core._b64 import b64url_decode, b64url_encode
@@ -32,10 +31,14 @@ from execauth_core.delegation import (
 )
 from execauth_core.stores.memory import MemoryStateStore
 
+from .court_fixtures import MONDAY_10, make, policy
+
 AUTHORITY = LocalSigner(bytes(range(32)))
 PARENT_AGENT = LocalSigner(bytes(range(1, 33)))
 STRANGER = LocalSigner(bytes(range(2, 34)))
-TRUSTED = KeySet([TrustedKey.from_public_key(AUTHORITY.public_key), TrustedKey.from_public_key(PARENT_AGENT.public_key)])
+TRUSTED = KeySet(
+    [TrustedKey.from_public_key(AUTHORITY.public_key), TrustedKey.from_public_key(PARENT_AGENT.public_key)]
+)
 
 ROOT_SCOPE: dict[str, Any] = {
     "tools": ["search_docs", "refund", "transfer"],
@@ -139,8 +142,13 @@ def test_building_a_wider_child_is_refused(ask: Narrowing) -> None:
 
 def test_constraints_are_kept_and_added() -> None:
     c = child(root(), Narrowing(constraints=[{"tool": "refund", "arg": "order", "op": "prefix", "values": ["A-"]}]))
-    g = child(c, Narrowing(constraints=[{"tool": "refund", "arg": "currency", "op": "in", "values": ["USD"]}]),
-              jti="deleg-grand-000001", agent="grandchild", signer=PARENT_AGENT)
+    g = child(
+        c,
+        Narrowing(constraints=[{"tool": "refund", "arg": "currency", "op": "in", "values": ["USD"]}]),
+        jti="deleg-grand-000001",
+        agent="grandchild",
+        signer=PARENT_AGENT,
+    )
     assert len(g.claims.scope.constraints) == 2 and narrows(g.claims, c.claims)
 
 
@@ -168,7 +176,11 @@ def test_a_two_hop_chain_verifies() -> None:
     vc = verifier().verify([r.token, c.token, g.token], now=MONDAY_10 + 2)
     assert vc.agent == "grandchild" and vc.principal == "user-42"
     assert vc.scope.tools == ("refund",) and vc.scope.amount_ceilings["USD"] == "10.00"
-    assert vc.refs == ("delegation:deleg-root-0000001", "delegation:deleg-child-000001", "delegation:deleg-grand-000001")
+    assert vc.refs == (
+        "delegation:deleg-root-0000001",
+        "delegation:deleg-child-000001",
+        "delegation:deleg-grand-000001",
+    )
 
 
 @pytest.mark.parametrize(
@@ -196,7 +208,9 @@ def test_a_forged_child_valid_before_its_parent_is_refused() -> None:
 
 
 def test_a_forged_child_that_drops_a_parents_constraint_is_refused() -> None:
-    r = root(scope={**ROOT_SCOPE, "constraints": [{"tool": "refund", "arg": "order", "op": "prefix", "values": ["A-"]}]})
+    r = root(
+        scope={**ROOT_SCOPE, "constraints": [{"tool": "refund", "arg": "order", "op": "prefix", "values": ["A-"]}]}
+    )
     assert code_of([r.token, forge(child(r), scope__constraints=[])]) == "DELEGATION_WIDENS"
 
 
@@ -245,8 +259,17 @@ def test_a_link_granted_by_someone_else_is_refused() -> None:
 def test_a_link_signed_by_an_untrusted_key_is_refused() -> None:
     r = root()
     assert code_of([r.token, forge(child(r), signer=STRANGER)]) == "DELEGATION_KEY_UNTRUSTED"
-    rogue_root = issue_root(STRANGER, jti="deleg-rogue-000001", issuer="execauth-local", principal="user-42",
-                            agent="billing-bot", audience=["execauth-guard"], scope=ROOT_SCOPE, now=MONDAY_10, ttl=60)
+    rogue_root = issue_root(
+        STRANGER,
+        jti="deleg-rogue-000001",
+        issuer="execauth-local",
+        principal="user-42",
+        agent="billing-bot",
+        audience=["execauth-guard"],
+        scope=ROOT_SCOPE,
+        now=MONDAY_10,
+        ttl=60,
+    )
     assert code_of([rogue_root.token]) == "DELEGATION_KEY_UNTRUSTED"
 
 
@@ -321,12 +344,18 @@ def test_widenings_names_each_field() -> None:
 def gate(max_uses: int = 5, **scope: Any) -> tuple[DelegationGate, Any, list[str]]:
     doc = policy()
     doc["principals"][0]["agents"] = ["billing-bot", "child-agent", "grandchild"]
-    guard, court, clock = make(doc)
+    guard, court, _ = make(doc)
     ledger = DelegationLedger(court.state)
     g = DelegationGate(guard, verifier=verifier(), ledger=ledger, registry=court.registry)
     r = root(scope={**ROOT_SCOPE, "max_uses": max_uses, **scope})
-    c = child(r, Narrowing(tools=["refund"], amount_ceilings={"USD": "50.00"},
-                           constraints=[{"tool": "refund", "arg": "order", "op": "prefix", "values": ["A-"]}]))
+    c = child(
+        r,
+        Narrowing(
+            tools=["refund"],
+            amount_ceilings={"USD": "50.00"},
+            constraints=[{"tool": "refund", "arg": "order", "op": "prefix", "values": ["A-"]}],
+        ),
+    )
     return g, ledger, [r.token, c.token]
 
 
@@ -388,13 +417,16 @@ def test_a_parents_use_count_bounds_all_its_children() -> None:
 def test_a_call_the_court_denies_gives_its_use_back() -> None:
     g, _, chain = gate(max_uses=1)
     # The Court denies: the proposal pins a wrong manifest digest.
-    bad = g.proposal(chain, "refund", {"order": "A-1", "amount": "1.00", "currency": "USD"},
-                     manifest_digest="sha256:" + "0" * 64)
+    bad = g.proposal(
+        chain, "refund", {"order": "A-1", "amount": "1.00", "currency": "USD"}, manifest_digest="sha256:" + "0" * 64
+    )
     with pytest.raises(ExecutionDenied) as err:
         g.run(chain, bad, lambda: None)
     assert err.value.reason_codes[0] == "MANIFEST_PIN_MISMATCH"
-    assert g.run(chain, g.proposal(chain, "refund", {"order": "A-1", "amount": "1.00", "currency": "USD"}),
-                 lambda: "ok") == "ok"
+    assert (
+        g.run(chain, g.proposal(chain, "refund", {"order": "A-1", "amount": "1.00", "currency": "USD"}), lambda: "ok")
+        == "ok"
+    )
 
 
 def test_a_revoked_parent_stops_the_child_at_the_guard() -> None:
@@ -408,13 +440,19 @@ def test_a_revoked_parent_stops_the_child_at_the_guard() -> None:
 
 def test_a_request_that_does_not_name_the_chain_or_is_for_another_agent_is_denied() -> None:
     g, _, chain = gate()
-    plain = g.guard.proposal("refund", {"order": "A-1", "amount": "1.00", "currency": "USD"},
-                             principal="user-42", agent="child-agent")
+    plain = g.guard.proposal(
+        "refund", {"order": "A-1", "amount": "1.00", "currency": "USD"}, principal="user-42", agent="child-agent"
+    )
     with pytest.raises(ExecutionDenied) as err:
         g.run(chain, plain, lambda: None)
     assert err.value.reason_codes[0] == "DELEGATION_CHAIN_BROKEN"
-    other = g.guard.proposal("refund", {"order": "A-1", "amount": "1.00", "currency": "USD"},
-                             principal="user-42", agent="billing-bot", context_refs=plain.context_refs)
+    other = g.guard.proposal(
+        "refund",
+        {"order": "A-1", "amount": "1.00", "currency": "USD"},
+        principal="user-42",
+        agent="billing-bot",
+        context_refs=plain.context_refs,
+    )
     with pytest.raises(ExecutionDenied) as err:
         g.run(chain, other, lambda: None)
     assert err.value.reason_codes[0] == "DELEGATION_AGENT_MISMATCH"

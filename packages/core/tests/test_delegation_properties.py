@@ -47,7 +47,11 @@ REGISTRY = ToolRegistry(
             "version": "1",
             "args_schema": {
                 "type": "object",
-                "properties": {"order": {"type": "string"}, "amount": {"type": "string"}, "currency": {"type": "string"}},
+                "properties": {
+                    "order": {"type": "string"},
+                    "amount": {"type": "string"},
+                    "currency": {"type": "string"},
+                },
             },
             "effects": ["payment.refund"],
             "amount_arg": "amount",
@@ -109,7 +113,9 @@ requests = st.one_of(
 )
 
 
-def claims(link: dict[str, Any], *, depth: int = 0, parent: str | None = None, iss: str = "root-issuer") -> DelegationClaims:
+def claims(
+    link: dict[str, Any], *, depth: int = 0, parent: str | None = None, iss: str = "root-issuer"
+) -> DelegationClaims:
     start = NOW + link["start_offset"]
     return DelegationClaims(
         jti=f"prop-delegation-{depth:04d}",
@@ -149,13 +155,21 @@ def nudge(child: dict[str, Any], parent: dict[str, Any], field: str, data: st.Da
     elif field == "amount_ceilings":
         cur = data.draw(st.sampled_from(CURRENCIES))
         held = ps["amount_ceilings"].get(cur)
-        cs["amount_ceilings"] = {**ps["amount_ceilings"], cur: cents(int(held.replace(".", "")) + 1) if held else "0.00"}
+        cs["amount_ceilings"] = {
+            **ps["amount_ceilings"],
+            cur: cents(int(held.replace(".", "")) + 1) if held else "0.00",
+        }
     elif field == "constraints":
         cs["constraints"] = list(ps["constraints"])[1:]
     elif field == "rate":
         r = ps["rate"]
         cs["rate"] = data.draw(
-            st.sampled_from([{"count": r["count"] + 1, "window": r["window"]}, {"count": r["count"], "window": r["window"] // 2 or 1}])
+            st.sampled_from(
+                [
+                    {"count": r["count"] + 1, "window": r["window"]},
+                    {"count": r["count"], "window": r["window"] // 2 or 1},
+                ]
+            )
         )
     elif field == "max_uses":
         cs["max_uses"] = ps["max_uses"] + 1
@@ -207,13 +221,12 @@ def near_child(data: st.DataObject, parent: dict[str, Any]) -> dict[str, Any]:
     return child
 
 
-
-
 def wider_by_reference(c: DelegationClaims, p: DelegationClaims) -> bool:
     """An independent statement of "child grants more than parent", for the oracle."""
     cs, ps = c.scope, p.scope
     over_money = any(
-        cur not in ps.amount_ceilings or float(v) > float(ps.amount_ceilings[cur]) for cur, v in cs.amount_ceilings.items()
+        cur not in ps.amount_ceilings or float(v) > float(ps.amount_ceilings[cur])
+        for cur, v in cs.amount_ceilings.items()
     )
     return (
         any(t not in ps.tools for t in cs.tools)

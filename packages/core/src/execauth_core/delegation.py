@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from .manifest import ToolRegistry
 
 T = TypeVar("T")
+log = logging.getLogger("execauth")
 
 DELEGATION_TYPE = "execauth-delegation+jwt"
 MAX_DELEGATION_LENGTH = 32_768
@@ -572,7 +574,9 @@ class DelegationVerifier:
         if isinstance(chain, str) or not isinstance(chain, Sequence) or not chain:
             raise DelegationError(R.DELEGATION_INVALID, "a chain is a non-empty list of links, root first")
         if len(chain) > self.max_chain:
-            raise DelegationError(R.DELEGATION_DEPTH_EXCEEDED, f"the chain has {len(chain)} links; at most {self.max_chain}")
+            raise DelegationError(
+                R.DELEGATION_DEPTH_EXCEEDED, f"the chain has {len(chain)} links; at most {self.max_chain}"
+            )
         links: list[Delegation] = []
         seen: set[str] = set()
         for i, token in enumerate(chain):
@@ -798,8 +802,8 @@ class DelegationGate:
     def _give_back(self, hold: str) -> None:
         try:
             self.ledger.refund(hold)
-        except Exception:  # noqa: BLE001 - the use stays spent: the narrow failure
-            pass
+        except Exception as exc:  # noqa: BLE001 - the use stays spent: the narrow failure
+            log.warning("execauth: could not give back delegation use %s: %s", hold, exc)
 
     def run(self, chain: Sequence[str], request: AuthorizationRequest, call: Callable[[], T], **kwargs: Any) -> T:
         """Check the chain and the request against it, then ``guard.run``.

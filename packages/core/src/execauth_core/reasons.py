@@ -185,7 +185,7 @@ class ReasonCode(str, Enum):
     DELEGATION_CHAIN_BROKEN = "DELEGATION_CHAIN_BROKEN"
     """The links do not form one chain (wrong parent, depth, grantor or principal), or the request does not name it."""
     DELEGATION_WIDENS = "DELEGATION_WIDENS"
-    """A child delegation grants more than its parent in some limit (tools, effects, amounts, constraints, rate, uses, audience, expiry)."""
+    """A child delegation grants more than its parent in some limit (tools, effects, amounts, rate, expiry...)."""
     DELEGATION_DEPTH_EXCEEDED = "DELEGATION_DEPTH_EXCEEDED"
     """The chain is deeper than its links or this guard allow."""
     DELEGATION_REVOKED = "DELEGATION_REVOKED"
