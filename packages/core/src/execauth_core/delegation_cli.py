@@ -67,7 +67,7 @@ def _chain(path: str) -> list[str]:
 
 
 def _write(chain: list[str], out: str | None) -> None:
-    text = json.dumps({"v": CHAIN_TYPE, "chain": chain}, indent=2) + "\n"
+    text = json.dumps({"v": CHAIN_TYPE, "chain": chain}, indent=2) + "\n"  # noqa: TID251 - a file for people and tools, never signed
     if out is None or out == "-":
         sys.stdout.write(text)
         return
@@ -180,7 +180,7 @@ def _peek_aud(token: str) -> str | None:
 
 
 def _out(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")  # noqa: TID251 - output for people
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
