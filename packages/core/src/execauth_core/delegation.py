@@ -812,6 +812,11 @@ class DelegationGate:
             ExecutionDenied: refused (by the delegation or by the guard).
         """
         hold = self._admit(chain, request)
+        return self._after(hold, lambda once: self.guard.run(request, once, **kwargs), call)
+
+    def _after(self, hold: str, through: Callable[[Callable[[], T]], T], call: Callable[[], T]) -> T:
+        """Run ``call`` through the guard (``through``); give the use back if the
+        call never started (the guard refused it)."""
         started = False
 
         def once() -> T:
@@ -820,7 +825,7 @@ class DelegationGate:
             return call()
 
         try:
-            return self.guard.run(request, once, **kwargs)
+            return through(once)
         except BaseException:
             if not started:
                 self._give_back(hold)
@@ -851,3 +856,59 @@ class DelegationGate:
             if not started:
                 self._give_back(hold)
             raise
+
+
+def delegated_guard(gate: DelegationGate, chain: Sequence[str]) -> Guard:
+    """A guard for a child agent that holds ``chain``: hand it to an adapter as the
+    child's guard (a LangGraph subgraph's tool node, a handoff target's tools).
+
+    It shares the gate's guard (authority, stores, clock, audit log). Every proposal it
+    builds names the chain in ``context_refs``; every ``run`` / ``arun`` goes through
+    :meth:`DelegationGate.run` first, so a call outside the delegated scope is a
+    recorded denial the framework shows the model. ``execute`` / ``aexecute`` (tokens
+    issued elsewhere) check the chain the same way before verifying the token.
+    """
+    from .guard import Guard
+
+    base = gate.guard
+    links = tuple(chain)
+
+    class DelegatedGuard(Guard):
+        def __init__(self) -> None:
+            self.__dict__.update(base.__dict__)
+
+        def proposal(self, tool: str, args: dict[str, Any], **kwargs: Any) -> AuthorizationRequest:
+            refs = tuple(kwargs.pop("context_refs", ()))
+            vc = gate._verified(links, None)
+            return super().proposal(tool, args, context_refs=(*refs, *vc.refs), **kwargs)
+
+        def run(self, request: AuthorizationRequest, call: Callable[[], T], **kwargs: Any) -> T:
+            return gate.run(links, request, call, **kwargs)
+
+        async def arun(self, request: AuthorizationRequest, call: Callable[[], Awaitable[T] | T], **kwargs: Any) -> T:
+            return await gate.arun(links, request, call, **kwargs)
+
+        def execute(self, request: AuthorizationRequest, token: str | None, call: Callable[[], T]) -> T:
+            hold = gate._admit(links, request)
+            return gate._after(hold, lambda once: base.execute(request, token, once), call)
+
+        async def aexecute(
+            self, request: AuthorizationRequest, token: str | None, call: Callable[[], Awaitable[T] | T]
+        ) -> T:
+            hold = gate._admit(links, request)
+            started = False
+
+            async def once() -> Any:
+                nonlocal started
+                started = True
+                result = call()
+                return await result if inspect.isawaitable(result) else result
+
+            try:
+                return await base.aexecute(request, token, once)
+            except BaseException:
+                if not started:
+                    gate._give_back(hold)
+                raise
+
+    return DelegatedGuard()
