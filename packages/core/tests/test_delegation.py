@@ -496,3 +496,13 @@ def test_arun_denies_outside_the_scope_and_runs_inside() -> None:
             await g.arun(chain, g.proposal(chain, "search_docs", {"q": "x"}), go)
 
     asyncio.run(main())
+
+
+def test_uses_are_counted_even_with_a_fixed_id_factory() -> None:
+    g, _, chain = gate(max_uses=1)
+    g.guard.id_factory = lambda: "fixed-token-id-00001"  # repeats: the hold id must not
+    args = {"order": "A-1", "amount": "1.00", "currency": "USD"}
+    g.run(chain, g.proposal(chain, "refund", args), lambda: None)
+    with pytest.raises(ExecutionDenied) as err:
+        g.run(chain, g.proposal(chain, "refund", args, call_id="2"), lambda: None)
+    assert err.value.reason_codes[0] == "DELEGATION_USES_EXHAUSTED"

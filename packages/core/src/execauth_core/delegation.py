@@ -30,6 +30,7 @@ import functools
 import hashlib
 import inspect
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
@@ -786,7 +787,9 @@ class DelegationGate:
         if not isinstance(request, AuthorizationRequest):
             raise self.guard.deny(None, (R.REQUEST_INVALID.value,), "the proposal is not an AuthorizationRequest")
         vc = self._verified(chain, request)
-        hold = f"delegation-use:{self.guard.id_factory()}"
+        # Not the guard's id_factory: a fixed factory (conformance runs) would repeat
+        # the hold id, and a repeated hold id is charged only once.
+        hold = f"delegation-use:{secrets.token_hex(16)}"
         try:
             check_request(vc, request, self.registry)
             now = self.guard.clock.now()
