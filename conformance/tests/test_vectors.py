@@ -16,6 +16,7 @@ from execauth_core import CanonicalizationError, canonicalize, digest, loads_str
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 sys.path.insert(0, str(TOOLS))
+import delegation_vectors as deleg  # noqa: E402
 import generate_vectors as gen  # noqa: E402 - the generator's check functions are the reference
 
 ids = lambda t: f"tc{t['tcId']}"  # noqa: E731
@@ -82,6 +83,20 @@ def test_decisions(t: dict[str, Any]) -> None:
 @pytest.mark.parametrize("t", vectors.tests("audit-v1.json"), ids=ids)
 def test_audit(t: dict[str, Any]) -> None:
     assert gen.check_audit(t["input"]) == t["expected"]["first_bad_seq"]
+
+
+@pytest.mark.parametrize("t", vectors.tests("delegation-v1.json"), ids=ids)
+def test_delegation(t: dict[str, Any]) -> None:
+    assert deleg.check_delegation(t["input"]) == t["expected"]
+
+
+def test_every_delegation_reason_code_is_covered() -> None:
+    from execauth_core.reasons import ReasonCode
+
+    codes = {t["expected"]["reason_code"] for t in vectors.tests("delegation-v1.json")}
+    wanted = {c.value for c in ReasonCode if c.value.startswith("DELEGATION_")} | {"KEYSET_MISSING", None}
+    # DELEGATION_INVALID comes from both a malformed link and an omitted limit
+    assert codes == wanted
 
 
 def test_a_tampered_vector_file_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1093,6 +1093,8 @@ def receipt_vectors() -> dict[str, Any]:
 
 # --- writing -----------------------------------------------------------------------
 
+from delegation_vectors import delegation_vectors  # noqa: E402 - its own module, next to this one
+
 BUILDERS = {
     "canonicalization-v1.json": canonical_vectors,
     "tokens-v1.json": token_vectors,
@@ -1100,6 +1102,7 @@ BUILDERS = {
     "audit-v1.json": audit_vectors,
     "commit-v1.json": commit_vectors,
     "receipts-v1.json": receipt_vectors,
+    "delegation-v1.json": lambda: delegation_vectors(document, case),
 }
 
 

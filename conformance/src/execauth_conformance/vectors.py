@@ -15,6 +15,7 @@ FILES = (
     "audit-v1.json",
     "commit-v1.json",
     "receipts-v1.json",
+    "delegation-v1.json",
 )
 
 

@@ -587,8 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Execution authority for AI agents.",
         epilog=(
             "also: 'execauth serve' (the authority service, execauth-server), "
-            "'execauth approvals' (the approval queue), 'execauth receipt' (execution receipts) "
-            "and 'execauth mcp-proxy' "
+            "'execauth approvals' (the approval queue), 'execauth receipt' (execution receipts), "
+            "'execauth delegate' and 'execauth delegation verify' (delegation chains) and 'execauth mcp-proxy' "
             "(the MCP gating proxy, execauth-mcp); each has its own --help"
         ),
     )
@@ -719,6 +719,10 @@ def main(argv: list[str] | None = None) -> int:
         from .receipts_cli import main as receipt_main
 
         return receipt_main(list(raw[1:]))
+    if raw[:1] in (["delegate"], ["delegation"]):
+        from .delegation_cli import main as delegation_main
+
+        return delegation_main(list(raw))
     if raw[:1] == ["approvals"]:
         from .approvals_cli import main as approvals_main
 
