@@ -33,6 +33,7 @@ from .errors import (
     TokenError,
 )
 from .keys import KeySet, LocalSigner, Signer
+from .ledger import AlreadyExecuted, Ledger, LedgerEntry, LedgerRefusal, check_key, idempotency_key
 from .messages import (
     ApprovalGrant,
     AuthorizationDecision,
@@ -65,7 +66,7 @@ def new_id() -> str:
 class Capability:
     """Permission to make exactly one verified call. Only the guard creates one."""
 
-    __slots__ = ("_used", "audit_seq", "decision", "request", "token", "token_id")
+    __slots__ = ("_used", "audit_seq", "decision", "idempotency_key", "ledger_entry", "request", "token", "token_id")
 
     def __init__(
         self,
@@ -85,6 +86,9 @@ class Capability:
         self.decision = decision
         self.token = token
         """The compact token that was verified (``current_call()`` hands it to the tool)."""
+        self.idempotency_key: str | None = None
+        """The call's idempotency key (``current_call()`` hands it to the tool), if it has one."""
+        self.ledger_entry: LedgerEntry | None = None
 
     def _spend(self) -> None:
         if self._used:
@@ -107,6 +111,7 @@ class _Denial(Exception):
         self.codes = codes
         self.message = message
         self.decision = decision
+        self.ledger_entry: LedgerEntry | None = None
 
 
 class Guard:
@@ -137,6 +142,10 @@ class Guard:
             after each successful append (so the joint one-step admission is kept).
             A checkpoint that cannot be signed or stored is left for the next append:
             it never fails, denies or delays a decision beyond the signing itself.
+        ledger: the effect ledger (:class:`~execauth_core.ledger.Ledger`): a call
+            whose idempotency key already ran, is running or has an unknown outcome
+            is refused instead of run again (docs/ledger.md). ``None`` here (the
+            default of the constructor); :meth:`local` turns it on.
     """
 
     def __init__(
@@ -152,7 +161,13 @@ class Guard:
         expected_policy: PolicyRef | Callable[[], PolicyRef] | Any | None = None,
         approvals: Any | None = None,
         checkpointer: Checkpointer | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
+        if ledger is not None and not isinstance(ledger, Ledger):
+            raise ConfigurationError("ledger is an execauth_core.ledger.Ledger or None")
+        self.ledger = ledger
+        """The effect ledger (:mod:`execauth_core.ledger`): each idempotency key runs at
+        most once. ``None``: calls are not deduplicated."""
         self._expected_policy = _policy_source(expected_policy)
         self.approvals = approvals
         """The durable approval queue (:class:`~execauth_core.approvals.Approvals`), or
@@ -189,6 +204,7 @@ class Guard:
         checkpoint_every: int | None = None,
         checkpoint_interval: int | None = None,
         checkpoint_origin: str = "execauth.local/audit",
+        ledger: bool | str | Ledger | None = None,
     ) -> Guard:
         """A guard with its own authority on the embedded defaults.
 
@@ -221,6 +237,11 @@ class Guard:
                 re-signed). Either, both, or neither (the default: sign on demand
                 with ``execauth audit checkpoint``).
             checkpoint_origin: the log's name in its checkpoints (the CLI's default).
+            ledger: the effect ledger (docs/ledger.md). ``None`` (the default) or
+                ``True``: beside the other stores (the ``stores`` URL, the SQLite file
+                in ``data_dir``, or memory; with opened ``Stores`` ``None`` means none
+                and ``True`` is an error); a store URL; a
+                :class:`~execauth_core.ledger.Ledger`; ``False`` for none.
         """
         _local_spool(spool, data_dir, check_only=True)  # refused before anything is opened
         _check_cadence(checkpoint_every, checkpoint_interval, checkpoint_origin)
@@ -274,6 +295,7 @@ class Guard:
             spool=_local_spool(spool, data_dir),
             approvals=_local_approvals(approvals, stores, data_dir, audit, authority, clock, id_factory),
             checkpointer=checkpointer,
+            ledger=_local_ledger(ledger, stores, data_dir, audit, clock),
         )
 
     @classmethod
@@ -291,6 +313,7 @@ class Guard:
         max_ttl: int = 3600,
         clock: Clock | None = None,
         id_factory: Callable[[], str] = new_id,
+        ledger: bool | str | Ledger | None = None,
     ) -> Guard:
         """A guard whose authority is the ``execauth serve`` at ``url``: this process
         holds no signing key. Needs the ``remote`` extra (httpx).
@@ -307,6 +330,8 @@ class Guard:
             audience: the ``aud`` this guard accepts (the service's ``audience``, or
                 the ``tool_audiences`` entry of the tools it guards).
             issuer: the service's ``issuer``.
+            ledger: the effect ledger, kept here beside the replay store (as for
+                :meth:`local`).
         """
         from typing import cast
 
@@ -336,6 +361,7 @@ class Guard:
             audit_log=audit,
             clock=clock,
             id_factory=id_factory,
+            ledger=_local_ledger(ledger, stores, data_dir, audit, clock),
         )
 
     def close(self) -> None:
@@ -344,7 +370,7 @@ class Guard:
         Nothing runs through a closed store by mistake: a later call is denied
         (``STORE_UNAVAILABLE`` on SQLite) or, on Redis and PostgreSQL, whose clients
         reconnect on demand, opens new connections that need closing again."""
-        for store in (self.replay_store, self.audit_log, self.authority):
+        for store in (self.replay_store, self.audit_log, self.authority, getattr(self.ledger, "store", None)):
             close = getattr(store, "close", None)
             if close is not None:
                 close()
@@ -577,11 +603,12 @@ class Guard:
         *,
         decide: bool,
         approval: ApprovalGrant | None,
+        key: str | None = None,
     ) -> Capability:
         """Every check before a call. Returns a capability or raises ExecutionDenied
         (after recording the denial). Never lets an exception other than
         ExecutionDenied out."""
-        steps = self._admission(request, token, decide=decide, approval=approval)
+        steps = self._admission(request, token, decide=decide, approval=approval, key=key)
         try:
             ask = next(steps)
             while True:  # the admission asks for (at most) one decision
@@ -601,10 +628,11 @@ class Guard:
         *,
         decide: bool,
         approval: ApprovalGrant | None,
+        key: str | None = None,
     ) -> Capability:
         """:meth:`_admit` whose decision is awaited (``authority.adecide`` where there
         is one), so a remote authority's round trip does not block the event loop."""
-        steps = self._admission(request, token, decide=decide, approval=approval)
+        steps = self._admission(request, token, decide=decide, approval=approval, key=key)
         try:
             ask = next(steps)
             while True:
@@ -640,18 +668,23 @@ class Guard:
         *,
         decide: bool,
         approval: ApprovalGrant | None,
+        key: str | None = None,
     ) -> Generator[tuple[AuthorizationRequest, ApprovalGrant | None, str, bytes], AuthorizationDecision, Capability]:
         """The checks of :meth:`_admit`, shared by the sync and async paths: it yields
         ``(request, approval, digest, bytes)`` when it needs a decision, and the caller
         sends the decision back in (or throws what deciding raised)."""
         pd: str | None = None
         decision: AuthorizationDecision | None = None
+        held: LedgerEntry | None = None
         try:
             if not isinstance(request, AuthorizationRequest):
                 raise _Denial("DENY", (R.REQUEST_INVALID.value,), "the proposal is not an AuthorizationRequest")
             # Canonicalized once: the digest, and the decision record, are these bytes.
             raw = request.canonical_bytes()
             pd = digest_bytes(raw)
+            key = _call_key(key, request, pd)
+            if decide and key is not None and self.ledger is not None:
+                self.ledger.check(key, pd)  # a repeat is answered before any decision or debit
             if decide:
                 decision = yield (request, approval, pd, raw)
                 if decision.outcome is not Outcome.ALLOW or decision.token is None:
@@ -690,9 +723,19 @@ class Guard:
                 executed=True,
                 record_digest=claims.record_digest,
             )
+            if key is not None and self.ledger is not None:
+                # Taken before the token is consumed: the loser of a race on one key
+                # is refused before anything is recorded as executed.
+                held = self.ledger.begin(
+                    key, proposal_digest=pd, token_id=claims.jti, tool=request.tool, call_id=request.call_id
+                )
             entry = self._consume_and_record(spend, event, now)
-            return Capability(_CAPABILITY_KEY, request, claims.jti, entry.seq, decision, token)
+            cap = Capability(_CAPABILITY_KEY, request, claims.jti, entry.seq, decision, token)
+            cap.idempotency_key, cap.ledger_entry = key, held
+            return cap
         except BaseException as exc:
+            if held is not None and self.ledger is not None:
+                self.ledger.release(held)  # refused before the call: the key is free again
             if not isinstance(exc, Exception):
                 # KeyboardInterrupt, SystemExit, cancellation, a watchdog's BaseException:
                 # the tool does not run, the debit is given back, the denial is recorded
@@ -702,6 +745,9 @@ class Guard:
                 raise
             if isinstance(exc, _Denial):
                 denial = exc
+            elif isinstance(exc, LedgerRefusal):
+                denial = _Denial("DENY", (exc.code.value,), exc.message)
+                denial.ledger_entry = exc.entry
             elif isinstance(exc, TokenError):
                 denial = _Denial("DENY", (exc.reason_code,), exc.message)
             elif isinstance(exc, StoreUnavailable):
@@ -814,6 +860,8 @@ class Guard:
                 return ApprovalRequired(pending=pending, **kwargs)
             except Exception:
                 log.exception("execauth: could not build the pending approval")
+        if d.ledger_entry is not None and codes[0] == R.LEDGER_ALREADY_SUCCEEDED.value:
+            return AlreadyExecuted(entry=d.ledger_entry, **kwargs)
         return ExecutionDenied(**kwargs)
 
     def _release(self, decision: AuthorizationDecision | None) -> None:
@@ -880,22 +928,24 @@ class Guard:
 
     def _invoke(self, cap: Capability, call: Callable[[], T]) -> T:
         cap._spend()
-        entered = _CURRENT.set(CurrentCall(cap.request, cap.token or ""))
+        entered = _CURRENT.set(CurrentCall(cap.request, cap.token or "", cap.idempotency_key))
         try:
             result = call()
         except BaseException as exc:
             # The tool started: its side effect may have happened, so what it was
             # charged stays charged (a refund here would let a failing tool overspend).
+            self._ledger_finish(cap, None, exc)
             self._record_result(cap, "error", exc)
             raise
         finally:
             _CURRENT.reset(entered)
+        self._ledger_finish(cap, result, None)
         self._record_result(cap, "ok", None)
         return result
 
     async def _ainvoke(self, cap: Capability, call: Callable[[], Awaitable[T] | T]) -> T:
         cap._spend()
-        entered = _CURRENT.set(CurrentCall(cap.request, cap.token or ""))
+        entered = _CURRENT.set(CurrentCall(cap.request, cap.token or "", cap.idempotency_key))
         try:
             result = call()
             if inspect.isawaitable(result):
@@ -903,23 +953,48 @@ class Guard:
         except BaseException as exc:
             # The tool started: its side effect may have happened, so what it was
             # charged stays charged (a refund here would let a failing tool overspend).
+            self._ledger_finish(cap, None, exc)
             self._record_result(cap, "error", exc)
             raise
         finally:
             _CURRENT.reset(entered)
+        self._ledger_finish(cap, result, None)
         self._record_result(cap, "ok", None)
         return result
 
-    def execute(self, request: AuthorizationRequest, token: str | None, call: Callable[[], T]) -> T:
-        """Verify ``token`` for ``request``, consume it, record, then ``call()``."""
-        cap = self._admit(request, token, decide=False, approval=None)
+    def _ledger_finish(self, cap: Capability, result: object, error: BaseException | None) -> None:
+        """Record the call's outcome in the ledger. Never raises: the call happened; an
+        outcome that cannot be written leaves the entry started, unknown after its lease."""
+        if cap.ledger_entry is None or self.ledger is None:
+            return
+        try:
+            self.ledger.finish(cap.ledger_entry, ok=error is None, result=result, error=error)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.error("execauth: could not record the outcome of %s in the ledger: %s", cap.idempotency_key, exc)
+
+    def execute(
+        self,
+        request: AuthorizationRequest,
+        token: str | None,
+        call: Callable[[], T],
+        *,
+        idempotency_key: str | None = None,
+    ) -> T:
+        """Verify ``token`` for ``request``, consume it, record, then ``call()``.
+        ``idempotency_key`` as for :meth:`run`."""
+        cap = self._admit(request, token, decide=False, approval=None, key=idempotency_key)
         return self._invoke(cap, call)
 
     async def aexecute(
-        self, request: AuthorizationRequest, token: str | None, call: Callable[[], Awaitable[T] | T]
+        self,
+        request: AuthorizationRequest,
+        token: str | None,
+        call: Callable[[], Awaitable[T] | T],
+        *,
+        idempotency_key: str | None = None,
     ) -> T:
         """Async :meth:`execute`."""
-        cap = await self._aadmit(request, token, decide=False, approval=None)
+        cap = await self._aadmit(request, token, decide=False, approval=None, key=idempotency_key)
         return await self._ainvoke(cap, call)
 
     def run(
@@ -928,9 +1003,19 @@ class Guard:
         call: Callable[[], T],
         *,
         approval: ApprovalGrant | None = None,
+        idempotency_key: str | None = None,
     ) -> T:
-        """Decide, then (only on ALLOW) verify, consume, record and ``call()``."""
-        cap = self._admit(request, None, decide=True, approval=approval)
+        """Decide, then (only on ALLOW) verify, consume, record and ``call()``.
+
+        Args:
+            idempotency_key: this call's key in the effect ledger (docs/ledger.md).
+                Default: :func:`~execauth_core.ledger.idempotency_key` of no run id,
+                the proposal's ``call_id`` and its digest; none when the proposal
+                has no ``call_id``. A key that already ran is refused
+                (:class:`~execauth_core.ledger.AlreadyExecuted` when it succeeded)
+                instead of run again.
+        """
+        cap = self._admit(request, None, decide=True, approval=approval, key=idempotency_key)
         return self._invoke(cap, call)
 
     async def arun(
@@ -939,10 +1024,11 @@ class Guard:
         call: Callable[[], Awaitable[T] | T],
         *,
         approval: ApprovalGrant | None = None,
+        idempotency_key: str | None = None,
     ) -> T:
         """Async :meth:`run`. ``call`` may return an awaitable or a plain value. The
         decision is awaited (``authority.adecide``, e.g. :class:`RemoteAuthority`'s)."""
-        cap = await self._aadmit(request, None, decide=True, approval=approval)
+        cap = await self._aadmit(request, None, decide=True, approval=approval, key=idempotency_key)
         return await self._ainvoke(cap, call)
 
 
@@ -1098,3 +1184,47 @@ def _given_stores(stores: str | Stores) -> tuple[ReplayStore, AuditLog]:
     if not isinstance(opened, Stores):
         raise ConfigurationError("stores is a store URL or execauth_core.stores.Stores")
     return opened.replay, opened.audit
+
+
+def _call_key(given: str | None, request: AuthorizationRequest, pd: str) -> str | None:
+    """The call's idempotency key: the caller's, or derived from its call id."""
+    if given is not None:
+        try:
+            return check_key(given)
+        except ConfigurationError as exc:
+            raise _Denial("DENY", (R.REQUEST_INVALID.value,), str(exc)) from None
+    return idempotency_key(None, request.call_id, pd) if request.call_id is not None else None
+
+
+def _local_ledger(
+    ledger: bool | str | Ledger | None,
+    stores: str | Stores | None,
+    data_dir: str | os.PathLike[str] | None,
+    audit: AuditLog,
+    clock: Clock | None,
+) -> Ledger | None:
+    """The effect ledger ``Guard.local(ledger=...)`` asks for, or ``None``."""
+    from .ledger import MemoryLedgerStore, SQLiteLedgerStore, open_ledger
+
+    if ledger is False or (ledger is None and stores is not None and not isinstance(stores, str)):
+        return None
+    if isinstance(ledger, Ledger):
+        return ledger
+    store: Any
+    if isinstance(ledger, str):
+        store = open_ledger(ledger)
+    elif ledger is None or ledger is True:
+        if isinstance(stores, str):
+            store = open_ledger(stores)
+        elif stores is not None:
+            raise ConfigurationError("with opened Stores, give ledger= a store URL or a Ledger")
+        elif data_dir is not None:
+            try:
+                store = SQLiteLedgerStore(Path(data_dir) / "execauth.db")
+            except StoreUnavailable as exc:
+                raise ConfigurationError(f"data_dir {str(data_dir)!r} cannot be used: {exc}") from None
+        else:
+            store = MemoryLedgerStore()
+    else:
+        raise ConfigurationError("ledger is True, False, a store URL or an execauth_core.ledger.Ledger")
+    return Ledger(store, clock=clock, audit_log=audit)
