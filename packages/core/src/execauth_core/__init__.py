@@ -32,6 +32,7 @@ from .errors import (
 )
 from .guard import Capability, Guard
 from .keys import KeySet, KeyStatus, LocalSigner, Signer, TrustedKey, jwk_thumbprint
+from .ledger import AlreadyExecuted, Ledger, idempotency_key
 from .messages import (
     ApprovalGrant,
     AuthorizationDecision,
@@ -93,6 +94,9 @@ __all__ = [
     "AllowListPolicy",
     "ApprovalGrant",
     "ApprovalRequired",
+    "AlreadyExecuted",
+    "Ledger",
+    "idempotency_key",
     "AuditEntry",
     "AuditIntegrityError",
     "Authority",

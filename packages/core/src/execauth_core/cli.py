@@ -587,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Execution authority for AI agents.",
         epilog=(
             "also: 'execauth serve' (the authority service, execauth-server), "
-            "'execauth approvals' (the approval queue) and 'execauth mcp-proxy' "
+            "'execauth approvals' (the approval queue), 'execauth ledger' (the effect ledger) and 'execauth mcp-proxy' "
             "(the MCP gating proxy, execauth-mcp); each has its own --help"
         ),
     )
@@ -718,6 +718,10 @@ def main(argv: list[str] | None = None) -> int:
         from .approvals_cli import main as approvals_main
 
         return approvals_main(list(raw[1:]))
+    if raw[:1] == ["ledger"]:
+        from .ledger_cli import main as ledger_main
+
+        return ledger_main(list(raw[1:]))
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))

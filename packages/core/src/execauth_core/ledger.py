@@ -325,9 +325,7 @@ class SQLiteLedgerStore:
 
     def list(self, state: str | None = None, *, limit: int = 100) -> list[LedgerEntry]:
         if state is None:
-            rows, _ = self._run(
-                "SELECT body FROM ledger_entries ORDER BY reserved_at DESC, key DESC LIMIT ?", (limit,)
-            )
+            rows, _ = self._run("SELECT body FROM ledger_entries ORDER BY reserved_at DESC, key DESC LIMIT ?", (limit,))
         else:
             rows, _ = self._run(
                 "SELECT body FROM ledger_entries WHERE state = ? ORDER BY reserved_at DESC, key DESC LIMIT ?",
@@ -489,12 +487,11 @@ class RedisLedgerStore:
         out: list[LedgerEntry] = []
         start, page = 0, 500
         while len(out) < limit:
-            keys = self._call(lambda: self._client.zrevrange(self._index(), start, start + page - 1))
+            keys = self._call(lambda s=start: self._client.zrevrange(self._index(), s, s + page - 1))
             if not keys:
                 break
-            bodies = self._call(
-                lambda: [self._client.hget(self._key(k.decode() if isinstance(k, bytes) else k), "body") for k in keys]
-            )
+            names = [self._key(k.decode() if isinstance(k, bytes) else k) for k in keys]
+            bodies = self._call(lambda: [self._client.hget(n, "body") for n in names])  # noqa: B023 - called at once
             for raw in bodies:
                 if raw:
                     entry = LedgerEntry.from_json(raw)
@@ -509,7 +506,9 @@ class RedisLedgerStore:
         return int(done) == 1
 
     def delete(self, old: LedgerEntry) -> bool:
-        done = self._call(lambda: self._delete(keys=[self._key(old.key), self._index()], args=[str(old.version), old.key]))
+        done = self._call(
+            lambda: self._delete(keys=[self._key(old.key), self._index()], args=[str(old.version), old.key])
+        )
         return int(done) == 1
 
     def close(self) -> None:
@@ -682,6 +681,11 @@ class Ledger:
         state = entry.effective_state(self.clock.now())
         if state == "failed" and self.retry_failed and entry.resolved_by is None:
             return
+        if state == "unknown" and entry.state != "unknown":
+            try:  # written down, so `execauth ledger list --unknown` shows it to everyone
+                self._settle(entry)
+            except Exception:  # noqa: BLE001, S110 - the refusal stands either way
+                pass
         code, message = _REFUSALS[state]
         raise LedgerRefusal(code, message, entry)
 
