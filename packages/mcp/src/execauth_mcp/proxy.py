@@ -80,7 +80,9 @@ def build_guard(config: ProxyConfig) -> Guard:
     else:
         policy = parse_policy(config.policy)
     data_dir = config.path(config.data_dir) if config.data_dir else None
-    return Guard.local(Court(policy, registry), data_dir=data_dir)
+    # No effect ledger: a JSON-RPC request id is a per-session counter, not a tool-call
+    # id, so the same id with the same arguments in another session is another call.
+    return Guard.local(Court(policy, registry), data_dir=data_dir, ledger=False)
 
 
 def _text_result(text: str) -> types.CallToolResult:
