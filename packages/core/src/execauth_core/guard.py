@@ -17,7 +17,7 @@ import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from .audit import AuditEntry
 from .authority import Authority
@@ -603,7 +603,7 @@ class Guard:
         *,
         decide: bool,
         approval: ApprovalGrant | None,
-        key: str | None = None,
+        key: str | Literal[False] | None = None,
     ) -> Capability:
         """Every check before a call. Returns a capability or raises ExecutionDenied
         (after recording the denial). Never lets an exception other than
@@ -628,7 +628,7 @@ class Guard:
         *,
         decide: bool,
         approval: ApprovalGrant | None,
-        key: str | None = None,
+        key: str | Literal[False] | None = None,
     ) -> Capability:
         """:meth:`_admit` whose decision is awaited (``authority.adecide`` where there
         is one), so a remote authority's round trip does not block the event loop."""
@@ -668,7 +668,7 @@ class Guard:
         *,
         decide: bool,
         approval: ApprovalGrant | None,
-        key: str | None = None,
+        key: str | Literal[False] | None = None,
     ) -> Generator[tuple[AuthorizationRequest, ApprovalGrant | None, str, bytes], AuthorizationDecision, Capability]:
         """The checks of :meth:`_admit`, shared by the sync and async paths: it yields
         ``(request, approval, digest, bytes)`` when it needs a decision, and the caller
@@ -682,7 +682,7 @@ class Guard:
             # Canonicalized once: the digest, and the decision record, are these bytes.
             raw = request.canonical_bytes()
             pd = digest_bytes(raw)
-            key = _call_key(key, request, pd)
+            key = _call_key(key, request, pd)  # type: ignore[assignment]  # narrowed to str | None
             if decide and key is not None and self.ledger is not None:
                 self.ledger.check(key, pd)  # a repeat is answered before any decision or debit
             if decide:
@@ -978,7 +978,7 @@ class Guard:
         token: str | None,
         call: Callable[[], T],
         *,
-        idempotency_key: str | None = None,
+        idempotency_key: str | Literal[False] | None = None,
     ) -> T:
         """Verify ``token`` for ``request``, consume it, record, then ``call()``.
         ``idempotency_key`` as for :meth:`run`."""
@@ -991,7 +991,7 @@ class Guard:
         token: str | None,
         call: Callable[[], Awaitable[T] | T],
         *,
-        idempotency_key: str | None = None,
+        idempotency_key: str | Literal[False] | None = None,
     ) -> T:
         """Async :meth:`execute`."""
         cap = await self._aadmit(request, token, decide=False, approval=None, key=idempotency_key)
@@ -1003,7 +1003,7 @@ class Guard:
         call: Callable[[], T],
         *,
         approval: ApprovalGrant | None = None,
-        idempotency_key: str | None = None,
+        idempotency_key: str | Literal[False] | None = None,
     ) -> T:
         """Decide, then (only on ALLOW) verify, consume, record and ``call()``.
 
@@ -1013,7 +1013,8 @@ class Guard:
                 the proposal's ``call_id`` and its digest; none when the proposal
                 has no ``call_id``. A key that already ran is refused
                 (:class:`~execauth_core.ledger.AlreadyExecuted` when it succeeded)
-                instead of run again.
+                instead of run again. ``False``: this call has no key (a delegation
+                to another agent, whose own tool calls carry theirs).
         """
         cap = self._admit(request, None, decide=True, approval=approval, key=idempotency_key)
         return self._invoke(cap, call)
@@ -1024,7 +1025,7 @@ class Guard:
         call: Callable[[], Awaitable[T] | T],
         *,
         approval: ApprovalGrant | None = None,
-        idempotency_key: str | None = None,
+        idempotency_key: str | Literal[False] | None = None,
     ) -> T:
         """Async :meth:`run`. ``call`` may return an awaitable or a plain value. The
         decision is awaited (``authority.adecide``, e.g. :class:`RemoteAuthority`'s)."""
@@ -1186,8 +1187,11 @@ def _given_stores(stores: str | Stores) -> tuple[ReplayStore, AuditLog]:
     return opened.replay, opened.audit
 
 
-def _call_key(given: str | None, request: AuthorizationRequest, pd: str) -> str | None:
-    """The call's idempotency key: the caller's, or derived from its call id."""
+def _call_key(given: str | Literal[False] | None, request: AuthorizationRequest, pd: str) -> str | None:
+    """The call's idempotency key: the caller's, or derived from its call id; ``False``
+    for none."""
+    if given is False:
+        return None
     if given is not None:
         try:
             return check_key(given)
