@@ -180,3 +180,33 @@ def test_the_same_tool_call_id_proposed_again_follows_the_ledger() -> None:
     )
     graph2.invoke({"messages": [HumanMessage("go")]}, {"configurable": {"thread_id": "t2"}})
     assert len(runs) == 2
+
+
+def test_a_tool_that_pauses_inside_itself_runs_again_on_resume() -> None:
+    """``interrupt()`` inside the tool: LangGraph re-runs the tool on resume, so its
+    ledger key is freed (not failed); the resumed run completes once."""
+    from langchain_core.tools import StructuredTool
+    from langgraph.types import Command, interrupt
+
+    guard, done = make_guard(), []
+
+    def transfer(amount: str, to: str) -> str:
+        answer = interrupt({"confirm": f"{amount} to {to}?"})
+        done.append(answer)
+        return f"transferred ({answer})"
+
+    tool = StructuredTool.from_function(func=transfer, name="transfer", description="transfer")
+    graph = build_graph(
+        scripted(
+            AIMessage("", tool_calls=[tool_call("transfer", {"amount": "5.00", "to": "bob"}, "c1")]), AIMessage("ok")
+        ),
+        [tool],
+        guard,
+        principal="alice",
+    )
+    config = {"configurable": {"thread_id": "p"}}
+    first = graph.invoke({"messages": [HumanMessage("go")]}, config)
+    assert "__interrupt__" in first and done == []
+    out = graph.invoke(Command(resume="yes"), config)
+    assert done == ["yes"]
+    assert [m.content for m in tool_messages(out)] == ["transferred (yes)"]

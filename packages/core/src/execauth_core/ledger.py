@@ -673,6 +673,17 @@ class Ledger:
         except Exception:  # noqa: BLE001, S110 - see the docstring
             pass
 
+    def reopen(self, key: str, *, error: str) -> bool:
+        """Free a key whose attempt ended in a framework's pause, not in a failure: the
+        tool raised ``error`` (an exception type name, e.g. LangGraph's
+        ``GraphInterrupt``) because it waits for a person, and the framework runs it
+        again from the start on resume. Only an unresolved ``failed`` entry with that
+        error is freed. Returns whether it was."""
+        entry = self.store.get(key)
+        if entry is None or entry.state != "failed" or entry.error != error or entry.resolved_by is not None:
+            return False
+        return self.store.delete(entry)
+
     def _refusal(self, entry: LedgerEntry, proposal_digest: str) -> None:
         if entry.proposal_digest != proposal_digest:
             raise LedgerRefusal(

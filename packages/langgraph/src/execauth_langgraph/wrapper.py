@@ -122,6 +122,7 @@ class ExecAuthToolWrapper:
         call = dict(request.tool_call)
         proposal: AuthorizationRequest | None = None
         key = None
+        ikey: str | None = None
         ran = False
 
         def run_tool(authorized: ToolCallRequest) -> ToolResult:
@@ -152,7 +153,9 @@ class ExecAuthToolWrapper:
                         grant = self._ask(request, exc.pending, exc)
                 result = self.guard.run(proposal, lambda: run_tool(authorized), approval=grant, idempotency_key=ikey)
             return self._remember(key, result)
-        except GraphBubbleUp:
+        except GraphBubbleUp as exc:
+            if ran:
+                self._paused(ikey, exc)
             raise  # interrupts must reach LangGraph
         except AlreadyExecuted as exc:
             return self._remember(key, _replayed(call, exc))  # ran before (another process, a retry)
@@ -167,6 +170,7 @@ class ExecAuthToolWrapper:
         call = dict(request.tool_call)
         proposal: AuthorizationRequest | None = None
         key = None
+        ikey: str | None = None
         ran = False
 
         def run_tool(authorized: ToolCallRequest) -> Awaitable[ToolResult]:
@@ -199,7 +203,9 @@ class ExecAuthToolWrapper:
                     proposal, lambda: run_tool(authorized), approval=grant, idempotency_key=ikey
                 )
             return self._remember(key, result)
-        except GraphBubbleUp:
+        except GraphBubbleUp as exc:
+            if ran:
+                self._paused(ikey, exc)
             raise
         except AlreadyExecuted as exc:
             return self._remember(key, _replayed(call, exc))
@@ -243,6 +249,17 @@ class ExecAuthToolWrapper:
             return _deny(call, denial_message(denied))
 
         return authorized.override(tool=_OnceTool(authorized.tool, refuse))
+
+    def _paused(self, ikey: str | None, exc: BaseException) -> None:
+        """The tool itself paused (``interrupt()`` inside it): LangGraph runs it again
+        from the start on resume, so its ledger key is freed, not left ``failed``."""
+        ledger = self.guard.ledger
+        if ikey is None or ledger is None:
+            return
+        try:
+            ledger.reopen(ikey, error=type(exc).__name__)
+        except Exception:  # the resume is then refused (LEDGER_ALREADY_FAILED): closed
+            log.exception("execauth: could not free the ledger key of a paused tool")
 
     def _token(self, proposal: AuthorizationRequest) -> Any:
         """Ask the token provider; a provider that fails means "no token" (NO_TOKEN, recorded)."""
@@ -409,15 +426,15 @@ class _OnceTool:
 def _idempotency_key(request: ToolCallRequest, proposal: AuthorizationRequest) -> str | None:
     """The call's key in the effect ledger: this tool-call id in this thread, with
     these arguments. The same on a resume in another process (a durable checkpointer
-    keeps the thread and the model's tool-call ids). ``None`` without a thread id or
-    a tool-call id: then the guard's own default applies."""
+    keeps the thread and the model's tool-call ids). Without a thread id, the guard's
+    default (no run id); without a tool-call id, none."""
     runtime = getattr(request, "runtime", None)
     config = getattr(runtime, "config", None) or {}
     configurable = config.get("configurable", {}) if isinstance(config, dict) else {}
     thread = configurable.get("thread_id")
-    if thread is None or proposal.call_id is None:
+    if proposal.call_id is None:
         return None
-    return idempotency_key(str(thread), proposal.call_id, proposal.content_digest())
+    return idempotency_key(None if thread is None else str(thread), proposal.call_id, proposal.content_digest())
 
 
 def _replayed(call: dict[str, Any], exc: AlreadyExecuted) -> ToolResult:
