@@ -32,8 +32,10 @@ from execauth_core.ledger import Ledger, open_ledger
 url, effects, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 class Later:  # the resumed attempt comes after the lease of the killed one has passed
     def now(self):
-        return int(time.time()) + 10
-ledger = Ledger(open_ledger(url), lease=5, clock=Later() if mode == "resume" else None)
+        return int(time.time()) + 600
+# A lease long enough that the attempt right after the kill sees it in flight on a
+# loaded machine; the resumed attempt's clock is past it.
+ledger = Ledger(open_ledger(url), lease=300, clock=Later() if mode == "resume" else None)
 guard = Guard.local(AllowListPolicy(["transfer"]), stores=url, ledger=ledger)
 req = guard.proposal("transfer", {"to": "bob", "amount": "5.00"}, principal="alice", call_id="call-1")
 
