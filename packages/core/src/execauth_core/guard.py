@@ -682,7 +682,7 @@ class Guard:
             # Canonicalized once: the digest, and the decision record, are these bytes.
             raw = request.canonical_bytes()
             pd = digest_bytes(raw)
-            key = _call_key(key, request, pd)  # type: ignore[assignment]  # narrowed to str | None
+            key = _call_key(key, request, pd)  # str or None from here on
             if decide and key is not None and self.ledger is not None:
                 self.ledger.check(key, pd)  # a repeat is answered before any decision or debit
             if decide:
