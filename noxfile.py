@@ -161,6 +161,13 @@ def bench_peers(session: nox.Session) -> None:
 
 
 @nox.session
+def bench_ledger(session: nox.Session) -> None:
+    """The effect ledger's overhead per guarded call, on SQLite and PostgreSQL."""
+    session.install("./packages/core[postgres]")
+    session.run("python", "bench/bench_ledger.py", *session.posargs)
+
+
+@nox.session
 def bench_autogen(session: nox.Session) -> None:
     """execauth-autogen overhead per tool call, AgentChat and classic (own venv)."""
     session.install("./packages/core", "./packages/autogen[agentchat,classic,test]")

@@ -20,8 +20,9 @@ class DownReplayStore:
 
 @pytest.fixture
 def make_guard() -> Callable[..., Guard]:
-    def make(allow: Iterable[str] = (), require_approval: Iterable[str] = ()) -> Guard:
-        return Guard.local(AllowListPolicy(list(allow), require_approval=list(require_approval)), data_dir=None)
+    def make(allow: Iterable[str] = (), require_approval: Iterable[str] = (), ledger: bool = True) -> Guard:
+        policy = AllowListPolicy(list(allow), require_approval=list(require_approval))
+        return Guard.local(policy, data_dir=None, ledger=ledger)
 
     return make
 

@@ -71,6 +71,9 @@ PUBLIC = {
     "parse_policy",
     "JWKSKeys",
     "RemoteAuthority",
+    "AlreadyExecuted",
+    "Ledger",
+    "idempotency_key",
 }
 
 

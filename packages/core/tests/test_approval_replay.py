@@ -23,12 +23,17 @@ from .conftest import RFC8032_SEED_1, T0, Tool
 
 
 def durable_guard(folder: Path) -> Guard:
-    """A guard whose replay store and audit log are the SQLite file in ``folder``."""
+    """A guard whose replay store and audit log are the SQLite file in ``folder``.
+
+    Without the effect ledger: these tests pin the approval layer on its own. With it
+    (the default) a repeat of the same call is refused one step earlier, with
+    ``LEDGER_ALREADY_SUCCEEDED`` (test_ledger_guard.py)."""
     return Guard.local(
         AllowListPolicy(("transfer",), require_approval=("transfer",)),
         clock=FixedClock(T0),
         signer=LocalSigner(RFC8032_SEED_1),
         data_dir=folder,
+        ledger=False,
     )
 
 

@@ -40,11 +40,12 @@ def clock() -> FixedClock:
 
 @pytest.fixture
 def make_guard(clock: FixedClock) -> Callable[..., Guard]:
-    def make(allow: list[str], require_approval: list[str] = ()) -> Guard:  # type: ignore[assignment]
+    def make(allow: list[str], require_approval: list[str] = (), ledger: bool = True) -> Guard:  # type: ignore[assignment]
         return Guard.local(
             AllowListPolicy(allow=allow, require_approval=list(require_approval)),
             signer=LocalSigner(RFC8032_SEED_1),
             clock=clock,
+            ledger=ledger,
         )
 
     return make

@@ -23,7 +23,7 @@ def script() -> list[Any]:
 
 
 def test_a_grant_resent_for_the_same_call_in_a_later_turn_is_refused(ledger, tools, make_guard):
-    guard = make_guard(["transfer"], require_approval=["transfer"])
+    guard = make_guard(["transfer"], require_approval=["transfer"], ledger=False)  # the approval layer alone
     cg = CrewGuard(guard, principal="user-42")
     guarded = cg.tool(tools["transfer"])
     cg.kickoff(crew_for([guarded], script()))
@@ -49,7 +49,7 @@ def test_a_grant_resent_for_the_same_call_in_a_later_turn_is_refused(ledger, too
 def test_a_grant_used_outside_the_crew_is_refused_when_the_crew_takes_it_from_its_dict(ledger, tools, make_guard):
     """The grant kept by approve() for the crew is spent in the guard's replay store,
     not only in CrewGuard's dict: used once anywhere, it is used."""
-    guard = make_guard(["transfer"], require_approval=["transfer"])
+    guard = make_guard(["transfer"], require_approval=["transfer"], ledger=False)  # the approval layer alone
     cg = CrewGuard(guard, principal="user-42")
     guarded = cg.tool(tools["transfer"])
     cg.kickoff(crew_for([guarded], script()))
@@ -65,7 +65,7 @@ def test_a_grant_used_outside_the_crew_is_refused_when_the_crew_takes_it_from_it
 
 
 def test_resume_twice_with_the_same_grant_runs_once(ledger, tools, make_guard):
-    guard = make_guard(["transfer"], require_approval=["transfer"])
+    guard = make_guard(["transfer"], require_approval=["transfer"], ledger=False)  # the approval layer alone
     cg = CrewGuard(guard, principal="user-42")
     cg.kickoff(crew_for([cg.tool(tools["transfer"])], script()))
     [pending] = cg.pending_approvals.values()
@@ -82,7 +82,7 @@ def test_one_request_approved_twice_funds_one_run(ledger, tools, make_guard):
     """approve() keeps a grant for the crew; resume(approver=...) approves the same
     request again. Both grants answer one request: they carry its id, and the guard
     lets that id fund one execution."""
-    guard = make_guard(["transfer"], require_approval=["transfer"])
+    guard = make_guard(["transfer"], require_approval=["transfer"], ledger=False)  # the approval layer alone
     cg = CrewGuard(guard, principal="user-42")
     guarded = cg.tool(tools["transfer"])
     cg.kickoff(crew_for([guarded], script()))
@@ -98,7 +98,7 @@ def test_one_request_approved_twice_funds_one_run(ledger, tools, make_guard):
 
 
 def test_a_new_request_for_the_same_call_can_be_approved_afresh(ledger, tools, make_guard):
-    guard = make_guard(["transfer"], require_approval=["transfer"])
+    guard = make_guard(["transfer"], require_approval=["transfer"], ledger=False)  # the approval layer alone
     cg = CrewGuard(guard, principal="user-42")
     guarded = cg.tool(tools["transfer"])
     cg.kickoff(crew_for([guarded], script()))

@@ -37,9 +37,12 @@ class Spy:
         return f"done:{sorted(kw.items())}"
 
 
-def make_guard(allow: tuple[str, ...] = ("search", "transfer"), approval: tuple[str, ...] = ()) -> Guard:
+def make_guard(allow: tuple[str, ...] = ("search", "transfer"), approval: tuple[str, ...] = (), **kw: Any) -> Guard:
     return Guard.local(
-        AllowListPolicy(allow, require_approval=approval), clock=FixedClock(T0), signer=LocalSigner(bytes(range(32)))
+        AllowListPolicy(allow, require_approval=approval),
+        clock=FixedClock(T0),
+        signer=LocalSigner(bytes(range(32))),
+        **kw,
     )
 
 
@@ -531,8 +534,10 @@ def _answer(shown: dict[str, Any], approver: str = "carol") -> dict[str, Any]:
 def test_an_old_resume_answer_replayed_in_a_later_turn_is_refused() -> None:
     """The field test: the model re-proposes the identical call with the same call id in
     a later turn, and the answer given for the first turn is sent again. One person's
-    decision funds exactly one execution: the transfer runs once."""
-    guard, spy = make_guard(approval=("transfer",)), Spy()
+    decision funds exactly one execution: the transfer runs once. (The approval layer
+    alone: with the effect ledger on, the default, the later turn is answered from the
+    ledger before any approval is asked, test_ledger.py.)"""
+    guard, spy = make_guard(approval=("transfer",), ledger=False), Spy()
     call = tool_call("transfer", {"amount": "25.00", "to": "bob"}, "c1")
     model = scripted(
         AIMessage("", tool_calls=[call]), AIMessage("sent"), AIMessage("", tool_calls=[call]), AIMessage("again")
@@ -554,7 +559,9 @@ def test_an_old_resume_answer_replayed_in_a_later_turn_is_refused() -> None:
 
 
 def test_a_fresh_answer_in_a_later_turn_is_a_new_decision() -> None:
-    guard, spy = make_guard(approval=("transfer",)), Spy()
+    """Without the effect ledger: a re-proposed call id is a new call (with the ledger,
+    the default, it is the same call and does not run again: test_ledger.py)."""
+    guard, spy = make_guard(approval=("transfer",), ledger=False), Spy()
     call = tool_call("transfer", {"amount": "25.00", "to": "bob"}, "c1")
     model = scripted(
         AIMessage("", tool_calls=[call]), AIMessage("sent"), AIMessage("", tool_calls=[call]), AIMessage("again")
@@ -585,7 +592,8 @@ def test_an_answer_that_names_no_approval_request_is_refused() -> None:
 def test_a_replayed_answer_is_refused_after_a_restart(tmp_path: Any) -> None:
     """The approval is spent in the guard's stores (SQLite here), not in the wrapper's
     memory: a new process (new guard, new graph, the same checkpointer and data_dir)
-    refuses the old answer too."""
+    refuses the old answer too. (The approval layer alone: with the effect ledger,
+    the default, the same call id is answered from the ledger first, test_ledger.py.)"""
     from langgraph.checkpoint.memory import InMemorySaver
 
     from execauth_core import AllowListPolicy as Policy
@@ -596,6 +604,7 @@ def test_a_replayed_answer_is_refused_after_a_restart(tmp_path: Any) -> None:
             clock=FixedClock(T0),
             signer=LocalSigner(bytes(range(32))),
             data_dir=tmp_path,
+            ledger=False,
         )
 
     saver, spy = InMemorySaver(), Spy()

@@ -29,10 +29,13 @@ class Spy:
 
 
 def setup() -> tuple[Guard, Spy, ScriptedModel, Agent[Any], ExecAuth]:
+    # The approval layer alone: with the effect ledger (the default) the identical call
+    # with the same id in the later turn is answered from the ledger first (test_ledger.py).
     guard = Guard.local(
         AllowListPolicy(("transfer",), require_approval=("transfer",)),
         clock=FixedClock(T0),
         signer=LocalSigner(bytes(range(32))),
+        ledger=False,
     )
     spy = Spy()
     # Two turns of the conversation, each proposing the identical call with the same id.

@@ -245,7 +245,9 @@ def test_a_failing_tool_is_an_error_result_and_recorded(tools: Tools, make_guard
 def test_approval_without_approver_is_pending_then_approved(
     tools: Tools, make_guard: Callable[..., Guard], events: Any
 ) -> None:
-    guard = make_guard(require_approval=["transfer"])
+    # The approval layer alone: with the effect ledger (the default) the re-sent approval
+    # of the same call is answered from the ledger first (test_ledger.py).
+    guard = make_guard(require_approval=["transfer"], ledger=False)
     wb = workbench(tools, guard)
     agent = make_agent(wb, turn(call("c1", "transfer", {"amount": "50.00", "to": "bob"})))
     seen = tool_results(run(agent))["c1"]
@@ -402,8 +404,10 @@ def test_a_bad_option_is_refused_when_built(
 def test_an_approval_funds_one_run_across_turns(tools: Tools, make_guard: Callable[..., Guard], events: Any) -> None:
     """The field test's replay (issue 16): the approval sent again once the call ran is
     refused by the guard; the identical call (same call id) in a later turn is a new
-    request, approved afresh; each approval runs the transfer once."""
-    guard = make_guard(require_approval=["transfer"])
+    request, approved afresh; each approval runs the transfer once. (The approval layer
+    alone: with the effect ledger, the default, the same call id is answered from the
+    ledger, test_ledger.py.)"""
+    guard = make_guard(require_approval=["transfer"], ledger=False)
     wb = workbench(tools, guard)
     transfer = call("c1", "transfer", {"amount": "50.00", "to": "bob"})
     run(make_agent(wb, turn(transfer)))

@@ -317,7 +317,9 @@ def test_approval_through_the_agents_human_input(
 
 
 def test_pending_approval_then_approve_and_run(fns: Functions, make_guard: Callable[..., Guard], events: Any) -> None:
-    guard = make_guard(require_approval=["transfer", "lookup"])
+    # The approval layer alone: with the effect ledger (the default) the re-sent approval
+    # of the same call is answered from the ledger first.
+    guard = make_guard(require_approval=["transfer", "lookup"], ledger=False)
     runner = executor()
     runner.register_function(fns.map())
     gate = ExecAuthFunctionGate(guard, principal="user-42")
@@ -353,7 +355,7 @@ def test_an_approval_funds_one_run_across_turns(fns: Functions, make_guard: Call
     """The field test's replay (issue 16): the approval sent again once the call ran is
     refused by the guard; the identical call (same call id) in a later chat is a new
     request, approved afresh; each approval runs the transfer once."""
-    guard = make_guard(require_approval=["transfer"])
+    guard = make_guard(require_approval=["transfer"], ledger=False)  # the approval layer alone
     runner = executor()
     runner.register_function(fns.map())
     gate = ExecAuthFunctionGate(guard, principal="user-42")

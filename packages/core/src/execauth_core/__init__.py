@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # every public name, for type checkers and IDEs; loaded lazil
     )
     from .guard import Capability, Guard
     from .keys import KeySet, KeyStatus, LocalSigner, Signer, TrustedKey, jwk_thumbprint
+    from .ledger import AlreadyExecuted, Ledger, idempotency_key
     from .manifest import PreflightResult, ToolManifest, ToolRegistry, load_registry
     from .messages import (
         ApprovalGrant,
@@ -91,6 +92,9 @@ _LAZY = {
     "Capability": "guard",
     "Guard": "guard",
     "KeySet": "keys",
+    "AlreadyExecuted": "ledger",
+    "Ledger": "ledger",
+    "idempotency_key": "ledger",
     "KeyStatus": "keys",
     "LocalSigner": "keys",
     "Signer": "keys",
@@ -147,6 +151,9 @@ __all__ = [
     "AllowListPolicy",
     "ApprovalGrant",
     "ApprovalRequired",
+    "AlreadyExecuted",
+    "Ledger",
+    "idempotency_key",
     "AuditEntry",
     "AuditIntegrityError",
     "Authority",

@@ -25,7 +25,7 @@ from .keys import KeySet, KeyStatus, Signer
 
 GENESIS = "sha256:" + "0" * 64
 AUDIT_VERSION = "execauth.audit/1"
-EVENTS = frozenset({"decision", "denial", "execution", "result", "approval"})
+EVENTS = frozenset({"decision", "denial", "execution", "result", "approval", "ledger"})
 
 
 @dataclass(frozen=True)

@@ -588,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "also: 'execauth serve' (the authority service, execauth-server), "
             "'execauth approvals' (the approval queue), 'execauth receipt' (execution receipts), "
+            "'execauth ledger' (the effect ledger), "
             "'execauth delegate' and 'execauth delegation verify' (delegation chains) and 'execauth mcp-proxy' "
             "(the MCP gating proxy, execauth-mcp); each has its own --help"
         ),
@@ -727,6 +728,10 @@ def main(argv: list[str] | None = None) -> int:
         from .approvals_cli import main as approvals_main
 
         return approvals_main(list(raw[1:]))
+    if raw[:1] == ["ledger"]:
+        from .ledger_cli import main as ledger_main
+
+        return ledger_main(list(raw[1:]))
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))

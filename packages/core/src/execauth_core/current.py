@@ -24,10 +24,13 @@ __all__ = ["CurrentCall", "current_call"]
 
 @dataclass(frozen=True)
 class CurrentCall:
-    """The verified proposal the guard is running, and the token it verified."""
+    """The verified proposal the guard is running, the token it verified, and the
+    call's idempotency key (``None`` when it has none: no call id and no key given).
+    A tool that calls a payment API passes the key on, so the API dedupes too."""
 
     request: AuthorizationRequest
     token: str
+    idempotency_key: str | None = None
 
 
 _CURRENT: ContextVar[CurrentCall] = ContextVar("execauth_current_call")

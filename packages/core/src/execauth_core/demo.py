@@ -10,6 +10,7 @@ records of every run (it is append-only): the demo says how many this run added.
 from __future__ import annotations
 
 import json
+import secrets
 import shlex
 import shutil
 import sys
@@ -62,9 +63,11 @@ def run_demo(data_dir: str | Path, out: TextIO) -> int:
     if records_before:
         _say(out, f"  its audit log already holds {records_before} records from earlier runs: this run appends")
 
+    run = secrets.token_hex(4)  # each run is a new agent run: its calls are new calls for the ledger
+
     def propose(n: int, tool: str, args: dict[str, Any]) -> Any:
         _say(out, f"\n[{n}] agent proposes {tool}({json.dumps(args)})")
-        return guard.proposal(tool, args, principal="user-42", agent="support-bot", call_id=f"call-{n}")
+        return guard.proposal(tool, args, principal="user-42", agent="support-bot", call_id=f"{run}-call-{n}")
 
     ok = True
     # 1. allowed: decided, token issued, verified, consumed, executed.

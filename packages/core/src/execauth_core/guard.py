@@ -33,6 +33,7 @@ from .errors import (
     TokenError,
 )
 from .keys import KeySet, LocalSigner, Signer
+from .ledger import AlreadyExecuted, Ledger, LedgerEntry, LedgerRefusal, check_key, idempotency_key
 from .messages import (
     ApprovalGrant,
     AuthorizationDecision,
@@ -68,7 +69,7 @@ def new_id() -> str:
 class Capability:
     """Permission to make exactly one verified call. Only the guard creates one."""
 
-    __slots__ = ("_used", "audit_seq", "decision", "request", "token", "token_id")
+    __slots__ = ("_used", "audit_seq", "decision", "idempotency_key", "ledger_entry", "request", "token", "token_id")
 
     def __init__(
         self,
@@ -88,6 +89,9 @@ class Capability:
         self.decision = decision
         self.token = token
         """The compact token that was verified (``current_call()`` hands it to the tool)."""
+        self.idempotency_key: str | None = None
+        """The call's idempotency key (``current_call()`` hands it to the tool), if it has one."""
+        self.ledger_entry: LedgerEntry | None = None
 
     def _spend(self) -> None:
         if self._used:
@@ -110,6 +114,7 @@ class _Denial(Exception):
         self.codes = codes
         self.message = message
         self.decision = decision
+        self.ledger_entry: LedgerEntry | None = None
 
 
 class Guard:
@@ -141,6 +146,10 @@ class Guard:
             A checkpoint that cannot be signed or stored is left for the next append:
             it never fails, denies or delays a decision beyond the signing itself.
         receipts: see :attr:`receipts`; needs an in-process :class:`Authority` (its key signs).
+        ledger: the effect ledger (:class:`~execauth_core.ledger.Ledger`): a call
+            whose idempotency key already ran, is running or has an unknown outcome
+            is refused instead of run again (docs/ledger.md). ``None`` here (the
+            default of the constructor); :meth:`local` turns it on.
     """
 
     def __init__(
@@ -157,7 +166,13 @@ class Guard:
         approvals: Any | None = None,
         checkpointer: Checkpointer | None = None,
         receipts: bool = False,
+        ledger: Ledger | None = None,
     ) -> None:
+        if ledger is not None and not isinstance(ledger, Ledger):
+            raise ConfigurationError("ledger is an execauth_core.ledger.Ledger or None")
+        self.ledger = ledger
+        """The effect ledger (:mod:`execauth_core.ledger`): each idempotency key runs at
+        most once. ``None``: calls are not deduplicated."""
         self._expected_policy = _policy_source(expected_policy)
         self.receipts = bool(receipts)
         """Sign an :class:`~execauth_core.receipts.ExecutionReceipt` for every call and
@@ -199,6 +214,7 @@ class Guard:
         checkpoint_interval: int | None = None,
         checkpoint_origin: str = "execauth.local/audit",
         receipts: bool = False,
+        ledger: bool | str | Ledger | None = None,
     ) -> Guard:
         """A guard with its own authority on the embedded defaults.
 
@@ -232,6 +248,11 @@ class Guard:
                 with ``execauth audit checkpoint``).
             checkpoint_origin: the log's name in its checkpoints (the CLI's default).
             receipts: sign an execution receipt for every call (see :class:`Guard`).
+            ledger: the effect ledger (docs/ledger.md). ``None`` (the default) or
+                ``True``: beside the other stores (the ``stores`` URL, the SQLite file
+                in ``data_dir``, or memory; with opened ``Stores`` ``None`` means none
+                and ``True`` is an error); a store URL; a
+                :class:`~execauth_core.ledger.Ledger`; ``False`` for none.
         """
         _local_spool(spool, data_dir, check_only=True)  # refused before anything is opened
         _check_cadence(checkpoint_every, checkpoint_interval, checkpoint_origin)
@@ -286,6 +307,7 @@ class Guard:
             approvals=_local_approvals(approvals, stores, data_dir, audit, authority, clock, id_factory),
             checkpointer=checkpointer,
             receipts=receipts,
+            ledger=_local_ledger(ledger, stores, data_dir, audit, clock),
         )
 
     @classmethod
@@ -303,6 +325,7 @@ class Guard:
         max_ttl: int = 3600,
         clock: Clock | None = None,
         id_factory: Callable[[], str] = new_id,
+        ledger: bool | str | Ledger | None = None,
     ) -> Guard:
         """A guard whose authority is the ``execauth serve`` at ``url``: this process
         holds no signing key. Needs the ``remote`` extra (httpx).
@@ -319,6 +342,8 @@ class Guard:
             audience: the ``aud`` this guard accepts (the service's ``audience``, or
                 the ``tool_audiences`` entry of the tools it guards).
             issuer: the service's ``issuer``.
+            ledger: the effect ledger, kept here beside the replay store (as for
+                :meth:`local`).
         """
         from typing import cast
 
@@ -348,6 +373,7 @@ class Guard:
             audit_log=audit,
             clock=clock,
             id_factory=id_factory,
+            ledger=_local_ledger(ledger, stores, data_dir, audit, clock),
         )
 
     def close(self) -> None:
@@ -356,7 +382,7 @@ class Guard:
         Nothing runs through a closed store by mistake: a later call is denied
         (``STORE_UNAVAILABLE`` on SQLite) or, on Redis and PostgreSQL, whose clients
         reconnect on demand, opens new connections that need closing again."""
-        for store in (self.replay_store, self.audit_log, self.authority):
+        for store in (self.replay_store, self.audit_log, self.authority, getattr(self.ledger, "store", None)):
             close = getattr(store, "close", None)
             if close is not None:
                 close()
@@ -617,12 +643,14 @@ class Guard:
         decide: bool,
         approval: ApprovalGrant | None,
         commit: Any = None,
+        key: str | Literal[False] | None = None,
     ) -> Capability:
         """Every check before a call. Returns a capability or raises ExecutionDenied
         (after recording the denial). Never lets an exception other than
         ExecutionDenied out. With ``commit`` (a preflight), the decision asked for
-        is that preflight's commit."""
-        steps = self._admission(request, token, decide=decide, approval=approval)
+        is that preflight's commit. ``key``: the call's idempotency key (see
+        :meth:`run`)."""
+        steps = self._admission(request, token, decide=decide, approval=approval, key=key)
         try:
             ask = next(steps)
             while True:  # the admission asks for (at most) one decision
@@ -643,10 +671,11 @@ class Guard:
         decide: bool,
         approval: ApprovalGrant | None,
         commit: Any = None,
+        key: str | Literal[False] | None = None,
     ) -> Capability:
         """:meth:`_admit` whose decision is awaited (``authority.adecide`` where there
         is one), so a remote authority's round trip does not block the event loop."""
-        steps = self._admission(request, token, decide=decide, approval=approval)
+        steps = self._admission(request, token, decide=decide, approval=approval, key=key)
         try:
             ask = next(steps)
             while True:
@@ -682,18 +711,23 @@ class Guard:
         *,
         decide: bool,
         approval: ApprovalGrant | None,
+        key: str | Literal[False] | None = None,
     ) -> Generator[tuple[AuthorizationRequest, ApprovalGrant | None, str, bytes], AuthorizationDecision, Capability]:
         """The checks of :meth:`_admit`, shared by the sync and async paths: it yields
         ``(request, approval, digest, bytes)`` when it needs a decision, and the caller
         sends the decision back in (or throws what deciding raised)."""
         pd: str | None = None
         decision: AuthorizationDecision | None = None
+        held: LedgerEntry | None = None
         try:
             if not isinstance(request, AuthorizationRequest):
                 raise _Denial("DENY", (R.REQUEST_INVALID.value,), "the proposal is not an AuthorizationRequest")
             # Canonicalized once: the digest, and the decision record, are these bytes.
             raw = request.canonical_bytes()
             pd = digest_bytes(raw)
+            key = _call_key(key, request, pd)  # str or None from here on
+            if decide and key is not None and self.ledger is not None:
+                self.ledger.check(key, pd)  # a repeat is answered before any decision or debit
             if decide:
                 decision = yield (request, approval, pd, raw)
                 if decision.outcome is not Outcome.ALLOW or decision.token is None:
@@ -736,9 +770,19 @@ class Guard:
                 executed=True,
                 record_digest=claims.record_digest,
             )
+            if key is not None and self.ledger is not None:
+                # Taken before the token is consumed: the loser of a race on one key
+                # is refused before anything is recorded as executed.
+                held = self.ledger.begin(
+                    key, proposal_digest=pd, token_id=claims.jti, tool=request.tool, call_id=request.call_id
+                )
             entry = self._consume_and_record(spend, event, now)
-            return Capability(_CAPABILITY_KEY, request, claims.jti, entry.seq, decision, token)
+            cap = Capability(_CAPABILITY_KEY, request, claims.jti, entry.seq, decision, token)
+            cap.idempotency_key, cap.ledger_entry = key, held
+            return cap
         except BaseException as exc:
+            if held is not None and self.ledger is not None:
+                self.ledger.release(held)  # refused before the call: the key is free again
             if not isinstance(exc, Exception):
                 # KeyboardInterrupt, SystemExit, cancellation, a watchdog's BaseException:
                 # the tool does not run, the debit is given back, the denial is recorded
@@ -748,6 +792,9 @@ class Guard:
                 raise
             if isinstance(exc, _Denial):
                 denial = exc
+            elif isinstance(exc, LedgerRefusal):
+                denial = _Denial("DENY", (exc.code.value,), exc.message)
+                denial.ledger_entry = exc.entry
             elif isinstance(exc, TokenError):
                 denial = _Denial("DENY", (exc.reason_code,), exc.message)
             elif isinstance(exc, StoreUnavailable):
@@ -860,6 +907,8 @@ class Guard:
                 return ApprovalRequired(pending=pending, **kwargs)
             except Exception:
                 log.exception("execauth: could not build the pending approval")
+        if d.ledger_entry is not None and codes[0] == R.LEDGER_ALREADY_SUCCEEDED.value:
+            return AlreadyExecuted(entry=d.ledger_entry, **kwargs)
         return ExecutionDenied(**kwargs)
 
     def _release(self, decision: AuthorizationDecision | None) -> None:
@@ -930,12 +979,13 @@ class Guard:
         cap._spend()
         signing = receipt or self.receipts
         started = self.clock.now() if signing else 0
-        entered = _CURRENT.set(CurrentCall(cap.request, cap.token or ""))
+        entered = _CURRENT.set(CurrentCall(cap.request, cap.token or "", cap.idempotency_key))
         try:
             result = call()
         except BaseException as exc:
             # The tool started: its side effect may have happened, so what it was
             # charged stays charged (a refund here would let a failing tool overspend).
+            self._ledger_finish(cap, None, exc)
             signed = self._receipt(cap, started, None, exc) if signing else None
             self._record_result(cap, "error", exc, signed)
             if receipt and isinstance(exc, Exception):
@@ -945,6 +995,7 @@ class Guard:
             raise
         finally:
             _CURRENT.reset(entered)
+        self._ledger_finish(cap, result, None)
         signed = self._receipt(cap, started, result, None) if signing else None
         self._record_result(cap, "ok", None, signed)
         return (result, signed) if receipt else result
@@ -953,7 +1004,7 @@ class Guard:
         cap._spend()
         signing = receipt or self.receipts
         started = self.clock.now() if signing else 0
-        entered = _CURRENT.set(CurrentCall(cap.request, cap.token or ""))
+        entered = _CURRENT.set(CurrentCall(cap.request, cap.token or "", cap.idempotency_key))
         try:
             result = call()
             if inspect.isawaitable(result):
@@ -961,6 +1012,7 @@ class Guard:
         except BaseException as exc:
             # The tool started: its side effect may have happened, so what it was
             # charged stays charged (a refund here would let a failing tool overspend).
+            self._ledger_finish(cap, None, exc)
             signed = self._receipt(cap, started, None, exc) if signing else None
             self._record_result(cap, "error", exc, signed)
             if receipt and isinstance(exc, Exception):
@@ -970,9 +1022,20 @@ class Guard:
             raise
         finally:
             _CURRENT.reset(entered)
+        self._ledger_finish(cap, result, None)
         signed = self._receipt(cap, started, result, None) if signing else None
         self._record_result(cap, "ok", None, signed)
         return (result, signed) if receipt else result
+
+    def _ledger_finish(self, cap: Capability, result: object, error: BaseException | None) -> None:
+        """Record the call's outcome in the ledger. Never raises: the call happened; an
+        outcome that cannot be written leaves the entry started, unknown after its lease."""
+        if cap.ledger_entry is None or self.ledger is None:
+            return
+        try:
+            self.ledger.finish(cap.ledger_entry, ok=error is None, result=result, error=error)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.error("execauth: could not record the outcome of %s in the ledger: %s", cap.idempotency_key, exc)
 
     def _receipt(self, cap: Capability, started: int, result: Any, error: BaseException | None) -> Any:
         """The signed receipt of a call that ran, or ``None`` if it could not be signed
@@ -1004,17 +1067,30 @@ class Guard:
         if (receipt or self.receipts) and not isinstance(self.authority, Authority):
             raise ConfigurationError("receipts are signed by an in-process Authority's key; this guard has none")
 
-    def execute(self, request: AuthorizationRequest, token: str | None, call: Callable[[], T]) -> T:
-        """Verify ``token`` for ``request``, consume it, record, then ``call()``."""
-        cap = self._admit(request, token, decide=False, approval=None)
+    def execute(
+        self,
+        request: AuthorizationRequest,
+        token: str | None,
+        call: Callable[[], T],
+        *,
+        idempotency_key: str | Literal[False] | None = None,
+    ) -> T:
+        """Verify ``token`` for ``request``, consume it, record, then ``call()``.
+        ``idempotency_key`` as for :meth:`run`."""
+        cap = self._admit(request, token, decide=False, approval=None, key=idempotency_key)
         result: T = self._invoke(cap, call)
         return result
 
     async def aexecute(
-        self, request: AuthorizationRequest, token: str | None, call: Callable[[], Awaitable[T] | T]
+        self,
+        request: AuthorizationRequest,
+        token: str | None,
+        call: Callable[[], Awaitable[T] | T],
+        *,
+        idempotency_key: str | Literal[False] | None = None,
     ) -> T:
         """Async :meth:`execute`."""
-        cap = await self._aadmit(request, token, decide=False, approval=None)
+        cap = await self._aadmit(request, token, decide=False, approval=None, key=idempotency_key)
         result: T = await self._ainvoke(cap, call)
         return result
 
@@ -1025,6 +1101,7 @@ class Guard:
         call: Callable[[], T],
         *,
         approval: ApprovalGrant | None = None,
+        idempotency_key: str | Literal[False] | None = None,
         receipt: Literal[False] = False,
     ) -> T: ...
     @overload
@@ -1034,6 +1111,7 @@ class Guard:
         call: Callable[[], T],
         *,
         approval: ApprovalGrant | None = None,
+        idempotency_key: str | Literal[False] | None = None,
         receipt: Literal[True],
     ) -> tuple[T, ExecutionReceipt | None]: ...
     def run(
@@ -1042,6 +1120,7 @@ class Guard:
         call: Callable[[], T],
         *,
         approval: ApprovalGrant | None = None,
+        idempotency_key: str | Literal[False] | None = None,
         receipt: bool = False,
     ) -> Any:
         """Decide, then (only on ALLOW) verify, consume, record and ``call()``.
@@ -1055,11 +1134,18 @@ class Guard:
                 could not be signed: logged). A tool that raises an ``Exception`` is
                 re-raised as :class:`~execauth_core.receipts.ExecutionFailed` carrying
                 the ``failed`` receipt, the tool's exception as its ``__cause__``.
+            idempotency_key: this call's key in the effect ledger (docs/ledger.md).
+                Default: :func:`~execauth_core.ledger.idempotency_key` of no run id,
+                the proposal's ``call_id`` and its digest; none when the proposal
+                has no ``call_id``. A key that already ran is refused
+                (:class:`~execauth_core.ledger.AlreadyExecuted` when it succeeded)
+                instead of run again. ``False``: this call has no key (a delegation
+                to another agent, whose own tool calls carry theirs).
         """
         self._receipt_check(receipt)
         if self._two_phase(request):
-            return self._commit(self.preflight(request, approval=approval), call, receipt)
-        cap = self._admit(request, None, decide=True, approval=approval)
+            return self._commit(self.preflight(request, approval=approval), call, receipt, idempotency_key)
+        cap = self._admit(request, None, decide=True, approval=approval, key=idempotency_key)
         return self._invoke(cap, call, receipt)
 
     @overload
@@ -1069,6 +1155,7 @@ class Guard:
         call: Callable[[], Awaitable[T] | T],
         *,
         approval: ApprovalGrant | None = None,
+        idempotency_key: str | Literal[False] | None = None,
         receipt: Literal[False] = False,
     ) -> T: ...
     @overload
@@ -1078,6 +1165,7 @@ class Guard:
         call: Callable[[], Awaitable[T] | T],
         *,
         approval: ApprovalGrant | None = None,
+        idempotency_key: str | Literal[False] | None = None,
         receipt: Literal[True],
     ) -> tuple[T, ExecutionReceipt | None]: ...
     async def arun(
@@ -1086,6 +1174,7 @@ class Guard:
         call: Callable[[], Awaitable[T] | T],
         *,
         approval: ApprovalGrant | None = None,
+        idempotency_key: str | Literal[False] | None = None,
         receipt: bool = False,
     ) -> Any:
         """Async :meth:`run`. ``call`` may return an awaitable or a plain value. The
@@ -1093,8 +1182,8 @@ class Guard:
         self._receipt_check(receipt)
         if self._two_phase(request):
             preflight = await self.apreflight(request, approval=approval)
-            return await self._acommit(preflight, call, receipt)
-        cap = await self._aadmit(request, None, decide=True, approval=approval)
+            return await self._acommit(preflight, call, receipt, idempotency_key)
+        cap = await self._aadmit(request, None, decide=True, approval=approval, key=idempotency_key)
         return await self._ainvoke(cap, call, receipt)
 
     # -- two-phase commit (execauth_core.twophase) ---------------------------
@@ -1163,10 +1252,16 @@ class Guard:
         """
         return self._commit(preflight, call, receipt)
 
-    def _commit(self, preflight: PreflightDecision, call: Callable[[], T], receipt: bool) -> Any:
+    def _commit(
+        self,
+        preflight: PreflightDecision,
+        call: Callable[[], T],
+        receipt: bool,
+        key: str | Literal[False] | None = None,
+    ) -> Any:
         self._receipt_check(receipt)
         self._check_preflight(preflight)
-        cap = self._admit(_draft_of(preflight), None, decide=True, approval=None, commit=preflight)
+        cap = self._admit(_draft_of(preflight), None, decide=True, approval=None, commit=preflight, key=key)
         return self._invoke(cap, call, receipt)
 
     @overload
@@ -1183,10 +1278,18 @@ class Guard:
         """Async :meth:`commit`."""
         return await self._acommit(preflight, call, receipt)
 
-    async def _acommit(self, preflight: PreflightDecision, call: Callable[[], Awaitable[T] | T], receipt: bool) -> Any:
+    async def _acommit(
+        self,
+        preflight: PreflightDecision,
+        call: Callable[[], Awaitable[T] | T],
+        receipt: bool,
+        key: str | Literal[False] | None = None,
+    ) -> Any:
         self._receipt_check(receipt)
         self._check_preflight(preflight)
-        cap = await self._aadmit(_draft_of(preflight), None, decide=True, approval=None, commit=preflight)
+        cap = await self._aadmit(
+            _draft_of(preflight), None, decide=True, approval=None, commit=preflight, key=key
+        )
         return await self._ainvoke(cap, call, receipt)
 
     def _check_preflight(self, preflight: object) -> None:
@@ -1362,3 +1465,50 @@ def _given_stores(stores: str | Stores) -> tuple[ReplayStore, AuditLog]:
     if not isinstance(opened, Stores):
         raise ConfigurationError("stores is a store URL or execauth_core.stores.Stores")
     return opened.replay, opened.audit
+
+
+def _call_key(given: str | Literal[False] | None, request: AuthorizationRequest, pd: str) -> str | None:
+    """The call's idempotency key: the caller's, or derived from its call id; ``False``
+    for none."""
+    if given is False:
+        return None
+    if given is not None:
+        try:
+            return check_key(given)
+        except ConfigurationError as exc:
+            raise _Denial("DENY", (R.REQUEST_INVALID.value,), str(exc)) from None
+    return idempotency_key(None, request.call_id, pd) if request.call_id is not None else None
+
+
+def _local_ledger(
+    ledger: bool | str | Ledger | None,
+    stores: str | Stores | None,
+    data_dir: str | os.PathLike[str] | None,
+    audit: AuditLog,
+    clock: Clock | None,
+) -> Ledger | None:
+    """The effect ledger ``Guard.local(ledger=...)`` asks for, or ``None``."""
+    from .ledger import MemoryLedgerStore, SQLiteLedgerStore, open_ledger
+
+    if ledger is False or (ledger is None and stores is not None and not isinstance(stores, str)):
+        return None
+    if isinstance(ledger, Ledger):
+        return ledger
+    store: Any
+    if isinstance(ledger, str):
+        store = open_ledger(ledger)
+    elif ledger is None or ledger is True:
+        if isinstance(stores, str):
+            store = open_ledger(stores)
+        elif stores is not None:
+            raise ConfigurationError("with opened Stores, give ledger= a store URL or a Ledger")
+        elif data_dir is not None:
+            try:
+                store = SQLiteLedgerStore(Path(data_dir) / "execauth.db")
+            except StoreUnavailable as exc:
+                raise ConfigurationError(f"data_dir {str(data_dir)!r} cannot be used: {exc}") from None
+        else:
+            store = MemoryLedgerStore()
+    else:
+        raise ConfigurationError("ledger is True, False, a store URL or an execauth_core.ledger.Ledger")
+    return Ledger(store, clock=clock, audit_log=audit)

@@ -221,6 +221,19 @@ class ReasonCode(str, Enum):
     """A link of the chain has no uses left."""
     DELEGATION_RATE_LIMITED = "DELEGATION_RATE_LIMITED"
     """A link of the chain allows no more calls in the current window."""
+    # --- ledger ---
+    LEDGER_ALREADY_SUCCEEDED = "LEDGER_ALREADY_SUCCEEDED"
+    """This idempotency key already ran and succeeded: the recorded outcome is returned, the tool is not run again."""
+    LEDGER_ALREADY_FAILED = "LEDGER_ALREADY_FAILED"
+    """This idempotency key already ran and failed (its effect may have half happened): it is not run again."""
+    LEDGER_IN_FLIGHT = "LEDGER_IN_FLIGHT"
+    """Another attempt with this idempotency key is running: this one does not run."""
+    LEDGER_OUTCOME_UNKNOWN = "LEDGER_OUTCOME_UNKNOWN"
+    """An attempt with this idempotency key started and never recorded an outcome: reconcile it, never re-run."""
+    LEDGER_KEY_CONFLICT = "LEDGER_KEY_CONFLICT"
+    """This idempotency key was used for another proposal (other arguments): refused."""
+    LEDGER_RESOLVED = "LEDGER_RESOLVED"
+    """A person reconciled a ledger entry whose outcome was unknown (or failed)."""
 
 
 REGISTRY: frozenset[str] = frozenset(code.value for code in ReasonCode)

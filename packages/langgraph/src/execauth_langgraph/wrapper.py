@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import secrets
+import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +27,7 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, interrupt
 
 from execauth_core import (
+    AlreadyExecuted,
     ApprovalGrant,
     ApprovalRequired,
     AuthorizationRequest,
@@ -34,6 +36,7 @@ from execauth_core import (
     PendingApproval,
     canonicalize,
     denial_message,
+    idempotency_key,
 )
 from execauth_core._validation import name_or_callable, one_of, optional_callable
 
@@ -121,6 +124,7 @@ class ExecAuthToolWrapper:
         call = dict(request.tool_call)
         proposal: AuthorizationRequest | None = None
         key = None
+        ikey: str | None = None
         ran = False
 
         def run_tool(authorized: ToolCallRequest) -> ToolResult:
@@ -133,23 +137,30 @@ class ExecAuthToolWrapper:
             key = self._key(request, proposal)
             if key is not None and key in self._done:
                 return self._done[key]  # resumed node: this call already ran (or was denied)
+            ikey = _idempotency_key(request, proposal)
+            authorized = self._once(authorized, proposal, call)
             result: ToolResult
             if self.token_provider is not None:
                 token = self._token(proposal)
                 if inspect.isawaitable(token):
                     raise TypeError("an async token_provider needs the async graph path (ainvoke)")
-                result = self.guard.execute(proposal, token, lambda: run_tool(authorized))
+                result = self.guard.execute(proposal, token, lambda: run_tool(authorized), idempotency_key=ikey)
             else:
                 grant = self._resumed_grant(request, proposal)
                 if grant is None:
                     try:
-                        return self._remember(key, self.guard.run(proposal, lambda: run_tool(authorized)))
+                        ran_once = self.guard.run(proposal, lambda: run_tool(authorized), idempotency_key=ikey)
+                        return self._remember(key, ran_once)
                     except ApprovalRequired as exc:
                         grant = self._ask(request, exc.pending, exc)
-                result = self.guard.run(proposal, lambda: run_tool(authorized), approval=grant)
+                result = self.guard.run(proposal, lambda: run_tool(authorized), approval=grant, idempotency_key=ikey)
             return self._remember(key, result)
-        except GraphBubbleUp:
+        except GraphBubbleUp as exc:
+            if ran:
+                self._paused(ikey, exc)
             raise  # interrupts must reach LangGraph
+        except AlreadyExecuted as exc:
+            return self._remember(key, _replayed(call, exc))  # ran before (another process, a retry)
         except ExecutionDenied as exc:
             return self._remember(key, _deny(call, denial_message(exc)))
         except Exception as exc:
@@ -161,6 +172,7 @@ class ExecAuthToolWrapper:
         call = dict(request.tool_call)
         proposal: AuthorizationRequest | None = None
         key = None
+        ikey: str | None = None
         ran = False
 
         def run_tool(authorized: ToolCallRequest) -> Awaitable[ToolResult]:
@@ -173,23 +185,32 @@ class ExecAuthToolWrapper:
             key = self._key(request, proposal)
             if key is not None and key in self._done:
                 return self._done[key]
+            ikey = _idempotency_key(request, proposal)
+            authorized = self._once(authorized, proposal, call)
             result: ToolResult
             if self.token_provider is not None:
                 token = self._token(proposal)
                 if inspect.isawaitable(token):
                     token = await token
-                result = await self.guard.aexecute(proposal, token, lambda: run_tool(authorized))
+                result = await self.guard.aexecute(proposal, token, lambda: run_tool(authorized), idempotency_key=ikey)
             else:
                 grant = self._resumed_grant(request, proposal)
                 if grant is None:
                     try:
-                        return self._remember(key, await self.guard.arun(proposal, lambda: run_tool(authorized)))
+                        ran_once = await self.guard.arun(proposal, lambda: run_tool(authorized), idempotency_key=ikey)
+                        return self._remember(key, ran_once)
                     except ApprovalRequired as exc:
                         grant = self._ask(request, exc.pending, exc)
-                result = await self.guard.arun(proposal, lambda: run_tool(authorized), approval=grant)
+                result = await self.guard.arun(
+                    proposal, lambda: run_tool(authorized), approval=grant, idempotency_key=ikey
+                )
             return self._remember(key, result)
-        except GraphBubbleUp:
+        except GraphBubbleUp as exc:
+            if ran:
+                self._paused(ikey, exc)
             raise
+        except AlreadyExecuted as exc:
+            return self._remember(key, _replayed(call, exc))
         except ExecutionDenied as exc:
             return self._remember(key, _deny(call, denial_message(exc)))
         except Exception as exc:
@@ -211,6 +232,36 @@ class ExecAuthToolWrapper:
         if not ns or thread is None:
             return None
         return (str(thread), str(ns), proposal.content_digest() if proposal is not None else "")
+
+    def _once(
+        self, authorized: ToolCallRequest, proposal: AuthorizationRequest, call: dict[str, Any]
+    ) -> ToolCallRequest:
+        """The request handed inward, whose tool runs at most once: a retry middleware
+        placed inside this one gets a recorded refusal (``TOKEN_REPLAYED``), never a
+        second run under the same token."""
+        if authorized.tool is None:
+            return authorized
+
+        def refuse() -> ToolMessage:
+            denied = self.guard.deny(
+                proposal,
+                ["TOKEN_REPLAYED"],
+                "a second run of one authorized call (a retry inside the execauth middleware) was refused",
+            )
+            return _deny(call, denial_message(denied))
+
+        return authorized.override(tool=_OnceTool(authorized.tool, refuse))
+
+    def _paused(self, ikey: str | None, exc: BaseException) -> None:
+        """The tool itself paused (``interrupt()`` inside it): LangGraph runs it again
+        from the start on resume, so its ledger key is freed, not left ``failed``."""
+        ledger = self.guard.ledger
+        if ikey is None or ledger is None:
+            return
+        try:
+            ledger.reopen(ikey, error=type(exc).__name__)
+        except Exception:  # the resume is then refused (LEDGER_ALREADY_FAILED): closed
+            log.exception("execauth: could not free the ledger key of a paused tool")
 
     def _token(self, proposal: AuthorizationRequest) -> Any:
         """Ask the token provider; a provider that fails means "no token" (NO_TOKEN, recorded)."""
@@ -347,3 +398,57 @@ def _approval_id(request: ToolCallRequest, digest: str) -> str:
         return "lg-" + secrets.token_hex(24)  # no node-run identity: a one-off id
     seed = canonicalize(["execauth.langgraph.approval/1", str(thread), str(ns), digest])
     return "lg-" + hashlib.sha256(seed).hexdigest()[:48]
+
+
+class _OnceTool:
+    """A tool as the handler behind the guard sees it: its first ``invoke`` runs the
+    tool; every later one (a retry inside the guard) returns the refusal instead.
+    Everything else (name, schema, injected arguments) is the tool's own."""
+
+    def __init__(self, tool: Any, refuse: Callable[[], ToolMessage]) -> None:
+        self._tool = tool
+        self._refuse = refuse
+        self._lock = threading.Lock()
+        self._used = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tool, name)
+
+    def _first(self) -> bool:
+        with self._lock:
+            first, self._used = not self._used, True
+            return first
+
+    def invoke(self, *args: Any, **kwargs: Any) -> Any:
+        return self._tool.invoke(*args, **kwargs) if self._first() else self._refuse()
+
+    async def ainvoke(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._tool.ainvoke(*args, **kwargs) if self._first() else self._refuse()
+
+
+def _idempotency_key(request: ToolCallRequest, proposal: AuthorizationRequest) -> str | None:
+    """The call's key in the effect ledger: this tool-call id in this thread, with
+    these arguments. The same on a resume in another process (a durable checkpointer
+    keeps the thread and the model's tool-call ids). Without a thread id, the guard's
+    default (no run id); without a tool-call id, none."""
+    runtime = getattr(request, "runtime", None)
+    config = getattr(runtime, "config", None) or {}
+    configurable = config.get("configurable", {}) if isinstance(config, dict) else {}
+    thread = configurable.get("thread_id")
+    if proposal.call_id is None:
+        return None
+    return idempotency_key(None if thread is None else str(thread), proposal.call_id, proposal.content_digest())
+
+
+def _replayed(call: dict[str, Any], exc: AlreadyExecuted) -> ToolResult:
+    """What a call that already ran answers: the recorded ToolMessage where the
+    ledger kept it, else a clear "already done" error message."""
+    recorded = exc.result if exc.has_result else None
+    if isinstance(recorded, dict) and recorded.get("type") == "tool":
+        try:
+            message = ToolMessage.model_validate(recorded)
+        except (pydantic.ValidationError, TypeError, ValueError):
+            message = None
+        if message is not None and message.tool_call_id == (call.get("id") or ""):
+            return message
+    return _deny(call, denial_message(exc))

@@ -82,7 +82,9 @@ def build_guard(config: ProxyConfig) -> Guard:
         policy = load_policy(config.path(config.policy))
     else:
         policy = parse_policy(config.policy)
-    return Guard.local(Court(policy, registry), data_dir=data_dir)
+    # No effect ledger: a JSON-RPC request id is a per-session counter, not a tool-call
+    # id, so the same id with the same arguments in another session is another call.
+    return Guard.local(Court(policy, registry), data_dir=data_dir, ledger=False)
 
 
 def _remote_guard(config: ProxyConfig, data_dir: Any) -> Guard:

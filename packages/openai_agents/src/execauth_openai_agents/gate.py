@@ -115,6 +115,7 @@ class _GatedInvoker:
         self.agent = agent  # AUTO, None or a fixed name
         self.owner = owner  # the agent the tool was protected under (for the approval preview)
         self.defaults = defaults
+        self.ledger_key: Literal[False] | None = None
 
     # The SDK inspects this signature: a first parameter annotated ToolContext gets the
     # full ToolContext (call id, agent), which the proposal needs.
@@ -376,6 +377,9 @@ class ExecAuth:
         label = self.agent if not isinstance(self.agent, _Auto) else agent
         # An MCP server's tool is proposed as <server>.<tool> (execauth_openai_agents.mcp).
         invoker = _GatedInvoker(self, proposal_tool_name(tool), current, label, owner, _defaults(tool))
+        # An agent used as a tool is a delegation: it pauses and is invoked again on
+        # resume, and its own tool calls carry their keys in the effect ledger.
+        invoker.ledger_key = False if getattr(tool, "_is_agent_tool", False) else None
         _watch_failures(current)
         if self._previews_approvals():
             tool.needs_approval = _ApprovalCheck(invoker, tool.needs_approval)
@@ -431,11 +435,11 @@ class ExecAuth:
                 token = self.token_provider(request)
                 if inspect.isawaitable(token):
                     token = await token
-                return await self.guard.aexecute(request, token, call)
+                return await self.guard.aexecute(request, token, call, idempotency_key=invoker.ledger_key)
             digest = request.content_digest()
             grant = self._grants.pop(digest, None)
             self._paused.pop(digest, None)  # decided now: a later pause is a new request
-            return await self.guard.arun(request, call, approval=grant)
+            return await self.guard.arun(request, call, approval=grant, idempotency_key=invoker.ledger_key)
         except ExecutionDenied as exc:
             if swallowed:  # the tool's own (nested) denial, which the SDK turned into text
                 return swallowed[0]
