@@ -815,7 +815,12 @@ class DelegationGate:
             ExecutionDenied: refused (by the delegation or by the guard).
         """
         hold = self._admit(chain, request)
-        return self._after(hold, lambda once: self.guard.run(request, once, **kwargs), call)
+
+        def through(once: Callable[[], T]) -> T:
+            result: T = self.guard.run(request, once, **kwargs)
+            return result
+
+        return self._after(hold, through, call)
 
     def _after(self, hold: str, through: Callable[[Callable[[], T]], T], call: Callable[[], T]) -> T:
         """Run ``call`` through the guard (``through``); give the use back if the
@@ -885,18 +890,21 @@ def delegated_guard(gate: DelegationGate, chain: Sequence[str]) -> Guard:
             vc = gate._verified(links, None)
             return super().proposal(tool, args, context_refs=(*refs, *vc.refs), **kwargs)
 
-        def run(self, request: AuthorizationRequest, call: Callable[[], T], **kwargs: Any) -> T:
+        # ``**kwargs`` (receipt=, idempotency_key=, approval=) go on to the base guard.
+        def run(self, request: AuthorizationRequest, call: Callable[[], T], **kwargs: Any) -> Any:
             return gate.run(links, request, call, **kwargs)
 
-        async def arun(self, request: AuthorizationRequest, call: Callable[[], Awaitable[T] | T], **kwargs: Any) -> T:
+        async def arun(
+            self, request: AuthorizationRequest, call: Callable[[], Awaitable[T] | T], **kwargs: Any
+        ) -> Any:
             return await gate.arun(links, request, call, **kwargs)
 
-        def execute(self, request: AuthorizationRequest, token: str | None, call: Callable[[], T]) -> T:
+        def execute(self, request: AuthorizationRequest, token: str | None, call: Callable[[], T], **kwargs: Any) -> T:
             hold = gate._admit(links, request)
-            return gate._after(hold, lambda once: base.execute(request, token, once), call)
+            return gate._after(hold, lambda once: base.execute(request, token, once, **kwargs), call)
 
         async def aexecute(
-            self, request: AuthorizationRequest, token: str | None, call: Callable[[], Awaitable[T] | T]
+            self, request: AuthorizationRequest, token: str | None, call: Callable[[], Awaitable[T] | T], **kwargs: Any
         ) -> T:
             hold = gate._admit(links, request)
             started = False
@@ -908,7 +916,7 @@ def delegated_guard(gate: DelegationGate, chain: Sequence[str]) -> Guard:
                 return await result if inspect.isawaitable(result) else result
 
             try:
-                return await base.aexecute(request, token, once)
+                return await base.aexecute(request, token, once, **kwargs)
             except BaseException:
                 if not started:
                     gate._give_back(hold)

@@ -350,7 +350,9 @@ def parse_approvals(data: Mapping[str, Any], callers: list[Caller]) -> dict[str,
     for i, raw in enumerate(raw_list):
         where = f"approvers[{i}]"
         if not isinstance(raw, dict) or set(raw) - _APPROVER_KEYS:
-            raise ConfigurationError(f"{where} must be a mapping of name, secret_sha256 and/or password_argon2, and public_key")
+            raise ConfigurationError(
+                f"{where} must be a mapping of name, secret_sha256 and/or password_argon2, and public_key"
+            )
         name = _str(raw.get("name"), f"{where}.name")
         password = _argon2_hash(raw.get("password_argon2"), f"{where}.password_argon2")
         digest: str | None = None
