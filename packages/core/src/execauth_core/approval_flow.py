@@ -326,6 +326,22 @@ class ApprovalFlow:
 
     # -- the grant -------------------------------------------------------------------
 
+    def approved_grant(self, proposal: AuthorizationRequest) -> ApprovalGrant | None:
+        """For a framework that re-proposes a paused call (a new kickoff) instead of
+        resuming it: the grant of a request this gate opened for exactly this proposal
+        that a person has approved since, consumed once; ``None`` if there is none."""
+        digest = proposal.content_digest()
+        with self._lock:
+            ids = [rid for rid, d in reversed(self._opened.items()) if d == digest]
+        for request_id in ids:
+            try:
+                if self.status(request_id) != "approved":
+                    continue
+            except Exception:  # noqa: BLE001 - no answer: decide afresh (fail closed)
+                continue
+            return self.grant_for(request_id, proposal)
+        return None
+
     def grant_for(self, request_id: object, proposal: AuthorizationRequest) -> ApprovalGrant:
         """The grant of ``request_id`` for exactly ``proposal``, consumed once.
 
