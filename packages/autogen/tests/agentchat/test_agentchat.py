@@ -251,7 +251,7 @@ def test_approval_without_approver_is_pending_then_approved(
     seen = tool_results(run(agent))["c1"]
     assert tools.ran == []
     pending = wb.pending_approvals()
-    assert len(pending) == 1 and pending[0].request.args["amount"] == "50.00"
+    assert len(pending) == 1 and pending[0].arguments["amount"] == "50.00"
     digest = pending[0].proposal_digest
     assert seen.is_error and "APPROVAL_REQUIRED" in seen.content and digest in seen.content
     assert events(guard) == [("denial", False, ["APPROVAL_REQUIRED"], "c1")]
@@ -272,8 +272,9 @@ def test_rejecting_a_pending_call_is_recorded(tools: Tools, make_guard: Callable
     guard = make_guard(require_approval=["transfer"])
     wb = workbench(tools, guard)
     run(make_agent(wb, turn(call("c1", "transfer", {"amount": "50.00", "to": "bob"}))))
-    digest = wb.pending_approvals()[0].proposal_digest
-    answer = wb.reject(digest, approver="alice", reason="not today")
+    request_id = wb.pending_approvals()[0].request_id
+    assert wb.reject(request_id, approver="alice", comment="not today").state == "rejected"
+    answer = asyncio.run(wb.resume(request_id))
     assert answer.is_error and "APPROVAL_REJECTED" in answer.to_text()
     assert tools.ran == [] and wb.pending_approvals() == []
     assert events(guard)[-1] == ("denial", False, ["APPROVAL_REJECTED"], "c1")

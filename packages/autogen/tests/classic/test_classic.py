@@ -343,8 +343,10 @@ def test_pending_approval_then_approve_and_run(fns: Functions, make_guard: Calla
 
     chat(runner, tool_calls(("c3", "transfer", {"amount": "9.00", "to": "eve"})))
     [third] = gate.pending_approvals()
-    refused = gate.reject(third.proposal_digest, approver="alice", reason="unknown payee")
-    assert isinstance(refused, ExecutionDenied) and refused.reason_codes == ("APPROVAL_REJECTED",)
+    assert gate.reject(third.request_id, approver="alice", comment="unknown payee").state == "rejected"
+    with pytest.raises(ExecutionDenied) as refused:
+        gate.resume(third.request_id)
+    assert refused.value.reason_codes == ("APPROVAL_REJECTED",)
     assert [name for name, _ in fns.ran] == ["transfer", "lookup"]
     assert events(guard)[-1] == ("denial", False, ["APPROVAL_REJECTED"], "c3")
 
