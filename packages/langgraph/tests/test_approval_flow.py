@@ -37,8 +37,9 @@ def local_guard(tmp_path: Path, clock: FixedClock | None = None) -> Guard:
 
 def graph_for(guard: Guard, runs: list[dict[str, Any]], *turns: AIMessage) -> Any:
     model = scripted(*(turns or (AIMessage("", tool_calls=[tool_call("transfer", ARGS, "c1")]), AIMessage("ok"))))
-    return build_graph(model, [make_tool("transfer", lambda **kw: runs.append(kw) or "sent", list(ARGS))], guard,
-                       principal="alice")
+    return build_graph(
+        model, [make_tool("transfer", lambda **kw: runs.append(kw) or "sent", list(ARGS))], guard, principal="alice"
+    )
 
 
 def run(graph: Any, payload: Any = None) -> dict[str, Any]:
@@ -126,8 +127,12 @@ def test_an_old_answer_replayed_in_a_later_turn_is_refused(tmp_path: Path) -> No
     runs: list[dict[str, Any]] = []
     call = tool_call("transfer", ARGS, "c1")
     graph = graph_for(
-        local_guard(tmp_path), runs, AIMessage("", tool_calls=[call]), AIMessage("sent"),
-        AIMessage("", tool_calls=[call]), AIMessage("again"),
+        local_guard(tmp_path),
+        runs,
+        AIMessage("", tool_calls=[call]),
+        AIMessage("sent"),
+        AIMessage("", tool_calls=[call]),
+        AIMessage("again"),
     )
     gate = gate_of(graph)
     first = paused(run(graph))
@@ -182,8 +187,11 @@ def server_config(tmp_path: Path) -> dict[str, Any]:
 
 
 def _approve_at_server(url: str, rid: str) -> None:
-    r = httpx.post(f"{url}/v1/approvals/{rid}/approve", json={"comment": "ok"},
-                   headers={"Authorization": f"Bearer {APPROVER_SECRET}"})
+    r = httpx.post(
+        f"{url}/v1/approvals/{rid}/approve",
+        json={"comment": "ok"},
+        headers={"Authorization": f"Bearer {APPROVER_SECRET}"},
+    )
     assert r.status_code == 200, r.text
 
 
@@ -196,8 +204,12 @@ def test_server_restart_between_request_and_approval(server_config: dict[str, An
         port = srv.port
         guard = Guard.remote(srv.url, credential=AGENT_SECRET)
         graph = graph_for(
-            guard, runs, AIMessage("", tool_calls=[call]), AIMessage("sent"),
-            AIMessage("", tool_calls=[call]), AIMessage("again"),
+            guard,
+            runs,
+            AIMessage("", tool_calls=[call]),
+            AIMessage("sent"),
+            AIMessage("", tool_calls=[call]),
+            AIMessage("again"),
         )
         gate = gate_of(graph)
         rid = paused(run(graph))
@@ -208,7 +220,9 @@ def test_server_restart_between_request_and_approval(server_config: dict[str, An
     # The server is down; it comes back on the same port and data_dir.
     with running_server(server_config, port=port) as srv:
         waited: list[str] = []
-        waiter = threading.Thread(target=lambda: waited.append(gate.wait_for_approval(rid, timeout=20, poll_interval=0.05)))
+        waiter = threading.Thread(
+            target=lambda: waited.append(gate.wait_for_approval(rid, timeout=20, poll_interval=0.05))
+        )
         waiter.start()
         _approve_at_server(srv.url, rid)
         waiter.join(25)
@@ -232,8 +246,11 @@ def test_server_reject_and_expiry_deny(server_config: dict[str, Any]) -> None:
         guard = Guard.remote(srv.url, credential=AGENT_SECRET)
         graph = graph_for(guard, runs)
         rid = paused(run(graph))
-        r = httpx.post(f"{srv.url}/v1/approvals/{rid}/reject", json={"comment": "no"},
-                       headers={"Authorization": f"Bearer {APPROVER_SECRET}"})
+        r = httpx.post(
+            f"{srv.url}/v1/approvals/{rid}/reject",
+            json={"comment": "no"},
+            headers={"Authorization": f"Bearer {APPROVER_SECRET}"},
+        )
         assert r.status_code == 200, r.text
         assert gate_of(graph).wait_for_approval(rid, timeout=5, poll_interval=0.05) == "rejected"
         out = run(graph, Command(resume=rid))

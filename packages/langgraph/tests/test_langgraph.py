@@ -54,7 +54,9 @@ def run(graph: Any, thread: str = "t1", payload: Any = None) -> dict[str, Any]:
 def audit(guard: Guard) -> list[tuple[str, bool, list[str]]]:
     """The guard's records (the approval queue's own ``approval`` entries left out)."""
     return [
-        (e.event, e.executed, e.body.get("reason_codes", [])) for e in guard.audit_log.entries() if e.event != "approval"
+        (e.event, e.executed, e.body.get("reason_codes", []))
+        for e in guard.audit_log.entries()
+        if e.event != "approval"
     ]
 
 

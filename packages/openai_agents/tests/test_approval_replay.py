@@ -68,8 +68,8 @@ async def first_turn(agent: Agent[Any], gate: ExecAuth) -> tuple[Any, Any, str]:
 
 @pytest.mark.asyncio
 async def test_approve_then_resume_runs_once_and_the_old_answer_is_refused() -> None:
-    guard, spy, model, agent, gate = setup()
-    done, state, rid = await first_turn(agent, gate)
+    guard, spy, _, agent, gate = setup()
+    _, state, rid = await first_turn(agent, gate)
     assert spy.calls == [TRANSFER] and gate.approval_status(rid) == "consumed"
     # The old answer re-sent: the approved run state resumed once more.
     await Runner.run(agent, state)
@@ -83,7 +83,7 @@ async def test_approve_then_resume_runs_once_and_the_old_answer_is_refused() -> 
 
 @pytest.mark.asyncio
 async def test_a_later_turn_is_a_new_request() -> None:
-    guard, spy, model, agent, gate = setup()
+    _, spy, model, agent, gate = setup()
     done, _, first = await first_turn(agent, gate)
     later = await Runner.run(agent, [*done.to_input_list(), {"role": "user", "content": "once more"}])
     [request] = gate.pending(later)
@@ -97,7 +97,7 @@ async def test_a_later_turn_is_a_new_request() -> None:
 
 @pytest.mark.asyncio
 async def test_rejected_and_expired_requests_never_run() -> None:
-    guard, spy, model, agent, gate = setup()
+    guard, spy, _, agent, gate = setup()
     paused = await Runner.run(agent, "pay bob")
     [request] = gate.pending(paused)
     gate.reject(request.request_id, approver="carol", comment="no")
@@ -106,7 +106,7 @@ async def test_rejected_and_expired_requests_never_run() -> None:
     await Runner.run(agent, state)
     assert spy.calls == [] and last(guard) == ("denial", False, ["APPROVAL_REJECTED"])
 
-    guard, spy, model, agent, gate = setup()
+    guard, spy, _, agent, gate = setup()
     paused = await Runner.run(agent, "pay bob")
     [request] = gate.pending(paused)
     guard.clock.advance(3601)  # type: ignore[attr-defined]

@@ -10,7 +10,6 @@ from agents.run_state import RunState
 
 import execauth_openai_agents
 from execauth_core import (
-    denial_message,
     AllowListPolicy,
     ApprovalGrant,
     AuthorizationRequest,
@@ -20,6 +19,7 @@ from execauth_core import (
     Guard,
     LocalSigner,
     StoreUnavailable,
+    denial_message,
 )
 from execauth_openai_agents import ExecAuth, ToolCallDenied, UngatedToolError
 

@@ -251,7 +251,10 @@ class Gate:
             if not isinstance(who, str) or not who:
                 self.flow.reject(request_id, approver="approver", comment="rejected when asked")
                 raise self.guard.deny(
-                    pending.request, ["APPROVAL_REJECTED"], "a person rejected this proposal", outcome="REQUIRE_APPROVAL"
+                    pending.request,
+                    ["APPROVAL_REJECTED"],
+                    "a person rejected this proposal",
+                    outcome="REQUIRE_APPROVAL",
                 )
             self.flow.approve(request_id, approver=who)
         except ExecutionDenied:

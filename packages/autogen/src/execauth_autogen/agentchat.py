@@ -25,7 +25,6 @@ except ImportError as exc:  # pragma: no cover - exercised in the classic env
     ) from exc
 
 from execauth_core import AuthorizationRequest, ConfigurationError, ExecutionDenied, Guard
-
 from execauth_core.approval_flow import ApprovalGate
 
 from ._common import Approver, Gate, Resolver, TokenProvider, authorized_args, model_text

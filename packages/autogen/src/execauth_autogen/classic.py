@@ -45,7 +45,6 @@ from execauth_core import (
     PendingApproval,
     bind_arguments,
 )
-
 from execauth_core.approval_flow import ApprovalGate
 
 from ._common import (

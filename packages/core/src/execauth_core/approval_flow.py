@@ -28,6 +28,7 @@ without a queue, an in-memory queue of this gate (gone with the process).
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import weakref
@@ -51,6 +52,8 @@ __all__ = [
     "ApprovalTimeout",
     "PendingRequest",
 ]
+
+_log = logging.getLogger("execauth.approvals")
 
 DEFAULT_POLL_INTERVAL = 0.5
 """Seconds between two looks at the authority while waiting for a decision."""
@@ -278,7 +281,9 @@ class ApprovalFlow:
 
     # -- waiting ------------------------------------------------------------------
 
-    def wait(self, request_id: str, *, timeout: float | None = None, poll_interval: float = DEFAULT_POLL_INTERVAL) -> str:
+    def wait(
+        self, request_id: str, *, timeout: float | None = None, poll_interval: float = DEFAULT_POLL_INTERVAL
+    ) -> str:
         """Poll until the request is no longer pending; returns its state.
 
         An authority that does not answer for a moment (a restart) is asked again.
@@ -337,7 +342,8 @@ class ApprovalFlow:
             try:
                 if self.status(request_id) != "approved":
                     continue
-            except Exception:  # noqa: BLE001 - no answer: decide afresh (fail closed)
+            except Exception as exc:  # noqa: BLE001 - no answer: decide afresh (fail closed)
+                _log.debug("execauth: approval request %s unreadable (%s); deciding afresh", request_id, exc)
                 continue
             return self.grant_for(request_id, proposal)
         return None

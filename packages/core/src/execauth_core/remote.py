@@ -396,7 +396,9 @@ class RemoteAuthority:
                 "the approval request is not readable", reason_code=R.AUTHORITY_ANSWER_INVALID
             ) from None
         if record.id != request_id:
-            raise AuthorityUnavailable("the authority answered for another request", reason_code=R.AUTHORITY_ANSWER_INVALID)
+            raise AuthorityUnavailable(
+                "the authority answered for another request", reason_code=R.AUTHORITY_ANSWER_INVALID
+            )
         return record
 
     def approval_grant(self, request_id: str, proposal_digest: str | None = None) -> ApprovalGrant:

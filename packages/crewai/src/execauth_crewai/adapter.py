@@ -61,7 +61,6 @@ from execauth_core._validation import (
     number_option,
     optional_callable,
 )
-
 from execauth_core.approval_flow import ApprovalFlow, ApprovalGate
 
 from ._admissions import Admissions, CallNote
