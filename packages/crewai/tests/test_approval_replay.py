@@ -108,3 +108,12 @@ def test_remote_style_errors_are_clear(tools, make_guard):
         cg.approve("apr_x", approver="")
     with pytest.raises(Exception, match="APPROVAL_UNKNOWN"):
         cg.approval_status("apr_unknown")
+
+
+def test_the_shared_approval_methods():
+    import inspect
+
+    from execauth_core.approval_flow import GATE_METHODS, ApprovalGate
+
+    for name in GATE_METHODS:
+        assert inspect.signature(getattr(CrewGuard, name)) == inspect.signature(getattr(ApprovalGate, name))

@@ -265,3 +265,13 @@ def test_server_reject_and_expiry_deny(server_config: dict[str, Any]) -> None:
         out = run(graph, Command(resume=rid))
         assert runs == [] and "APPROVAL_EXPIRED" in str(last_tool_message(out).content)
         guard.close()
+
+
+def test_the_shared_approval_methods() -> None:
+    import inspect
+
+    from execauth_core.approval_flow import GATE_METHODS, ApprovalGate
+    from execauth_langgraph import ExecAuthToolWrapper
+
+    for name in GATE_METHODS:
+        assert inspect.signature(getattr(ExecAuthToolWrapper, name)) == inspect.signature(getattr(ApprovalGate, name))

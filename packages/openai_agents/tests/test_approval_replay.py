@@ -115,3 +115,12 @@ async def test_rejected_and_expired_requests_never_run() -> None:
     state.approve(request.item)
     await Runner.run(agent, state)
     assert spy.calls == [] and last(guard) == ("denial", False, ["APPROVAL_EXPIRED"])
+
+
+def test_the_shared_approval_methods() -> None:
+    import inspect
+
+    from execauth_core.approval_flow import GATE_METHODS, ApprovalGate
+
+    for name in GATE_METHODS:
+        assert inspect.signature(getattr(ExecAuth, name)) == inspect.signature(getattr(ApprovalGate, name))

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_POLL_INTERVAL",
     "FINAL_STATES",
+    "GATE_METHODS",
     "ApprovalFlow",
     "ApprovalGate",
     "ApprovalTimeout",
@@ -58,6 +59,15 @@ _log = logging.getLogger("execauth.approvals")
 DEFAULT_POLL_INTERVAL = 0.5
 """Seconds between two looks at the authority while waiting for a decision."""
 FINAL_STATES = ("approved", "rejected", "expired", "consumed")
+GATE_METHODS = (
+    "pending_approvals",
+    "approval_status",
+    "approve",
+    "reject",
+    "wait_for_approval",
+    "await_approval",
+)
+"""The approval methods every adapter's gate object has, with :class:`ApprovalGate`'s signatures."""
 _REMEMBERED = 4096
 
 
