@@ -61,7 +61,9 @@ def server_config(tmp_path: Path) -> dict[str, Any]:
 
 def _decide(url: str, rid: str, verb: str) -> None:
     r = httpx.post(
-        f"{url}/v1/approvals/{rid}/{verb}", json={"comment": "ok"}, headers={"Authorization": f"Bearer {APPROVER_SECRET}"}
+        f"{url}/v1/approvals/{rid}/{verb}",
+        json={"comment": "ok"},
+        headers={"Authorization": f"Bearer {APPROVER_SECRET}"},
     )
     assert r.status_code == 200, r.text
 

@@ -163,6 +163,8 @@ class ApprovalFlow:
         self._lock = threading.Lock()
         # request id -> proposal digest, for the requests this gate opened (newest last).
         self._opened: OrderedDict[str, str] = OrderedDict()
+        # proposal digest -> the newest request opened for it (one lookup per call).
+        self._newest: OrderedDict[str, str] = OrderedDict()
 
     # -- where the requests live ----------------------------------------------
 
@@ -232,8 +234,12 @@ class ApprovalFlow:
         with self._lock:
             self._opened[request_id] = pending.proposal_digest
             self._opened.move_to_end(request_id)
+            self._newest[pending.proposal_digest] = request_id
+            self._newest.move_to_end(pending.proposal_digest)
             while len(self._opened) > self._capacity:
                 self._opened.popitem(last=False)
+            while len(self._newest) > self._capacity:
+                self._newest.popitem(last=False)
         return request_id
 
     def record(self, request_id: str) -> ApprovalRequest:
@@ -347,16 +353,16 @@ class ApprovalFlow:
         that a person has approved since, consumed once; ``None`` if there is none."""
         digest = proposal.content_digest()
         with self._lock:
-            ids = [rid for rid, d in reversed(self._opened.items()) if d == digest]
-        for request_id in ids:
-            try:
-                if self.status(request_id) != "approved":
-                    continue
-            except Exception as exc:  # noqa: BLE001 - no answer: decide afresh (fail closed)
-                _log.debug("execauth: approval request %s unreadable (%s); deciding afresh", request_id, exc)
-                continue
-            return self.grant_for(request_id, proposal)
-        return None
+            request_id = self._newest.get(digest)
+        if request_id is None:
+            return None
+        try:
+            if self.status(request_id) != "approved":
+                return None
+        except Exception as exc:  # noqa: BLE001 - no answer: decide afresh (fail closed)
+            _log.debug("execauth: approval request %s unreadable (%s); deciding afresh", request_id, exc)
+            return None
+        return self.grant_for(request_id, proposal)
 
     def grant_for(self, request_id: object, proposal: AuthorizationRequest) -> ApprovalGrant:
         """The grant of ``request_id`` for exactly ``proposal``, consumed once.
