@@ -52,7 +52,7 @@ def test_approve_grant_once_reject_expire(queue: bool) -> None:
         flow.grant_for(rid, request)  # type: ignore[arg-type]
     assert again.value.reason_codes == ("APPROVAL_USED",)
 
-    rid2, request2 = paused(guard, gate, "eve")
+    rid2, _ = paused(guard, gate, "eve")
     with pytest.raises(ExecutionDenied) as other:
         flow.grant_for(rid2, request)  # type: ignore[arg-type]  # another proposal
     assert other.value.reason_codes == ("APPROVAL_MISMATCH",)
