@@ -79,9 +79,10 @@ def main() -> None:
     print("Final answer:", result)
 
     # A person approves the pending refund: exactly these arguments, nothing else.
-    [(proposal_digest, pending)] = crew_guard.pending_approvals.items()
-    print(f"\nPending approval {proposal_digest} for {pending.request.tool} {pending.request.args}")
-    print("Resumed after approval:", crew_guard.resume(proposal_digest, approver="alice"))
+    [pending] = crew_guard.pending_approvals()
+    print(f"\nPending approval {pending.request_id} for {pending.tool} {pending.arguments}")
+    crew_guard.approve(pending.request_id, approver="alice")
+    print("Resumed after approval:", crew_guard.resume(pending.request_id))
 
     print("\nAudit log:")
     for entry in guard.audit_log.entries():

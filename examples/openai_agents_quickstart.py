@@ -100,8 +100,9 @@ async def main() -> None:
         assert request.pending is not None
         proposal = request.pending.request
         print(f"PAUSED for approval: {proposal.tool}({proposal.args})")
-        print(f"  digest {request.proposal_digest}")
-        gate.approve(state, request, approver="alice")
+        print(f"  digest {request.proposal_digest}, approval request {request.request_id}")
+        gate.approve(request.request_id, approver="alice")  # a person decides at the authority
+        state.approve(request.item)  # then the SDK resumes; the gate fetches the grant
     result = await Runner.run(agent, state)
 
     for item in model.last_input:

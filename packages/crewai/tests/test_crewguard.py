@@ -465,7 +465,7 @@ def test_approval_refused_at_the_console(ledger, tools, make_guard, monkeypatch)
 
     assert ledger.calls == []
     assert "APPROVAL_REQUIRED" in tool_results(llm_of(crew))[0]
-    assert len(cg.pending_approvals) == 1
+    assert len(cg.pending_approvals()) == 1
 
 
 def test_pending_approval_then_resume_runs_exactly_that_proposal(ledger, tools, make_guard):
@@ -477,13 +477,14 @@ def test_pending_approval_then_resume_runs_exactly_that_proposal(ledger, tools, 
 
     assert ledger.calls == []
     [seen] = tool_results(llm_of(crew))
-    [(digest, pending)] = cg.pending_approvals.items()
-    assert "APPROVAL_REQUIRED" in seen and digest in seen
-    assert pending.request.args == {"amount": "50.00", "to": "bob"}
+    [pending] = cg.pending_approvals()
+    assert "APPROVAL_REQUIRED" in seen and pending.proposal_digest in seen and pending.request_id in seen
+    assert pending.arguments == {"amount": "50.00", "to": "bob"}
 
-    assert cg.resume(digest, approver="alice") == "sent 50.00 to bob"
+    cg.approve(pending.request_id, approver="alice")
+    assert cg.resume(pending.request_id) == "sent 50.00 to bob"
     assert ledger.calls == [("transfer", {"amount": "50.00", "to": "bob"})]
-    assert cg.pending_approvals == {}
+    assert cg.pending_approvals() == []
     assert audit(guard)[-1] == ("execution", True, ["TOOL_ALLOWED", "APPROVAL_GRANTED"], "transfer")
 
 
@@ -492,16 +493,18 @@ def test_a_grant_for_other_arguments_does_not_authorize(ledger, tools, make_guar
     cg = CrewGuard(guard, principal="user-42")
     crew = crew_for([cg.tool(tools["transfer"])], one_call("transfer", {"amount": "5.00", "to": "bob"}, native=True))
     cg.kickoff(crew)
-    [small] = cg.pending_approvals.values()
+    [small] = cg.pending_approvals()
     crew = crew_for([cg.tool(tools["transfer"])], one_call("transfer", {"amount": "5000.00", "to": "eve"}, native=True))
     cg.kickoff(crew)
-    big = next(p for p in cg.pending_approvals.values() if p.proposal_digest != small.proposal_digest)
+    big = next(p for p in cg.pending_approvals() if p.proposal_digest != small.proposal_digest)
 
-    grant_for_small = guard.approve(small, approver="alice")
+    cg.approve(small.request_id, approver="alice")
+    # The approval of the small transfer names its own request: the big one is still
+    # waiting, and runs nothing.
     with pytest.raises(ExecutionDenied) as denied:
-        cg.resume(big, grant=grant_for_small)
+        cg.resume(big.request_id)
 
-    assert denied.value.reason_codes == ("APPROVAL_REQUIRED", "APPROVAL_MISMATCH")
+    assert denied.value.reason_codes == ("APPROVAL_REQUIRED",)
     assert ledger.calls == []
 
 
@@ -512,9 +515,9 @@ def test_approve_then_the_same_proposal_runs_in_the_crew(ledger, tools, make_gua
     script = one_call("transfer", {"amount": "5.00", "to": "bob"}, native=True)
     guarded = cg.tool(tools["transfer"])
     cg.kickoff(crew_for([guarded], list(script)))
-    [pending] = cg.pending_approvals.values()
+    [pending] = cg.pending_approvals()
 
-    cg.approve(pending, approver="alice")
+    cg.approve(pending.request_id, approver="alice")
     crew = crew_for([guarded], list(script))
     cg.kickoff(crew)
 
@@ -537,7 +540,7 @@ def test_approval_required_can_stop_the_crew_with_the_pending_approval(ledger, t
     details = stopped.value.record.failure.details
     assert stopped.value.record.failure.code == "APPROVAL_REQUIRED"
     assert details["pending_approval"]["proposal_digest"] == details["proposal_digest"]
-    assert details["proposal_digest"] in cg.pending_approvals
+    assert details["request_id"] in [p.request_id for p in cg.pending_approvals()]
     assert ledger.calls == []
 
 

@@ -14,7 +14,7 @@ from langgraph.prebuilt import tools_condition
 
 from execauth_conformance import AdapterHarness, CallOutcome, ToolCallCase
 from execauth_core import Guard
-from execauth_langgraph import guarded_tool_node
+from execauth_langgraph import ExecAuthToolWrapper, guarded_tool_node
 
 
 class ScriptedChatModel(GenericFakeChatModel):
@@ -50,13 +50,25 @@ def build_graph(
     def agent(state: MessagesState) -> dict[str, list[BaseMessage]]:
         return {"messages": [bound.invoke(state["messages"])]}
 
+    options = wrapper.pop("tool_node_options", {})
+    gate = ExecAuthToolWrapper(guard, **wrapper)
     graph = StateGraph(MessagesState)
     graph.add_node("agent", agent)
-    graph.add_node("tools", guarded_tool_node(tools, guard, **wrapper))
+    graph.add_node("tools", guarded_tool_node(tools, gate, tool_node_options=options))
     graph.add_edge(START, "agent")
     graph.add_conditional_edges("agent", tools_condition)
     graph.add_edge("tools", "agent")
-    return graph.compile(checkpointer=checkpointer if checkpointer is not None else InMemorySaver())
+    app = graph.compile(checkpointer=checkpointer if checkpointer is not None else InMemorySaver())
+    GATES[id(app)] = gate
+    return app
+
+
+GATES: dict[int, ExecAuthToolWrapper] = {}
+"""The gate of each graph built here (the tests approve through it)."""
+
+
+def gate_of(graph: Any) -> ExecAuthToolWrapper:
+    return GATES[id(graph)]
 
 
 class LangGraphHarness(AdapterHarness):

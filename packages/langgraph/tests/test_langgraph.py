@@ -23,7 +23,7 @@ from execauth_core import (
 )
 from execauth_langgraph import APPROVAL_REQUEST, guarded_node
 
-from .harness import build_graph, make_tool, scripted, tool_call
+from .harness import build_graph, gate_of, make_tool, scripted, tool_call
 
 T0 = 1_767_607_200
 
@@ -55,7 +55,12 @@ def run(graph: Any, thread: str = "t1", payload: Any = None) -> dict[str, Any]:
 
 
 def audit(guard: Guard) -> list[tuple[str, bool, list[str]]]:
-    return [(e.event, e.executed, e.body.get("reason_codes", [])) for e in guard.audit_log.entries()]
+    """The guard's records (the approval queue's own ``approval`` entries left out)."""
+    return [
+        (e.event, e.executed, e.body.get("reason_codes", []))
+        for e in guard.audit_log.entries()
+        if e.event != "approval"
+    ]
 
 
 def test_allowed_call_runs_and_the_model_sees_the_result() -> None:
@@ -186,7 +191,7 @@ def test_approval_interrupt_then_approve_runs_exactly_the_shown_proposal() -> No
     assert spy.calls == [] and shown["proposal"]["args"] == {"amount": "25.00", "to": "bob"}
     out = run(
         graph,
-        payload=Command(resume=_answer(shown)),
+        payload=Command(resume=_answer(graph, shown)),
     )
     assert spy.calls == [{"amount": "25.00", "to": "bob"}]
     assert tool_messages(out)[-1].status == "success"
@@ -201,7 +206,7 @@ def test_approval_rejected_is_recorded_and_nothing_runs() -> None:
     shown = interrupted(run(graph))
     out = run(
         graph,
-        payload=Command(resume={"approved": False, "approver": "carol", "proposal_digest": shown["proposal_digest"]}),
+        payload=Command(resume=_rejected(graph, shown)),
     )
     assert spy.calls == []
     assert "APPROVAL_REJECTED" in str(tool_messages(out)[-1].content)
@@ -213,7 +218,8 @@ def test_approval_rejected_is_recorded_and_nothing_runs() -> None:
     [
         {"approved": True, "approver": "carol", "proposal_digest": "sha256:" + "0" * 64},  # another proposal
         {"approved": True, "approver": "carol"},  # no digest at all
-        "yes",  # not an object
+        "yes",  # not a request id
+        {"request_id": "apr_x", "approved": True},  # more than the request id
         {"approved": True, "proposal_digest": None},
     ],
 )
@@ -240,7 +246,7 @@ def test_approval_for_one_proposal_does_not_carry_to_changed_arguments() -> None
     out = run(
         graph2,
         thread="t2",
-        payload=Command(resume=_answer(shown)),
+        payload=Command(resume=_answer(graph, shown)),
     )
     assert spy.calls == []
     assert "APPROVAL_MISMATCH" in str(tool_messages(out)[-1].content)
@@ -328,11 +334,11 @@ def test_resume_does_not_run_finished_sibling_calls_twice() -> None:
     shown = interrupted(run(graph))
     out = run(
         graph,
-        payload=Command(resume=_answer(shown)),
+        payload=Command(resume=_answer(graph, shown)),
     )
     assert spy.calls == [{"q": "a"}, {"amount": "5.00", "to": "bob"}]  # search ran once, not twice
     assert {m.tool_call_id: m.status for m in tool_messages(out)} == {"c1": "success", "c2": "error", "c3": "success"}
-    events = [(e.event, e.body.get("call_id")) for e in guard.audit_log.entries() if e.event != "result"]
+    events = [(e.event, e.body.get("call_id")) for e in guard.audit_log.entries() if e.event in ("execution", "denial")]
     assert sorted(events, key=str) == sorted(
         [("execution", "c1"), ("denial", "c2"), ("denial", "c3"), ("execution", "c3")], key=str
     )
@@ -439,7 +445,7 @@ def test_rejections_are_recorded_against_the_proposal() -> None:
     shown = interrupted(run(graph))
     run(
         graph,
-        payload=Command(resume={"approved": False, "approver": "carol", "proposal_digest": shown["proposal_digest"]}),
+        payload=Command(resume=_rejected(graph, shown)),
     )
     last = list(guard.audit_log.entries())[-1]
     assert last.body["proposal_digest"] == shown["proposal_digest"] and last.body["tool"] == "transfer"
@@ -526,9 +532,17 @@ def test_a_bad_guarded_node_option_is_refused_when_built() -> None:
         guarded_node(object(), tool="send", args=lambda s: {}, principal="alice")  # type: ignore[arg-type]
 
 
-def _answer(shown: dict[str, Any], approver: str = "carol") -> dict[str, Any]:
-    """What an approver (or a client) sends back: the interrupt's own ``resume_with``."""
-    return {**shown["resume_with"], "approver": approver}
+def _answer(graph: Any, shown: dict[str, Any], approver: str = "carol") -> str:
+    """A person approves the request through the gate; the resume value is its id
+    (the interrupt's own ``resume_with``)."""
+    gate_of(graph).approve(shown["request_id"], approver=approver)
+    assert shown["resume_with"] == shown["request_id"]
+    return str(shown["resume_with"])
+
+
+def _rejected(graph: Any, shown: dict[str, Any]) -> str:
+    gate_of(graph).reject(shown["request_id"], approver="carol", comment="no")
+    return str(shown["request_id"])
 
 
 def test_an_old_resume_answer_replayed_in_a_later_turn_is_refused() -> None:
@@ -544,7 +558,7 @@ def test_an_old_resume_answer_replayed_in_a_later_turn_is_refused() -> None:
     )
     graph = build_graph(model, [make_tool("transfer", spy, ["amount", "to"])], guard, principal="alice")
     first = interrupted(run(graph))
-    old_answer = _answer(first)
+    old_answer = _answer(graph, first)
     run(graph, payload=Command(resume=old_answer))
     assert spy.calls == [{"amount": "25.00", "to": "bob"}]
     # A later turn: the identical call, the same call id, the same proposal digest.
@@ -568,10 +582,10 @@ def test_a_fresh_answer_in_a_later_turn_is_a_new_decision() -> None:
     )
     graph = build_graph(model, [make_tool("transfer", spy, ["amount", "to"])], guard, principal="alice")
     first = interrupted(run(graph))
-    run(graph, payload=Command(resume=_answer(first)))
+    run(graph, payload=Command(resume=_answer(graph, first)))
     second = interrupted(run(graph, payload={"messages": [HumanMessage("once more")]}))
-    assert second["approval_id"] != first["approval_id"]
-    out = run(graph, payload=Command(resume=_answer(second, "dave")))
+    assert second["request_id"] != first["request_id"]
+    out = run(graph, payload=Command(resume=_answer(graph, second, "dave")))
     assert spy.calls == [{"amount": "25.00", "to": "bob"}] * 2
     assert tool_messages(out)[-1].status == "success"
 
@@ -605,6 +619,7 @@ def test_a_replayed_answer_is_refused_after_a_restart(tmp_path: Any) -> None:
             signer=LocalSigner(bytes(range(32))),
             data_dir=tmp_path,
             ledger=False,
+            approvals=True,
         )
 
     saver, spy = InMemorySaver(), Spy()
@@ -617,7 +632,7 @@ def test_a_replayed_answer_is_refused_after_a_restart(tmp_path: Any) -> None:
         checkpointer=saver,
         principal="alice",
     )
-    old_answer = _answer(interrupted(run(graph)))
+    old_answer = _answer(graph, interrupted(run(graph)))
     run(graph, payload=Command(resume=old_answer))
     assert len(spy.calls) == 1
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from agents import Agent, Runner
 
-from execauth_core import AllowListPolicy, ApprovalGrant, FixedClock, Guard, LocalSigner
+from execauth_core import AllowListPolicy, ExecutionDenied, FixedClock, Guard, LocalSigner
 from execauth_openai_agents import ExecAuth
 
 from .harness import ScriptedModel, call, make_tool, say
@@ -36,6 +36,7 @@ def setup() -> tuple[Guard, Spy, ScriptedModel, Agent[Any], ExecAuth]:
         clock=FixedClock(T0),
         signer=LocalSigner(bytes(range(32))),
         ledger=False,
+        approvals=True,
     )
     spy = Spy()
     # Two turns of the conversation, each proposing the identical call with the same id.
@@ -54,69 +55,75 @@ def last(guard: Guard) -> tuple[str, bool, list[str]]:
     return (e.event, e.executed, list(e.body.get("reason_codes") or []))
 
 
-async def first_turn(agent: Agent[Any], gate: ExecAuth) -> tuple[Any, ApprovalGrant]:
+async def first_turn(agent: Agent[Any], gate: ExecAuth) -> tuple[Any, Any, str]:
     paused = await Runner.run(agent, "pay bob")
     [request] = gate.pending(paused)
+    assert request.request_id is not None and gate.approval_status(request.request_id) == "pending"
+    [listed] = gate.pending_approvals()
+    assert (listed.request_id, listed.tool, listed.arguments) == (request.request_id, "transfer", TRANSFER)
     state = paused.to_state()
-    grant = gate.approve(state, request, approver="carol")
+    gate.approve(request.request_id, approver="carol")
+    assert gate.wait_for_approval(request.request_id, timeout=1, poll_interval=0.01) == "approved"
+    state.approve(request.item)
     done = await Runner.run(agent, state)
-    return done, grant
+    return done, state, request.request_id
 
 
 @pytest.mark.asyncio
-async def test_an_old_grant_sent_again_in_a_later_turn_is_refused() -> None:
-    guard, spy, model, agent, gate = setup()
-    done, old_grant = await first_turn(agent, gate)
-    assert spy.calls == [TRANSFER]
-
-    later = await Runner.run(agent, [*done.to_input_list(), {"role": "user", "content": "once more"}])
-    [request] = gate.pending(later)
-    assert request.proposal_digest == old_grant.proposal_digest  # the identical proposal
-    state = later.to_state()
-    gate.add_grant(ApprovalGrant.model_validate_json(old_grant.model_dump_json()))  # the old approval, re-sent
-    state.approve(request.item)
+async def test_approve_then_resume_runs_once_and_the_old_answer_is_refused() -> None:
+    guard, spy, _, agent, gate = setup()
+    _, state, rid = await first_turn(agent, gate)
+    assert spy.calls == [TRANSFER] and gate.approval_status(rid) == "consumed"
+    # The old answer re-sent: the approved run state resumed once more.
     await Runner.run(agent, state)
     assert spy.calls == [TRANSFER]  # not a second time
-    assert "APPROVAL_USED" in model.seen_outputs()["c1"]
-    assert last(guard) == ("denial", False, ["APPROVAL_USED"])
+    assert [e.event for e in guard.audit_log.entries()].count("execution") == 1
+    # The answer (the request id) presented again at the authority: refused, recorded.
+    with pytest.raises(ExecutionDenied) as again:
+        gate._approval_flow.grant_for(rid, guard.approvals.get(rid).proposal)  # type: ignore[union-attr]
+    assert again.value.reason_codes == ("APPROVAL_USED",)
 
 
 @pytest.mark.asyncio
-async def test_a_fresh_approval_in_a_later_turn_runs_once_more() -> None:
-    guard, spy, _, agent, gate = setup()
-    done, _ = await first_turn(agent, gate)
+async def test_a_later_turn_is_a_new_request() -> None:
+    _, spy, model, agent, gate = setup()
+    done, _, first = await first_turn(agent, gate)
     later = await Runner.run(agent, [*done.to_input_list(), {"role": "user", "content": "once more"}])
     [request] = gate.pending(later)
+    assert request.request_id not in (None, first)
     state = later.to_state()
-    gate.approve(state, request, approver="dave")
+    state.approve(request.item)  # the SDK's yes, without a person's approval at the authority
     await Runner.run(agent, state)
-    assert spy.calls == [TRANSFER, TRANSFER]
-    assert last(guard) == ("execution", True, ["TOOL_ALLOWED", "APPROVAL_GRANTED"])
+    assert spy.calls == [TRANSFER]
+    assert "APPROVAL_REQUIRED" in model.seen_outputs()["c1"]
 
 
 @pytest.mark.asyncio
-async def test_one_paused_call_approved_twice_funds_one_run() -> None:
-    """Two grants for one paused call (approve() called twice) answer one request:
-    they carry its id, so the one not used is spent too."""
-    guard, spy, model, agent, gate = setup()
+async def test_rejected_and_expired_requests_never_run() -> None:
+    guard, spy, _, agent, gate = setup()
     paused = await Runner.run(agent, "pay bob")
     [request] = gate.pending(paused)
+    gate.reject(request.request_id, approver="carol", comment="no")
     state = paused.to_state()
-    spare = gate.approve(state, request, approver="carol")
-    used = gate.approve(state, request, approver="carol")
-    assert spare.grant_id == used.grant_id
-    done = await Runner.run(agent, state)
-    assert spy.calls == [TRANSFER]
-
-    later = await Runner.run(agent, [*done.to_input_list(), {"role": "user", "content": "once more"}])
-    [again] = gate.pending(later)
-    state = later.to_state()
-    gate.add_grant(spare)
-    state.approve(again.item)
+    state.approve(request.item)
     await Runner.run(agent, state)
-    assert spy.calls == [TRANSFER]
-    assert "APPROVAL_USED" in model.seen_outputs()["c1"]
-    assert last(guard) == ("denial", False, ["APPROVAL_USED"])
-    # the later pause is a request of its own, recorded as such
-    pauses = [e for e in guard.audit_log.entries() if e.body.get("reason_codes") == ["APPROVAL_REQUIRED"]]
-    assert len(pauses) == 2
+    assert spy.calls == [] and last(guard) == ("denial", False, ["APPROVAL_REJECTED"])
+
+    guard, spy, _, agent, gate = setup()
+    paused = await Runner.run(agent, "pay bob")
+    [request] = gate.pending(paused)
+    guard.clock.advance(3601)  # type: ignore[attr-defined]
+    assert await gate.await_approval(request.request_id, timeout=1, poll_interval=0.01) == "expired"
+    state = paused.to_state()
+    state.approve(request.item)
+    await Runner.run(agent, state)
+    assert spy.calls == [] and last(guard) == ("denial", False, ["APPROVAL_EXPIRED"])
+
+
+def test_the_shared_approval_methods() -> None:
+    import inspect
+
+    from execauth_core.approval_flow import GATE_METHODS, ApprovalGate
+
+    for name in GATE_METHODS:
+        assert inspect.signature(getattr(ExecAuth, name)) == inspect.signature(getattr(ApprovalGate, name))

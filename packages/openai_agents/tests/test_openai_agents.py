@@ -19,6 +19,7 @@ from execauth_core import (
     Guard,
     LocalSigner,
     StoreUnavailable,
+    denial_message,
 )
 from execauth_openai_agents import ExecAuth, ToolCallDenied, UngatedToolError
 
@@ -41,12 +42,19 @@ class Spy:
 
 def make_guard(allow: tuple[str, ...] = ("search", "transfer"), approval: tuple[str, ...] = ()) -> Guard:
     return Guard.local(
-        AllowListPolicy(allow, require_approval=approval), clock=FixedClock(T0), signer=LocalSigner(bytes(range(32)))
+        AllowListPolicy(allow, require_approval=approval),
+        clock=FixedClock(T0),
+        signer=LocalSigner(bytes(range(32))),
+        approvals=True,
     )
 
 
 def audit(guard: Guard) -> list[tuple[str, bool, list[str]]]:
-    return [(e.event, e.executed, list(e.body.get("reason_codes") or [])) for e in guard.audit_log.entries()]
+    return [
+        (e.event, e.executed, list(e.body.get("reason_codes") or []))
+        for e in guard.audit_log.entries()
+        if e.event != "approval"
+    ]
 
 
 def decisive(guard: Guard) -> list[tuple[str, str | None, list[str]]]:
@@ -205,9 +213,8 @@ async def test_malformed_arguments_pause_first_when_approvals_are_on() -> None:
     assert request.pending is None and request.denial is not None
     assert request.denial.reason_codes == ("REQUEST_INVALID",)
     state = first.to_state()
-    with pytest.raises(ExecutionDenied):
-        gate.approve(state, request, approver="carol")
-    gate.reject(state, request, approver="carol")
+    assert request.request_id is None  # nothing a person could approve
+    state.reject(request.item, rejection_message=denial_message(request.denial))
     await Runner.run(agent, state)
     assert spy.calls == []
     assert "REQUEST_INVALID" in model.seen_outputs()["c1"]
@@ -306,7 +313,8 @@ async def test_approval_inside_an_agent_used_as_a_tool() -> None:
     assert request.pending is not None
     assert (request.pending.request.agent, request.pending.request.call_id) == ("payer", "n1")
     state = first.to_state()
-    gate.approve(state, request, approver="carol")
+    gate.approve(request.request_id, approver="carol")
+    state.approve(request.item)
     result = await Runner.run(orchestrator, state)
     assert transfer.calls == [{"amount": "5", "to": "bob"}]
     assert result.final_output == "final"
@@ -386,8 +394,8 @@ async def test_approval_pauses_then_approve_runs_exactly_the_approved_call() -> 
     assert request.proposal_digest == request.pending.request.content_digest()
     assert audit(guard) == [("denial", False, ["APPROVAL_REQUIRED"])]
     state = first.to_state()
-    grant = gate.approve(state, request, approver="carol")
-    assert grant.proposal_digest == request.proposal_digest
+    assert gate.approve(request.request_id, approver="carol").proposal_digest == request.proposal_digest
+    state.approve(request.item)
     second = await Runner.run(agent, state)
     assert spy.calls == [{"amount": "50.00", "to": "bob"}]
     assert second.final_output == "sent"
@@ -409,7 +417,8 @@ async def test_a_sibling_call_runs_once_across_the_pause_and_resume() -> None:
     assert search.calls == [{"q": "fx"}] and transfer.calls == []
     state = first.to_state()
     [request] = gate.pending(first)
-    gate.approve(state, request, approver="carol")
+    gate.approve(request.request_id, approver="carol")
+    state.approve(request.item)
     await Runner.run(agent, state)
     assert search.calls == [{"q": "fx"}] and transfer.calls == [{"amount": "5", "to": "bob"}]
     executions = [e.body["call_id"] for e in guard.audit_log.entries() if e.event == "execution"]
@@ -425,11 +434,11 @@ async def test_approval_rejected_is_recorded_and_the_model_is_told() -> None:
     first = await Runner.run(agent, "pay bob")
     [request] = gate.pending(first)
     state = first.to_state()
-    denial = gate.reject(state, request, approver="carol", reason="not today")
-    assert denial.reason_codes == ("APPROVAL_REJECTED",)
+    assert gate.reject(request.request_id, approver="carol", comment="not today").state == "rejected"
+    state.approve(request.item)  # even the SDK's yes runs nothing: the request was rejected
     second = await Runner.run(agent, state)
     assert spy.calls == []
-    assert "APPROVAL_REJECTED" in model.seen_outputs()["c1"] and "not today" in model.seen_outputs()["c1"]
+    assert "APPROVAL_REJECTED" in model.seen_outputs()["c1"]
     assert second.final_output == "ok, not sent"
     assert audit(guard) == [("denial", False, ["APPROVAL_REQUIRED"]), ("denial", False, ["APPROVAL_REJECTED"])]
 
@@ -459,7 +468,8 @@ async def test_a_grant_covers_only_its_own_proposal() -> None:
     requests = {r.item.call_id: r for r in gate.pending(first)}
     assert set(requests) == {"c1", "c2"}
     state = first.to_state()
-    gate.approve(state, requests["c1"], approver="carol")
+    gate.approve(requests["c1"].request_id, approver="carol")
+    state.approve(requests["c1"].item)
     state.approve(requests["c2"].item)  # the SDK says yes; execauth was never asked
     await Runner.run(agent, state)
     assert spy.calls == [{"amount": "5", "to": "bob"}]
@@ -474,7 +484,9 @@ async def test_resume_in_another_process_with_a_serialized_grant() -> None:
     first = await Runner.run(agent, "pay bob")
     [request] = gate.pending(first)
     state = first.to_state()
-    grant_json = gate.approve(state, request, approver="carol").model_dump_json()
+    gate.approve(request.request_id, approver="carol")
+    state.approve(request.item)
+    grant_json = guard.approval_for(request.request_id).model_dump_json()
     state_text = state.to_string()
 
     # "Another process": a fresh gate over the same guard (its stores), the state and

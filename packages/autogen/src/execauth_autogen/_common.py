@@ -26,6 +26,7 @@ from execauth_core import (
     denial_message,
 )
 from execauth_core._validation import name_or_callable, optional_callable
+from execauth_core.approval_flow import ApprovalFlow
 
 log = logging.getLogger("execauth.autogen")
 
@@ -122,8 +123,9 @@ class Gate:
         principal: on whose behalf calls are made (string, or zero-arg callable).
         agent: the agent name recorded in proposals (string, zero-arg callable, or None).
         token_provider: verify tokens issued elsewhere instead of deciding here.
-        approver: asked on REQUIRE_APPROVAL; without one the call is refused with a
-            pending-approval message and kept for :meth:`approve_and_run`.
+        approver: asked on REQUIRE_APPROVAL (its answer decides the approval request
+            in the guard's own queue); without one the call is refused with a
+            pending-approval message naming the request, and kept for :meth:`resume`.
     """
 
     def __init__(
@@ -143,10 +145,10 @@ class Gate:
         self.agent = name_or_callable(agent, "agent", owner, takes="no arguments", optional=True)
         self.token_provider = optional_callable(token_provider, "token_provider", owner, takes="the proposal")
         self.approver = optional_callable(approver, "approver", owner, takes="the pending approval")
+        # approval request id -> the paused call (kept after it ran, bounded: an answer
+        # re-sent for it reaches the authority, which refuses it with APPROVAL_USED).
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
-        # Requests already approved, by digest: an approval re-sent for one of them is
-        # presented to the guard under the request's id, and refused there (APPROVAL_USED).
-        self._answered: OrderedDict[str, _Pending] = OrderedDict()
+        self.flow = ApprovalFlow(guard)
         # Sync AutoGen paths may run tools from helper threads.
         self._lock = threading.Lock()
 
@@ -215,11 +217,15 @@ class Gate:
     # -- approvals -------------------------------------------------------------
 
     def _ask(self, exc: ApprovalRequired, call: Callable[[], Any], *, is_async: bool) -> Any:
-        """Ask the approver. Returns a grant (or, on the async path, an awaitable of
-        one), or raises the recorded denial."""
+        """Open the approval request (its id goes on ``exc``), then ask the approver.
+        Returns a grant (or, on the async path, an awaitable of one), or raises the
+        recorded denial."""
+        request_id = self.flow.open(exc)
+        exc.request_id = request_id
+        exc.pending = exc.pending.model_copy(update={"request_id": request_id})
         pending = exc.pending
         if self.approver is None:
-            self._remember(pending, call, is_async)
+            self._remember(request_id, pending, call, is_async)
             raise exc
         try:
             answer = self.approver(pending)
@@ -235,20 +241,27 @@ class Gate:
                     who = await answer
                 except Exception as err:  # noqa: BLE001 - a failing approver denies, whatever it raised
                     raise self._approver_failed(pending, err) from None
-                return self._grant(pending, who)
+                return self._grant(request_id, pending, who)
 
             return settle()
-        return self._grant(pending, answer)
+        return self._grant(request_id, pending, answer)
 
-    def _grant(self, pending: PendingApproval, who: object) -> ApprovalGrant:
-        if not isinstance(who, str) or not who:
-            raise self.guard.deny(
-                pending.request, ["APPROVAL_REJECTED"], "a person rejected this proposal", outcome="REQUIRE_APPROVAL"
-            )
+    def _grant(self, request_id: str, pending: PendingApproval, who: object) -> ApprovalGrant:
         try:
-            return self.guard.approve(pending, approver=who)
-        except Exception as err:  # noqa: BLE001 - a grant that cannot be made denies
+            if not isinstance(who, str) or not who:
+                self.flow.reject(request_id, approver="approver", comment="rejected when asked")
+                raise self.guard.deny(
+                    pending.request,
+                    ["APPROVAL_REJECTED"],
+                    "a person rejected this proposal",
+                    outcome="REQUIRE_APPROVAL",
+                )
+            self.flow.approve(request_id, approver=who)
+        except ExecutionDenied:
+            raise
+        except Exception as err:  # noqa: BLE001 - a decision that cannot be made denies
             raise self._approver_failed(pending, err) from None
+        return self.flow.grant_for(request_id, pending.request)
 
     def _approver_failed(self, pending: PendingApproval, err: BaseException) -> ExecutionDenied:
         log.error("execauth: the approval step failed; the tool did not run: %r", err)
@@ -259,68 +272,82 @@ class Gate:
             outcome="REQUIRE_APPROVAL",
         )
 
-    def _remember(self, pending: PendingApproval, call: Callable[[], Any], is_async: bool) -> None:
+    def _remember(self, request_id: str, pending: PendingApproval, call: Callable[[], Any], is_async: bool) -> None:
         with self._lock:
-            self._pending[pending.proposal_digest] = _Pending(pending, call, is_async, self.guard.id_factory())
+            self._pending[request_id] = _Pending(pending, call, is_async, request_id)
             while len(self._pending) > _PENDING_LIMIT:
-                self._pending.popitem(last=False)  # bounded: the oldest can no longer be approved here
+                self._pending.popitem(last=False)  # bounded: the oldest can no longer be resumed here
 
-    def pending_approvals(self) -> list[PendingApproval]:
-        """Calls refused with REQUIRE_APPROVAL that a person can still approve, oldest first."""
+    def _entry(self, request_id: str, *, is_async: bool | None) -> _Pending:
         with self._lock:
-            return [p.pending for p in self._pending.values()]
+            entry = self._pending.get(request_id) if isinstance(request_id, str) else None
+        if entry is None:
+            raise KeyError(f"no paused call of this gate under approval request {str(request_id)[:80]!r}")
+        if is_async is False and entry.is_async:
+            raise TypeError("this call runs an async function: use aresume (or aapprove_and_run)")
+        return entry
 
-    def _take(self, proposal_digest: str, *, is_async: bool | None, answered: bool = False) -> _Pending:
-        with self._lock:
-            entry = self._pending.get(proposal_digest)
-            if entry is None and answered:
-                entry = self._answered.get(proposal_digest)
-            if entry is None:
-                raise KeyError(f"no call is waiting for approval under {proposal_digest!r}")
-            if is_async is False and entry.is_async:
-                raise TypeError("this call runs an async function: use aapprove_and_run")
-            if self._pending.pop(proposal_digest, None) is not None and answered:
-                self._answered[proposal_digest] = entry
-                while len(self._answered) > _PENDING_LIMIT:
-                    self._answered.popitem(last=False)
-            return entry
-
-    def approve_and_run(self, proposal_digest: str, *, approver: str) -> Any:
-        """A person approved the pending call ``proposal_digest``: run exactly it.
+    def resume(self, request_id: str) -> Any:
+        """Run the paused call of ``request_id`` once the authority reports it
+        approved: its grant is bound to the proposal and consumed once.
 
         Raises:
-            KeyError: nothing waits under that digest (never asked, evicted).
-            ExecutionDenied: the guard still refused (e.g. the policy changed), or the
-                call was already approved and run: an approval re-sent is refused
-                with ``APPROVAL_USED`` (recorded; nothing runs).
+            KeyError: no call of this gate paused under that request.
+            ExecutionDenied: not approved (pending, rejected, expired), already used,
+                or the guard refused (recorded; nothing runs).
         """
-        entry = self._take(proposal_digest, is_async=False, answered=True)
-        grant = self.guard.approve(entry.pending, approver=approver, approval_id=entry.approval_id)
+        entry = self._entry(request_id, is_async=False)
+        grant = self.flow.grant_for(request_id, entry.pending.request)
         return self.guard.run(entry.pending.request, entry.call, approval=grant)
+
+    async def aresume(self, request_id: str) -> Any:
+        """Async :meth:`resume` (works for sync and async calls)."""
+        entry = self._entry(request_id, is_async=None)
+        grant = self.flow.grant_for(request_id, entry.pending.request)
+        return await self.guard.arun(entry.pending.request, entry.call, approval=grant)
+
+    def request_for_digest(self, proposal_digest: str) -> str:
+        """The newest paused request of this gate for a proposal digest."""
+        with self._lock:
+            for request_id, entry in reversed(self._pending.items()):
+                if entry.pending.proposal_digest == proposal_digest:
+                    return request_id
+        raise KeyError(f"no call is waiting for approval under {proposal_digest!r}")
+
+    def approve_and_run(self, proposal_digest: str, *, approver: str) -> Any:
+        """Approve the newest paused request for ``proposal_digest`` in the guard's own
+        queue and run it (:meth:`resume`). An approval re-sent is refused with
+        ``APPROVAL_USED`` (recorded; nothing runs).
+
+        Raises:
+            KeyError: nothing waits under that digest.
+        """
+        request_id = self.request_for_digest(proposal_digest)
+        self._entry(request_id, is_async=False)
+        self._approve_if_pending(request_id, approver)
+        return self.resume(request_id)
 
     async def aapprove_and_run(self, proposal_digest: str, *, approver: str) -> Any:
         """Async :meth:`approve_and_run` (works for sync and async calls)."""
-        entry = self._take(proposal_digest, is_async=None, answered=True)
-        grant = self.guard.approve(entry.pending, approver=approver, approval_id=entry.approval_id)
-        return await self.guard.arun(entry.pending.request, entry.call, approval=grant)
+        request_id = self.request_for_digest(proposal_digest)
+        self._approve_if_pending(request_id, approver)
+        return await self.aresume(request_id)
 
-    def reject(self, proposal_digest: str, *, approver: str, reason: str = "") -> ExecutionDenied:
-        """A person rejected the pending call: drop it and record ``APPROVAL_REJECTED``."""
-        entry = self._take(proposal_digest, is_async=None)
-        return self.guard.deny(
-            entry.pending.request,
-            ["APPROVAL_REJECTED"],
-            f"rejected by {approver}" + (f": {reason}" if reason else ""),
-            outcome="REQUIRE_APPROVAL",
-        )
+    def _approve_if_pending(self, request_id: str, approver: str) -> None:
+        # Already decided (or used): the grant step below refuses with the reason.
+        if self.flow.status(request_id) == "pending":
+            self.flow.approve(request_id, approver=approver)
 
 
 def model_text(exc: ExecutionDenied) -> str:
     """What the model sees for a refused call: the reason codes, and for a pending
-    approval the digest a person has to approve."""
+    approval the request id and the digest a person has to approve."""
     text = denial_message(exc)
     if isinstance(exc, ApprovalRequired):
-        text += f" Nothing ran; waiting for a person to approve proposal {exc.pending.proposal_digest}."
+        text += (
+            f" Nothing ran; waiting for a person to approve request {exc.request_id}"
+            f" (proposal {exc.pending.proposal_digest})."
+        )
     return text
 
 

@@ -24,7 +24,8 @@ except ImportError as exc:  # pragma: no cover - exercised in the classic env
         "execauth_autogen.agentchat needs AutoGen AgentChat: pip install 'execauth-autogen[agentchat]'"
     ) from exc
 
-from execauth_core import AuthorizationRequest, ConfigurationError, ExecutionDenied, Guard, PendingApproval
+from execauth_core import AuthorizationRequest, ConfigurationError, ExecutionDenied, Guard
+from execauth_core.approval_flow import ApprovalGate
 
 from ._common import Approver, Gate, Resolver, TokenProvider, authorized_args, model_text
 
@@ -58,7 +59,7 @@ def _error(name: str, text: str) -> ToolResult:
     return ToolResult(name=name, result=[TextResultContent(content=text)], is_error=True)
 
 
-class ExecAuthWorkbench(StaticWorkbench):
+class ExecAuthWorkbench(StaticWorkbench, ApprovalGate):
     """A ``StaticWorkbench`` whose every ``call_tool`` goes through the execauth guard.
 
     Pass it as ``AssistantAgent(workbench=...)`` (not ``tools=``, which builds an
@@ -99,6 +100,7 @@ class ExecAuthWorkbench(StaticWorkbench):
         else:
             super().__init__(self._guarded_tools)
         self._gate = Gate(guard, principal=principal, agent=agent, token_provider=token_provider, approver=approver)
+        self._approval_flow = self._gate.flow
         self._original_names = {
             getattr(override, "name", None) or original: original
             for original, override in (tool_overrides or {}).items()
@@ -167,14 +169,29 @@ class ExecAuthWorkbench(StaticWorkbench):
         return {**args, **full} if isinstance(full, dict) else args
 
     # -- approvals ------------------------------------------------------------
+    # pending_approvals(), approval_status(), approve(), reject(), wait_for_approval()
+    # and await_approval() come from ApprovalGate: the same on every execauth adapter.
 
-    def pending_approvals(self) -> list[PendingApproval]:
-        """Calls refused with REQUIRE_APPROVAL that a person can still approve."""
-        return self._gate.pending_approvals()
+    async def resume(self, request_id: str) -> ToolResult:
+        """Run the paused call of ``request_id`` (same arguments, same call id) once
+        its approval request is approved at the authority, and return its result, to
+        hand back to the agent. A pending, rejected, expired or used request runs
+        nothing: the result is the (recorded) denial.
+
+        Raises:
+            KeyError: no call of this workbench paused under that request.
+        """
+        try:
+            result: ToolResult = await self._gate.aresume(request_id)
+            return result
+        except _ToolFailed as failed:
+            return failed.result
+        except ExecutionDenied as exc:
+            return _error(exc.tool or "tool", model_text(exc))
 
     async def approve_and_run(self, proposal_digest: str, *, approver: str) -> ToolResult:
-        """A person approved the pending call ``proposal_digest``: run exactly that call
-        (same arguments, same call id) and return its result, to hand back to the agent.
+        """Approve (in the guard's own queue) the newest paused request for
+        ``proposal_digest`` and run it: :meth:`approve` then :meth:`resume`.
 
         Raises:
             KeyError: nothing waits under that digest.
@@ -186,11 +203,6 @@ class ExecAuthWorkbench(StaticWorkbench):
             return failed.result
         except ExecutionDenied as exc:
             return _error(exc.tool or "tool", model_text(exc))
-
-    def reject(self, proposal_digest: str, *, approver: str, reason: str = "") -> ToolResult:
-        """A person rejected the pending call: recorded as ``APPROVAL_REJECTED``."""
-        exc = self._gate.reject(proposal_digest, approver=approver, reason=reason)
-        return _error(exc.tool or "tool", model_text(exc))
 
     # -- serialization ----------------------------------------------------------
 

@@ -45,6 +45,7 @@ from execauth_core import (
     PendingApproval,
     bind_arguments,
 )
+from execauth_core.approval_flow import ApprovalGate
 
 from ._common import (
     APPROVE_WORDS,
@@ -162,7 +163,7 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
         return None
 
 
-class ExecAuthFunctionGate:
+class ExecAuthFunctionGate(ApprovalGate):
     """Guards the functions of classic AutoGen agents.
 
     Args:
@@ -186,6 +187,7 @@ class ExecAuthFunctionGate:
     ) -> None:
         _check_call_ids()
         self._gate = Gate(guard, principal=principal, agent=agent, token_provider=token_provider, approver=approver)
+        self._approval_flow = self._gate.flow
 
     @property
     def guard(self) -> Guard:
@@ -305,14 +307,29 @@ class ExecAuthFunctionGate:
             raise ToolCallDenied(self._gate.failed(proposal, name, exc)) from None
 
     # -- approvals ------------------------------------------------------------------
+    # pending_approvals(), approval_status(), approve(), reject(), wait_for_approval()
+    # and await_approval() come from ApprovalGate: the same on every execauth adapter.
 
-    def pending_approvals(self) -> list[PendingApproval]:
-        """Calls refused with REQUIRE_APPROVAL that a person can still approve."""
-        return self._gate.pending_approvals()
+    def resume(self, request_id: str) -> Any:
+        """Run the paused call of ``request_id`` (same arguments, same call id) once its
+        approval request is approved at the authority; returns the function's result,
+        to hand back to the agents.
+
+        Raises:
+            KeyError: no call of this gate paused under that request.
+            TypeError: the function is async (use :meth:`aresume`).
+            ExecutionDenied: not approved (pending, rejected, expired), already used,
+                or the guard still refused (recorded; nothing ran).
+        """
+        return self._gate.resume(request_id)
+
+    async def aresume(self, request_id: str) -> Any:
+        """Async :meth:`resume`."""
+        return await self._gate.aresume(request_id)
 
     def approve_and_run(self, proposal_digest: str, *, approver: str) -> Any:
-        """A person approved the pending call: run exactly it (same arguments, same
-        call id) and return the function's result, to hand back to the agents.
+        """Approve (in the guard's own queue) the newest paused request for
+        ``proposal_digest`` and run it: :meth:`approve` then :meth:`resume`.
 
         Raises:
             KeyError: nothing waits under that digest.
@@ -324,10 +341,6 @@ class ExecAuthFunctionGate:
     async def aapprove_and_run(self, proposal_digest: str, *, approver: str) -> Any:
         """Async :meth:`approve_and_run`."""
         return await self._gate.aapprove_and_run(proposal_digest, approver=approver)
-
-    def reject(self, proposal_digest: str, *, approver: str, reason: str = "") -> ExecutionDenied:
-        """A person rejected the pending call: recorded as ``APPROVAL_REJECTED``."""
-        return self._gate.reject(proposal_digest, approver=approver, reason=reason)
 
 
 def _bind(

@@ -253,7 +253,7 @@ def test_approval_without_approver_is_pending_then_approved(
     seen = tool_results(run(agent))["c1"]
     assert tools.ran == []
     pending = wb.pending_approvals()
-    assert len(pending) == 1 and pending[0].request.args["amount"] == "50.00"
+    assert len(pending) == 1 and pending[0].arguments["amount"] == "50.00"
     digest = pending[0].proposal_digest
     assert seen.is_error and "APPROVAL_REQUIRED" in seen.content and digest in seen.content
     assert events(guard) == [("denial", False, ["APPROVAL_REQUIRED"], "c1")]
@@ -274,8 +274,9 @@ def test_rejecting_a_pending_call_is_recorded(tools: Tools, make_guard: Callable
     guard = make_guard(require_approval=["transfer"])
     wb = workbench(tools, guard)
     run(make_agent(wb, turn(call("c1", "transfer", {"amount": "50.00", "to": "bob"}))))
-    digest = wb.pending_approvals()[0].proposal_digest
-    answer = wb.reject(digest, approver="alice", reason="not today")
+    request_id = wb.pending_approvals()[0].request_id
+    assert wb.reject(request_id, approver="alice", comment="not today").state == "rejected"
+    answer = asyncio.run(wb.resume(request_id))
     assert answer.is_error and "APPROVAL_REJECTED" in answer.to_text()
     assert tools.ran == [] and wb.pending_approvals() == []
     assert events(guard)[-1] == ("denial", False, ["APPROVAL_REJECTED"], "c1")
@@ -424,3 +425,41 @@ def test_an_approval_funds_one_run_across_turns(tools: Tools, make_guard: Callab
     assert result.to_text() == "sent 50.00 to bob" and len(tools.ran) == 2
     result = asyncio.run(wb.approve_and_run(second.proposal_digest, approver="alice"))
     assert "APPROVAL_USED" in result.to_text() and len(tools.ran) == 2
+
+
+def test_the_unified_approval_flow(tools: Tools, make_guard: Callable[..., Guard], events: Any) -> None:
+    """Issue 16: the call pauses with an approval request id; approve -> resume runs it
+    once; the same answer re-sent is refused; reject and expiry deny."""
+    import inspect
+    import time
+
+    from execauth_core import AllowListPolicy, FixedClock
+    from execauth_core.approval_flow import GATE_METHODS, ApprovalGate, ApprovalTimeout
+
+    for name in GATE_METHODS:
+        assert inspect.signature(getattr(ExecAuthWorkbench, name)) == inspect.signature(getattr(ApprovalGate, name))
+    clock = FixedClock(int(time.time()))
+    guard = Guard.local(AllowListPolicy([], require_approval=["transfer"]), clock=clock)
+    wb = workbench(tools, guard)
+    seen = tool_results(run(make_agent(wb, turn(call("c1", "transfer", {"amount": "50.00", "to": "bob"})))))["c1"]
+    [pending] = wb.pending_approvals()
+    rid = pending.request_id
+    assert rid in seen.content and wb.approval_status(rid) == "pending" and tools.ran == []
+    with pytest.raises(ApprovalTimeout):
+        wb.wait_for_approval(rid, timeout=0.05, poll_interval=0.01)
+    early = asyncio.run(wb.resume(rid))
+    assert early.is_error and "APPROVAL_REQUIRED" in early.to_text() and tools.ran == []
+    wb.approve(rid, approver="alice")
+    assert asyncio.run(wb.await_approval(rid, timeout=1, poll_interval=0.01)) == "approved"
+    result = asyncio.run(wb.resume(rid))
+    assert (result.is_error, result.to_text()) == (False, "sent 50.00 to bob") and len(tools.ran) == 1
+    again = asyncio.run(wb.resume(rid))
+    assert again.is_error and "APPROVAL_USED" in again.to_text() and len(tools.ran) == 1
+    assert events(guard)[-1] == ("denial", False, ["APPROVAL_USED"], "c1")
+
+    run(make_agent(wb, turn(call("c2", "transfer", {"amount": "5.00", "to": "eve"}))))
+    [second] = wb.pending_approvals()
+    clock.advance(3601)
+    assert wb.approval_status(second.request_id) == "expired"
+    expired = asyncio.run(wb.resume(second.request_id))
+    assert expired.is_error and "APPROVAL_EXPIRED" in expired.to_text() and len(tools.ran) == 1

@@ -345,8 +345,10 @@ def test_pending_approval_then_approve_and_run(fns: Functions, make_guard: Calla
 
     chat(runner, tool_calls(("c3", "transfer", {"amount": "9.00", "to": "eve"})))
     [third] = gate.pending_approvals()
-    refused = gate.reject(third.proposal_digest, approver="alice", reason="unknown payee")
-    assert isinstance(refused, ExecutionDenied) and refused.reason_codes == ("APPROVAL_REJECTED",)
+    assert gate.reject(third.request_id, approver="alice", comment="unknown payee").state == "rejected"
+    with pytest.raises(ExecutionDenied) as refused:
+        gate.resume(third.request_id)
+    assert refused.value.reason_codes == ("APPROVAL_REJECTED",)
     assert [name for name, _ in fns.ran] == ["transfer", "lookup"]
     assert events(guard)[-1] == ("denial", False, ["APPROVAL_REJECTED"], "c3")
 
@@ -377,3 +379,48 @@ def test_an_approval_funds_one_run_across_turns(fns: Functions, make_guard: Call
     with pytest.raises(ExecutionDenied):
         gate.approve_and_run(second.proposal_digest, approver="alice")
     assert len(fns.ran) == 2
+
+
+def test_the_unified_approval_flow(fns: Functions, events: Any) -> None:
+    """Issue 16: the call pauses with an approval request id; approve -> resume runs it
+    once; the same answer re-sent is refused; reject and expiry deny."""
+    import time
+
+    from execauth_core import AllowListPolicy, FixedClock
+    from execauth_core.approval_flow import GATE_METHODS, ApprovalGate
+
+    for name in GATE_METHODS:
+        assert inspect.signature(getattr(ExecAuthFunctionGate, name)) == inspect.signature(getattr(ApprovalGate, name))
+    clock = FixedClock(int(time.time()))
+    guard = Guard.local(AllowListPolicy([], require_approval=["transfer"]), clock=clock)
+    runner = executor()
+    runner.register_function(fns.map())
+    gate = ExecAuthFunctionGate(guard, principal="user-42")
+    gate.protect(runner)
+    seen = responses(chat(runner, tool_calls(("c1", "transfer", {"amount": "50.00", "to": "bob"}))))["c1"]
+    [pending] = gate.pending_approvals()
+    rid = pending.request_id
+    assert rid in seen and gate.approval_status(rid) == "pending" and fns.ran == []
+    with pytest.raises(ExecutionDenied) as early:
+        gate.resume(rid)
+    assert early.value.reason_codes == ("APPROVAL_REQUIRED",)
+    gate.approve(rid, approver="alice")
+    assert gate.wait_for_approval(rid, timeout=1, poll_interval=0.01) == "approved"
+    assert gate.resume(rid) == "sent 50.00 to bob" and len(fns.ran) == 1
+    with pytest.raises(ExecutionDenied) as again:
+        gate.resume(rid)
+    assert again.value.reason_codes == ("APPROVAL_USED",) and len(fns.ran) == 1
+
+    chat(runner, tool_calls(("c2", "transfer", {"amount": "5.00", "to": "eve"})))
+    [second] = gate.pending_approvals()
+    gate.reject(second.request_id, approver="alice", comment="no")
+    with pytest.raises(ExecutionDenied) as rejected:
+        gate.resume(second.request_id)
+    assert rejected.value.reason_codes == ("APPROVAL_REJECTED",)
+    chat(runner, tool_calls(("c3", "transfer", {"amount": "6.00", "to": "eve"})))
+    [third] = gate.pending_approvals()
+    clock.advance(3601)
+    with pytest.raises(ExecutionDenied) as expired:
+        gate.resume(third.request_id)
+    assert expired.value.reason_codes == ("APPROVAL_EXPIRED",) and len(fns.ran) == 1
+    assert events(guard)[-1] == ("denial", False, ["APPROVAL_EXPIRED"], "c3")

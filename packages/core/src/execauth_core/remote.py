@@ -365,6 +365,40 @@ class RemoteAuthority:
         with self._lock:
             return self._approval_requests.pop(proposal_digest, None)
 
+    def approval_record(self, request_id: str) -> Any:
+        """The approval request as the service keeps it (``GET /v1/approvals/{id}``
+        with this caller's credential): an
+        :class:`~execauth_core.approvals.ApprovalRequest`, expiry applied.
+
+        Raises:
+            ApprovalError: ``APPROVAL_UNKNOWN`` (no such request for this caller).
+            AuthorityUnavailable: no usable answer.
+        """
+        from .approvals import ApprovalError, ApprovalRequest
+
+        httpx = _httpx()
+        if not isinstance(request_id, str) or not _APPROVAL_ID.fullmatch(request_id):
+            raise ApprovalError(R.APPROVAL_UNKNOWN, "not an approval request id")
+        try:
+            r = self._sync_client().get(self.url + f"/v1/approvals/{request_id}", headers=self._headers())
+        except httpx.HTTPError as exc:
+            raise AuthorityUnavailable(f"the authority is unreachable ({type(exc).__name__})") from None
+        if r.status_code == 404:
+            raise ApprovalError(R.APPROVAL_UNKNOWN, f"no approval request {request_id!r} for this caller")
+        if r.status_code != 200:
+            raise AuthorityUnavailable(f"the authority answered HTTP {r.status_code} for the approval request")
+        try:
+            record = ApprovalRequest.model_validate(loads_strict(r.content[:MAX_ANSWER_BYTES]))
+        except (CanonicalizationError, pydantic.ValidationError):
+            raise AuthorityUnavailable(
+                "the approval request is not readable", reason_code=R.AUTHORITY_ANSWER_INVALID
+            ) from None
+        if record.id != request_id:
+            raise AuthorityUnavailable(
+                "the authority answered for another request", reason_code=R.AUTHORITY_ANSWER_INVALID
+            )
+        return record
+
     def approval_grant(self, request_id: str, proposal_digest: str | None = None) -> ApprovalGrant:
         """The grant of an approved request, fetched from the service
         (``GET /v1/approvals/{id}`` with this caller's credential). The service

@@ -28,7 +28,6 @@ import json
 import logging
 import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
@@ -62,6 +61,7 @@ from execauth_core._validation import (
     number_option,
     optional_callable,
 )
+from execauth_core.approval_flow import ApprovalFlow, ApprovalGate
 
 from ._admissions import Admissions, CallNote
 from .tools import GuardedTool
@@ -136,7 +136,7 @@ def native_call_id(context: ToolCallHookContext) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-class CrewGuard:
+class CrewGuard(ApprovalGate):
     """Authorize every tool call of a CrewAI crew with an execauth :class:`Guard`.
 
     Args:
@@ -151,9 +151,11 @@ class CrewGuard:
             guard only verifies and consumes them (``Guard.execute``); ``None`` from
             it denies with ``NO_TOKEN``.
         approver: asked on ``REQUIRE_APPROVAL`` (see :class:`Approver` and
-            :func:`~execauth_crewai.console_approver`). Without one the call is
-            refused with ``APPROVAL_REQUIRED`` and the pending approval is kept in
-            :attr:`pending_approvals` for :meth:`approve` / :meth:`resume`.
+            :func:`~execauth_crewai.console_approver`); its answer decides the
+            approval request in the guard's own queue. Without one the call is
+            refused with ``APPROVAL_REQUIRED`` and the approval request waits:
+            :meth:`pending_approvals`, :meth:`approve` / :meth:`reject` (or the
+            console), :meth:`wait_for_approval`, then :meth:`resume`.
         admission_ttl: seconds between the hook admitting a call and its tool
             starting; CrewAI takes milliseconds.
         max_pending: most admissions, pending approvals and unused grants kept.
@@ -184,13 +186,7 @@ class CrewGuard:
         self._admissions = Admissions(ttl=admission_ttl, capacity=max_pending)
         self._max_pending = max_pending
         self._lock = threading.Lock()
-        self._pending: OrderedDict[str, PendingApproval] = OrderedDict()
-        self._grants: OrderedDict[str, ApprovalGrant] = OrderedDict()
-        # proposal digest -> the id of the approval request now open for it. Every grant
-        # made for that request carries it as its grant id, so the guard (which consumes
-        # ``approval:<grant id>`` in its replay store) lets one request fund one run,
-        # whichever of approve() / resume() / the crew presents it.
-        self._approval_ids: OrderedDict[str, str] = OrderedDict()
+        self._approval_flow = ApprovalFlow(self.guard, capacity=max_pending)
         self._tools: dict[str, GuardedTool | None] = {}
 
     # -- wiring ----------------------------------------------------------------
@@ -283,77 +279,32 @@ class CrewGuard:
             )
 
     # -- approvals -------------------------------------------------------------
+    # pending_approvals(), approval_status(), approve(), reject(), wait_for_approval()
+    # and await_approval() come from ApprovalGate: the same on every execauth adapter.
 
-    @property
-    def pending_approvals(self) -> dict[str, PendingApproval]:
-        """Refused calls waiting for a person, by proposal digest (a copy)."""
-        with self._lock:
-            return dict(self._pending)
+    def resume(self, request_id: str) -> Any:
+        """Run a paused call now, exactly as proposed, once its approval request is
+        approved at the authority (:meth:`approve` for the guard's own queue, the
+        console or ``execauth approvals`` for a remote guard). Returns the tool's result.
 
-    def approve(self, pending: PendingApproval | str, *, approver: str, ttl: int = 900) -> ApprovalGrant:
-        """Approve one pending proposal (by object or digest).
-
-        The grant is kept and used by the next call whose proposal is identical
-        (same tool, arguments, principal, agent and call id); it binds to the
-        proposal digest, so it authorizes nothing else. Returns the grant.
-        """
-        found = self._pending_for(pending)
-        grant = self.guard.approve(found, approver=approver, ttl=ttl, approval_id=self._approval_id(found))
-        with self._lock:
-            self._pending.pop(found.proposal_digest, None)
-            _bounded_put(self._grants, found.proposal_digest, grant, self._max_pending)
-        return grant
-
-    def resume(
-        self,
-        pending: PendingApproval | str,
-        *,
-        grant: ApprovalGrant | None = None,
-        approver: str | None = None,
-    ) -> Any:
-        """Run a pending proposal now, exactly as proposed, with an approval.
-
-        Give the ``grant`` (from :meth:`approve` or ``Guard.approve``) or the
-        ``approver`` name. Returns the tool's result.
+        The grant is taken from the authority bound to the request's proposal and
+        consumed once: a pending, rejected or expired request, or one already used,
+        runs nothing.
 
         Raises:
-            ExecutionDenied: the guard refused (a grant for other arguments, an
-                expired grant, a policy change...). Nothing ran.
+            ExecutionDenied: not approved, already used, or the guard refused (recorded).
+            ApprovalError: ``APPROVAL_UNKNOWN``.
             ConfigurationError: no tool of that name was wrapped by this CrewGuard.
         """
-        found = self._pending_for(pending)
-        if grant is None:
-            if not approver:
-                raise ValueError("resume() needs a grant or an approver name")
-            grant = self.guard.approve(found, approver=approver, approval_id=self._approval_id(found))
+        record = self._approval_flow.record(request_id)
+        proposal = record.proposal
         with self._lock:
-            tool = self._tools.get(found.request.tool)
+            tool = self._tools.get(proposal.tool)
         if tool is None:
-            raise ConfigurationError(f"no single tool named {found.request.tool!r} is wrapped by this CrewGuard")
-        args = dict(found.request.args)
-        result = self.guard.run(found.request, lambda: tool._call_inner((), args), approval=grant)
-        with self._lock:
-            self._pending.pop(found.proposal_digest, None)
-            self._grants.pop(found.proposal_digest, None)
-        return result
-
-    def _approval_id(self, pending: PendingApproval) -> str:
-        """The id of the approval request open for this proposal (made on first use)."""
-        with self._lock:
-            found = self._approval_ids.get(pending.proposal_digest)
-            if found is None:
-                found = self.guard.id_factory()
-                _bounded_put(self._approval_ids, pending.proposal_digest, found, self._max_pending)
-            return found
-
-    def _pending_for(self, pending: PendingApproval | str) -> PendingApproval:
-        if isinstance(pending, PendingApproval):
-            return pending
-        with self._lock:
-            found = self._pending.get(pending)
-        if found is None:
-            raise KeyError(f"no pending approval for {pending!r}")
-        return found
+            raise ConfigurationError(f"no single tool named {proposal.tool!r} is wrapped by this CrewGuard")
+        grant = self._approval_flow.grant_for(request_id, proposal)
+        args = dict(proposal.args)
+        return self.guard.run(proposal, lambda: tool._call_inner((), args), approval=grant)
 
     # -- the hooks -------------------------------------------------------------
 
@@ -481,13 +432,13 @@ class CrewGuard:
     ) -> T:
         if self._token_provider is not None:
             return self.guard.execute(request, self._token_for(request), call)
-        grant = self._take_grant(request)
+        grant = self._approval_flow.approved_grant(request)
         try:
             return self.guard.run(request, call, approval=grant)
         except ApprovalRequired as exc:
             if grant is not None:
                 raise
-            grant = self._ask(exc.pending, context)
+            grant = self._ask(exc, context)
             if grant is None:
                 raise
             return self.guard.run(request, call, approval=grant)
@@ -500,13 +451,13 @@ class CrewGuard:
     ) -> T:
         if self._token_provider is not None:
             return await self.guard.aexecute(request, self._token_for(request), call)
-        grant = self._take_grant(request)
+        grant = self._approval_flow.approved_grant(request)
         try:
             return await self.guard.arun(request, call, approval=grant)
         except ApprovalRequired as exc:
             if grant is not None:
                 raise
-            grant = self._ask(exc.pending, context)
+            grant = self._ask(exc, context)
             if grant is None:
                 raise
             return await self.guard.arun(request, call, approval=grant)
@@ -518,29 +469,23 @@ class CrewGuard:
             log.exception("execauth: token_provider failed")
             return None
 
-    def _take_grant(self, request: AuthorizationRequest) -> ApprovalGrant | None:
-        with self._lock:
-            if not self._grants:
+    def _ask(self, exc: ApprovalRequired, context: ToolCallHookContext | None) -> ApprovalGrant | None:
+        """Open the approval request (its id goes on ``exc``), then ask the approver,
+        if there is one, and decide the request with its answer."""
+        request_id = self._approval_flow.open(exc)
+        exc.request_id = request_id
+        exc.pending = exc.pending.model_copy(update={"request_id": request_id})
+        if self._approver is None:
+            return None
+        try:
+            name = self._approver(exc.pending, context)
+            if not name:
                 return None
-            return self._grants.pop(request.content_digest(), None)
-
-    def _ask(self, pending: PendingApproval, context: ToolCallHookContext | None) -> ApprovalGrant | None:
-        """Ask the approver; remember the pending approval when nobody approves."""
-        grant: ApprovalGrant | None = None
-        if self._approver is not None:
-            try:
-                name = self._approver(pending, context)
-                if name:
-                    grant = self.guard.approve(pending, approver=name)
-            except Exception:
-                log.exception("execauth: the approver failed; treating it as a refusal")
-                grant = None
-        if grant is None:
-            with self._lock:
-                _bounded_put(self._pending, pending.proposal_digest, pending, self._max_pending)
-                # A new request: an approval given for an earlier one does not answer it.
-                _bounded_put(self._approval_ids, pending.proposal_digest, self.guard.id_factory(), self._max_pending)
-        return grant
+            self._approval_flow.approve(request_id, approver=name)
+        except Exception:
+            log.exception("execauth: the approver failed; treating it as a refusal")
+            return None
+        return self._approval_flow.grant_for(request_id, exc.pending.request)
 
     # -- refusals and what the model sees --------------------------------------
 
@@ -615,7 +560,8 @@ class CrewGuard:
         message = denial_message(exc)
         if isinstance(exc, ApprovalRequired):
             details["pending_approval"] = exc.pending.model_dump(mode="json")
-            message += f" (approval pending for proposal {exc.pending.proposal_digest})"
+            details["request_id"] = exc.request_id
+            message += f" (approval request {exc.request_id} pending for proposal {exc.pending.proposal_digest})"
         return ToolFailure(
             message=message,
             reason=ToolFailureReason.TOOL_REPORTED,
@@ -666,10 +612,3 @@ def _never() -> Any:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else ""
-
-
-def _bounded_put(store: OrderedDict[str, Any], key: str, value: Any, limit: int) -> None:
-    store[key] = value
-    store.move_to_end(key)
-    while len(store) > limit:
-        store.popitem(last=False)

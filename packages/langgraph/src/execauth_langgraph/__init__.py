@@ -24,10 +24,14 @@ def guarded_tool_node(tools: Sequence[Any], guard: Any, **kwargs: Any) -> ToolNo
 
     Keyword arguments go to :class:`ExecAuthToolWrapper` (``principal``, ``agent``,
     ``token_provider``, ``approvals``), except ``name``/``handle_tool_errors`` and other
-    ``ToolNode`` options, given as ``tool_node_options={...}``.
+    ``ToolNode`` options, given as ``tool_node_options={...}``. ``guard`` may also be an
+    :class:`ExecAuthToolWrapper` (no other keyword arguments then): keep it to list,
+    approve and wait for approvals.
     """
     options = kwargs.pop("tool_node_options", {})
-    wrapper = ExecAuthToolWrapper(guard, **kwargs)
+    # An ExecAuthToolWrapper may be given in place of the guard: the caller keeps it
+    # for the approval methods (pending_approvals(), approve(), ...).
+    wrapper = guard if isinstance(guard, ExecAuthToolWrapper) and not kwargs else ExecAuthToolWrapper(guard, **kwargs)
     return ToolNode(list(tools), wrap_tool_call=wrapper, awrap_tool_call=wrapper.acall, **options)
 
 

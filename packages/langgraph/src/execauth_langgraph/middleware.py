@@ -17,18 +17,22 @@ from typing import Any
 from langchain.agents.middleware import AgentMiddleware
 from langgraph.prebuilt.tool_node import ToolCallRequest
 
+from execauth_core.approval_flow import ApprovalGate
+
 from .wrapper import ExecAuthToolWrapper, ToolResult
 
 
-class ExecAuthMiddleware(AgentMiddleware):  # generic arity differs across langchain 1.x
+class ExecAuthMiddleware(AgentMiddleware, ApprovalGate):  # generic arity differs across langchain 1.x
     """Agent middleware: every tool call the agent proposes goes through the guard.
 
-    Arguments as for :class:`~execauth_langgraph.ExecAuthToolWrapper`.
+    Arguments as for :class:`~execauth_langgraph.ExecAuthToolWrapper`; so are the
+    approval methods (``pending_approvals()``, ``approve(request_id, ...)``, ...).
     """
 
     def __init__(self, guard: Any, **options: Any) -> None:
         super().__init__()
         self.wrapper = ExecAuthToolWrapper(guard, **options)
+        self._approval_flow = self.wrapper._approval_flow
 
     def wrap_tool_call(self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], ToolResult]) -> ToolResult:
         """Sync path (``agent.invoke``)."""

@@ -9,12 +9,10 @@ the model the reason code; REQUIRE_APPROVAL pauses the graph with LangGraph's
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import logging
 import re
-import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -34,11 +32,11 @@ from execauth_core import (
     ExecutionDenied,
     Guard,
     PendingApproval,
-    canonicalize,
     denial_message,
     idempotency_key,
 )
 from execauth_core._validation import name_or_callable, one_of, optional_callable
+from execauth_core.approval_flow import ApprovalFlow, ApprovalGate
 
 from .mcp import proposal_tool_name
 
@@ -53,7 +51,7 @@ TokenProvider = Callable[[AuthorizationRequest], str | None]
 
 APPROVAL_REQUEST = "execauth.approval_request"
 _DONE_LIMIT = 10_000
-_APPROVAL_ID = re.compile(r"[A-Za-z0-9_.:-]{16,128}")
+_APPROVAL_ID = re.compile(r"apr_[A-Za-z0-9_.-]{1,120}")
 
 
 def _with_defaults(request: ToolCallRequest, args: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +76,7 @@ def _deny(call: dict[str, Any], text: str) -> ToolMessage:
     return ToolMessage(content=text, tool_call_id=call.get("id") or "", name=call.get("name"), status="error")
 
 
-class ExecAuthToolWrapper:
+class ExecAuthToolWrapper(ApprovalGate):
     """A ``wrap_tool_call`` / ``awrap_tool_call`` pair for ``ToolNode`` (and the
     implementation behind :class:`~execauth_langgraph.ExecAuthMiddleware`).
 
@@ -91,6 +89,15 @@ class ExecAuthToolWrapper:
             provider returning ``None`` denies (NO_TOKEN).
         approvals: pause with ``interrupt()`` on REQUIRE_APPROVAL (needs a
             checkpointer). When False, REQUIRE_APPROVAL is a denial message.
+
+    Approvals (the same methods on every execauth adapter's gate): the interrupt's
+    value carries ``request_id``, the id of the approval request at the authority.
+    A person decides it (:meth:`approve` / :meth:`reject` for the guard's own queue;
+    the console or ``execauth approvals`` for a remote guard); resume the graph with
+    ``Command(resume=request_id)``. The wrapper then takes that request's grant from
+    the authority, bound to the proposal and consumed once: a pending, rejected or
+    expired request does not run, and an answer sent again later is refused
+    (``APPROVAL_USED``).
     """
 
     def __init__(
@@ -110,9 +117,11 @@ class ExecAuthToolWrapper:
         self.agent = name_or_callable(agent, "agent", owner, takes="the tool-call request", optional=True)
         self.token_provider = optional_callable(token_provider, "token_provider", owner, takes="the proposal")
         self.approvals = one_of(approvals, "approvals", owner, (True, False))
-        # proposal digest -> the pending approval already recorded, so that the
-        # re-run of this wrapper on resume does not record the same denial twice.
-        self._pending: dict[tuple[str, ...], Any] = {}
+        # (thread, node run, proposal digest) -> the pending approval and its request
+        # id, so that the re-run of this wrapper on resume does not decide (and open a
+        # request for) the same proposal twice.
+        self._pending: dict[tuple[str, ...], tuple[PendingApproval, str]] = {}
+        self._approval_flow = ApprovalFlow(guard)
         # On resume LangGraph re-runs the whole ToolNode, calls that already finished
         # included. Finished calls of a node run are remembered (bounded, in process) and
         # answered from here, so a side effect does not happen twice.
@@ -312,8 +321,8 @@ class ExecAuthToolWrapper:
         instead of deciding (and recording) the same REQUIRE_APPROVAL again."""
         if not self.approvals:
             return None
-        pending = self._pending.get(self._pending_key(request, proposal.content_digest()))
-        return None if pending is None else self._ask(request, pending, None)
+        opened = self._pending.get(self._pending_key(request, proposal.content_digest()))
+        return None if opened is None else self._ask(request, opened[0], None)
 
     def _pending_key(self, request: ToolCallRequest, digest: str) -> tuple[str, ...]:
         # Scoped to this node run: an identical proposal in another thread is decided afresh.
@@ -321,83 +330,41 @@ class ExecAuthToolWrapper:
         return (*key[:2], digest) if key is not None else ("", "", digest)
 
     def _ask(self, request: ToolCallRequest, pending: PendingApproval, exc: ApprovalRequired | None) -> ApprovalGrant:
-        """Pause for a person; returns a grant bound to the proposal digest, or raises
-        the (recorded) denial."""
+        """Pause for a person; returns the grant of the approval request the resume
+        value names (consumed once by the authority), or raises the (recorded) denial."""
         if not self.approvals:
             assert exc is not None
             raise exc
         slot = self._pending_key(request, pending.proposal_digest)
-        self._pending[slot] = pending
-        approval_id = _approval_id(request, pending.proposal_digest)
+        opened = self._pending.get(slot)
+        request_id = opened[1] if opened is not None else self._approval_flow.open(exc if exc is not None else pending)
+        self._pending[slot] = (pending, request_id)
         # What the person approves is rendered from the canonical proposal, never
-        # from model text; the answer must name the digest it approves and the id of
-        # this request (the grant id: it funds one execution, consumed by the guard).
+        # from model text. The decision is made at the authority (gate.approve, the
+        # console, the CLI); the resume value only names the request decided.
         answer = interrupt(
             {
                 "type": APPROVAL_REQUEST,
-                "approval_id": approval_id,
+                "request_id": request_id,
                 "proposal_digest": pending.proposal_digest,
                 "proposal": json.loads(pending.request.canonical_bytes()),
                 "reason_codes": list(pending.reason_codes),
-                "resume_with": {
-                    "approved": True,
-                    "approver": "<who>",
-                    "proposal_digest": pending.proposal_digest,
-                    "approval_id": approval_id,
-                },
+                "resume_with": request_id,
             }
         )
         self._pending.pop(slot, None)
-        proposal = pending.request
-        if not isinstance(answer, dict):
-            raise self.guard.deny(
-                proposal, ["APPROVAL_INVALID"], "the approval answer is not an object", outcome="REQUIRE_APPROVAL"
-            )
-        if answer.get("approved") is not True:
-            raise self.guard.deny(
-                proposal,
-                ["APPROVAL_REJECTED"],
-                f"rejected by {answer.get('approver') or 'the approver'}",
-                outcome="REQUIRE_APPROVAL",
-            )
-        if answer.get("proposal_digest") != pending.proposal_digest:
-            raise self.guard.deny(
-                proposal,
-                ["APPROVAL_MISMATCH"],
-                "the approval names another proposal (the arguments changed after it was shown)",
-                outcome="REQUIRE_APPROVAL",
-            )
-        approver = answer.get("approver")
-        if not isinstance(approver, str) or not approver:
-            raise self.guard.deny(
-                proposal, ["APPROVAL_INVALID"], "the approval names no approver", outcome="REQUIRE_APPROVAL"
-            )
-        named = answer.get("approval_id")
+        named = answer.get("request_id") if isinstance(answer, dict) and set(answer) == {"request_id"} else answer
         if not isinstance(named, str) or not _APPROVAL_ID.fullmatch(named):
             raise self.guard.deny(
-                proposal,
+                pending.request,
                 ["APPROVAL_INVALID"],
-                "the approval names no approval_id (send the interrupt's resume_with)",
+                "resume with the approval request id (Command(resume=request_id)) once it is approved",
                 outcome="REQUIRE_APPROVAL",
             )
-        # The grant carries the id the answer names: an answer given for an earlier
-        # request is that request's approval, already spent (APPROVAL_USED), whatever
-        # request it is sent to now. The guard consumes it in its replay store.
-        return self.guard.approve(pending, approver=approver, approval_id=named)
-
-
-def _approval_id(request: ToolCallRequest, digest: str) -> str:
-    """The id of one approval request: this proposal in this node run of this thread.
-    Stable across the re-run of the node on resume (and across a restart with a
-    durable checkpointer); a later turn's identical call is another request."""
-    runtime = getattr(request, "runtime", None)
-    config = getattr(runtime, "config", None) or {}
-    configurable = config.get("configurable", {}) if isinstance(config, dict) else {}
-    ns, thread = configurable.get("checkpoint_ns"), configurable.get("thread_id")
-    if not ns or thread is None:
-        return "lg-" + secrets.token_hex(24)  # no node-run identity: a one-off id
-    seed = canonicalize(["execauth.langgraph.approval/1", str(thread), str(ns), digest])
-    return "lg-" + hashlib.sha256(seed).hexdigest()[:48]
+        # Whatever request the answer names, its grant is bound to that request's
+        # proposal digest and handed out once: an answer for another call is
+        # APPROVAL_MISMATCH, one sent again later APPROVAL_USED.
+        return self._approval_flow.grant_for(named, pending.request)
 
 
 class _OnceTool:

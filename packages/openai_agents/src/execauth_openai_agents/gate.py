@@ -11,10 +11,12 @@ reads (or, with ``on_denial="raise"``, stop the run).
 REQUIRE_APPROVAL is mapped onto the SDK's own approval flow: a ``needs_approval``
 check asks the guard's policy (a preview: no token, no debit, no record) whether the
 proposal needs a person; if so the run pauses with ``result.interruptions``.
-:meth:`ExecAuth.pending` turns those into proposals with their digests,
-:meth:`ExecAuth.approve` has the guard sign a grant bound to that digest, and on
-resume the gate presents the grant to the guard. The SDK's own approval alone never
-lets a call through: without a matching grant the guard still says REQUIRE_APPROVAL.
+and the gate opens an approval request at the authority. :meth:`ExecAuth.pending`
+gives each interruption with its request id; a person decides the request
+(:meth:`ExecAuth.approve` for the guard's own queue, the console for a remote
+authority); ``state.approve(item)`` and a new ``Runner.run`` resume, and the gate
+fetches that request's grant from the authority, bound to the proposal and consumed
+once. The SDK's own approval alone never lets a call through.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from agents.tool_context import ToolContext
 
 from execauth_core import (
     ApprovalGrant,
+    ApprovalRequired,
     AuthorizationRequest,
     ConfigurationError,
     ExecutionDenied,
@@ -44,6 +47,7 @@ from execauth_core import (
     loads_strict,
 )
 from execauth_core._validation import one_of, optional_callable
+from execauth_core.approval_flow import ApprovalFlow, ApprovalGate
 
 from .errors import ToolCallDenied
 from .mcp import proposal_tool_name
@@ -90,6 +94,10 @@ class ApprovalRequest:
     item: ToolApprovalItem
     pending: PendingApproval | None
     denial: ExecutionDenied | None = None
+    request_id: str | None = None
+    """The authority's approval request for this call: approve it
+    (``gate.approve(request_id, approver=...)``, or in the console), then
+    ``state.approve(item)`` and run the state again."""
 
     @property
     def proposal_digest(self) -> str | None:
@@ -217,7 +225,7 @@ class _ApprovalCheck:
             return True
 
 
-class ExecAuth:
+class ExecAuth(ApprovalGate):
     """Gate the function tools of an Agents SDK agent graph with an execauth guard.
 
     Args:
@@ -263,13 +271,14 @@ class ExecAuth:
         self.token_provider = token_provider
         self.approvals = approvals
         self.on_denial = on_denial
-        # proposal digest -> grant, from approve() until the resumed call presents it.
+        # proposal digest -> grant held by add_grant() until the resumed call presents it.
         # Bounded: an approval that is never resumed must not grow memory forever.
         self._grants: OrderedDict[str, ApprovalGrant] = OrderedDict()
-        # proposal digest -> the id of the approval request open for it (recorded once
-        # per request). Every grant for that request carries the id as its grant id:
-        # the guard consumes ``approval:<grant id>``, so one request funds one run.
+        # proposal digest -> the newest approval request opened for it. Kept after the
+        # call ran: a run state resumed again presents the same, spent, request
+        # (APPROVAL_USED); a new pause of the same call opens a new request.
         self._paused: OrderedDict[str, str] = OrderedDict()
+        self._approval_flow = ApprovalFlow(guard)
 
     # -- attaching ---------------------------------------------------------------
 
@@ -438,7 +447,11 @@ class ExecAuth:
                 return await self.guard.aexecute(request, token, call, idempotency_key=invoker.ledger_key)
             digest = request.content_digest()
             grant = self._grants.pop(digest, None)
-            self._paused.pop(digest, None)  # decided now: a later pause is a new request
+            request_id = self._paused.get(digest)
+            if grant is None and request_id is not None:
+                # A paused call resumed: it runs on its approval request's grant,
+                # fetched from the authority and consumed once, or not at all.
+                grant = self._approval_flow.grant_for(request_id, request)
             return await self.guard.arun(request, call, approval=grant, idempotency_key=invoker.ledger_key)
         except ExecutionDenied as exc:
             if swallowed:  # the tool's own (nested) denial, which the SDK turned into text
@@ -490,18 +503,45 @@ class ExecAuth:
             evaluation = authority.decision_point.evaluate(
                 request, now=self.guard.clock.now(), approved=False, hold_id=None
             )
-            return Outcome(evaluation.outcome) is Outcome.REQUIRE_APPROVAL
+            if Outcome(evaluation.outcome) is not Outcome.REQUIRE_APPROVAL:
+                return False
+            self._open(request, tuple(evaluation.reason_codes) or ("APPROVAL_REQUIRED",))
+            return True
         except Exception:
             log.exception("execauth: approval preview failed; the gate will decide at call time")
             return False
 
     # -- approvals ---------------------------------------------------------------
+    # pending_approvals(), approval_status(), approve(), reject(), wait_for_approval()
+    # and await_approval() come from ApprovalGate: the same on every execauth adapter.
+
+    def _open(self, request: AuthorizationRequest, codes: tuple[str, ...]) -> str:
+        """Record the pause (``REQUIRE_APPROVAL``, ``executed: false``) and open its
+        approval request, once per pause of this proposal."""
+        digest = request.content_digest()
+        current = self._paused.get(digest)
+        if current is not None:
+            try:
+                if self._approval_flow.status(current) == "pending":
+                    return current  # the SDK asked again for the same pause
+            except Exception:  # noqa: BLE001 - unreadable: open a new request
+                log.debug("execauth: approval request %s unreadable; opening a new one", current)
+        denial = self.guard.deny(
+            request, codes, "paused: waiting for a person to approve this exact proposal", outcome="REQUIRE_APPROVAL"
+        )
+        if not isinstance(denial, ApprovalRequired):
+            raise denial
+        request_id = self._approval_flow.open(denial)
+        _remember(self._paused, digest, request_id)
+        return request_id
 
     def pending(self, result: Any) -> list[ApprovalRequest]:
-        """The paused calls of an interrupted run, as proposals to show a person.
+        """The paused calls of an interrupted run, each with its approval request id.
 
-        Records each pause once in the audit log (``outcome: REQUIRE_APPROVAL``,
-        ``executed: false``).
+        Approve one with ``gate.approve(request.request_id, approver=...)`` (or in the
+        console for a remote authority), then ``state.approve(request.item)`` and
+        ``Runner.run(agent, state)``: the gate fetches the grant from the authority
+        and runs the call once. The SDK's approval alone runs nothing.
 
         Args:
             result: the ``RunResult`` / ``RunResultStreaming`` whose ``interruptions``
@@ -531,6 +571,7 @@ class ExecAuth:
                 agent=invoker.agent_name(item.agent),
                 call_id=item.call_id,
             )
+            request_id = self._open(request, ("APPROVAL_REQUIRED",))
         except ExecutionDenied as exc:
             return ApprovalRequest(item, None, exc)
         except _BadArguments as exc:
@@ -539,59 +580,14 @@ class ExecAuth:
             log.exception("execauth: could not build the paused proposal")
             denial = self.guard.deny(None, ("GUARD_ERROR",), f"internal error ({type(exc).__name__})", tool=name)
             return ApprovalRequest(item, None, denial)
-        digest = request.content_digest()
-        if digest not in self._paused:
-            self.guard.deny(
-                request,
-                ("APPROVAL_REQUIRED",),
-                "paused: waiting for a person to approve this exact proposal",
-                outcome="REQUIRE_APPROVAL",
-            )
-            _remember(self._paused, digest, self.guard.id_factory())
         pending = PendingApproval(
-            proposal_digest=digest,
+            proposal_digest=request.content_digest(),
             request=request,
             reason_codes=("APPROVAL_REQUIRED",),
             requested_at=self.guard.clock.now(),
+            request_id=request_id,
         )
-        return ApprovalRequest(item, pending)
-
-    def approve(self, state: Any, request: ApprovalRequest, *, approver: str, ttl: int = 900) -> ApprovalGrant:
-        """Approve one paused call: the guard signs a grant bound to its proposal digest,
-        and the SDK ``RunState`` is told to go on. Resume with ``Runner.run(agent, state)``.
-
-        The grant covers exactly this proposal (tool, arguments, principal, agent, call
-        id): on resume the guard still decides, and a call that differs in anything is
-        not covered (APPROVAL_REQUIRED / APPROVAL_MISMATCH).
-
-        Returns:
-            The grant; keep it (``grant.model_dump_json()``) to resume in another
-            process, where :meth:`add_grant` restores it.
-
-        Raises:
-            ExecutionDenied: the paused call has no proposal (``request.denial``); reject it.
-        """
-        if request.pending is None:
-            raise request.denial or self.guard.deny(None, ("GUARD_ERROR",), "no proposal", tool=request.item.name)
-        approval_id = self._paused.get(request.pending.proposal_digest)
-        grant = self.guard.approve(request.pending, approver=approver, ttl=ttl, approval_id=approval_id)
-        self.add_grant(grant)
-        state.approve(request.item)
-        return grant
-
-    def reject(
-        self, state: Any, request: ApprovalRequest, *, approver: str | None = None, reason: str | None = None
-    ) -> ExecutionDenied:
-        """Reject one paused call: recorded as a denial (APPROVAL_REJECTED), and the model
-        reads the denial when the run resumes. Returns the recorded denial."""
-        if request.pending is not None:
-            who = f" by {approver}" if approver else ""
-            why = f": {reason}" if reason else ""
-            denial = self.guard.deny(request.pending.request, ("APPROVAL_REJECTED",), f"rejected{who}{why}")
-        else:
-            denial = request.denial or self.guard.deny(None, ("GUARD_ERROR",), "no proposal", tool=request.item.name)
-        state.reject(request.item, rejection_message=denial_message(denial))
-        return denial
+        return ApprovalRequest(item, pending, request_id=request_id)
 
     def add_grant(self, grant: ApprovalGrant) -> None:
         """Hold a grant for the resumed call it covers (e.g. one approved in another process)."""
