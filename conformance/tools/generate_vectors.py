@@ -1011,8 +1011,17 @@ def receipt_vectors() -> dict[str, Any]:
     declared = signed(result=Blob())
     opaque = signed(result=b"\x89PNG")
     guard = vector_guard({"allowlist": {"allow": ["transfer"]}}, now=NOW, token_id="conformance-token-0001")
-    _, from_guard = guard.run(AuthorizationRequest(**TOKEN_REQUEST), lambda: {"ok": True}, receipt=True)
-    assert from_guard is not None
+    # idempotency_key=False: a call without a key (tcId 6 predates the effect ledger,
+    # whose key every call with a call_id now gets; tcId 7 is that case).
+    _, from_guard = guard.run(
+        AuthorizationRequest(**TOKEN_REQUEST), lambda: {"ok": True}, receipt=True, idempotency_key=False
+    )
+    assert from_guard is not None and from_guard.idempotency_key is None
+    keyed_guard = vector_guard(
+        {"allowlist": {"allow": ["transfer"]}}, now=NOW, token_id="conformance-token-0001", ledger=True
+    )
+    _, keyed = keyed_guard.run(AuthorizationRequest(**TOKEN_REQUEST), lambda: {"ok": True}, receipt=True)
+    assert keyed is not None and keyed.idempotency_key is not None  # derived from the call id
 
     def edited(r: dict[str, Any], **changes: Any) -> dict[str, Any]:
         c = copy.deepcopy(r)
@@ -1044,6 +1053,13 @@ def receipt_vectors() -> dict[str, Any]:
         (4, "declared result_hash", declared, {}, None),
         (5, "result not JSON, nothing declared: null with a reason", opaque, {}, None),
         (6, "issued by a guard (fixed clock and ids)", from_guard.model_dump(mode="json"), {}, None),
+        (
+            7,
+            "issued by a guard with the effect ledger: names the call's idempotency key",
+            keyed.model_dump(mode="json"),
+            {},
+            None,
+        ),
         (10, "status edited after signing", edited(ok, status="failed", error="RuntimeError"), {}, "RECEIPT_INVALID"),
         (11, "result digest edited", edited(ok, result_digest="sha256:" + "1" * 64), {}, "RECEIPT_INVALID"),
         (12, "token id edited", edited(ok, token_id="conformance-token-9999"), {}, "RECEIPT_INVALID"),

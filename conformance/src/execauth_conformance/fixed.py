@@ -80,8 +80,11 @@ def fixed_ids(first: str) -> Callable[[], str]:
     return make
 
 
-def vector_guard(spec: dict[str, Any], *, now: int, token_id: str, state: dict[str, int] | None = None) -> Guard:
-    """A guard exactly as the vector describes: memory stores, fixed everything."""
+def vector_guard(
+    spec: dict[str, Any], *, now: int, token_id: str, state: dict[str, int] | None = None, ledger: bool = False
+) -> Guard:
+    """A guard exactly as the vector describes: memory stores, fixed everything. No
+    effect ledger unless asked (the vectors describe decisions, not deduplication)."""
     return Guard.local(
         decision_point(spec, now=now, state=state),
         clock=FixedClock(now),
@@ -89,4 +92,5 @@ def vector_guard(spec: dict[str, Any], *, now: int, token_id: str, state: dict[s
         issuer=ISSUER,
         audience=AUDIENCE,
         id_factory=fixed_ids(token_id),
+        ledger=ledger,
     )

@@ -82,7 +82,9 @@ def test_server_restart_between_request_and_approval(server_config, ledger, tool
 
     with running_server(server_config) as srv:
         port = srv.port
-        guard = Guard.remote(srv.url, credential=AGENT_SECRET)
+        # The approval layer alone (ledger=False): with the effect ledger the identical
+        # call in the later turn below is answered from the ledger, not paused again.
+        guard = Guard.remote(srv.url, credential=AGENT_SECRET, ledger=False)
         cg = CrewGuard(guard, principal="user-42")
         guarded = cg.tool(tools["transfer"])
         rid = _pause(cg, guarded)

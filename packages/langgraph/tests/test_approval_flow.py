@@ -25,13 +25,14 @@ T0 = 1_767_607_200
 ARGS = {"amount": "25.00", "to": "bob"}
 
 
-def local_guard(tmp_path: Path, clock: FixedClock | None = None) -> Guard:
+def local_guard(tmp_path: Path, clock: FixedClock | None = None, *, ledger: bool = True) -> Guard:
     return Guard.local(
         AllowListPolicy(["transfer"], require_approval=["transfer"]),
         clock=clock or FixedClock(T0),
         signer=LocalSigner(bytes(range(32))),
         data_dir=tmp_path / "agent",
         approvals=True,
+        ledger=ledger,
     )
 
 
@@ -126,8 +127,10 @@ def test_a_free_yes_resumes_nothing(tmp_path: Path) -> None:
 def test_an_old_answer_replayed_in_a_later_turn_is_refused(tmp_path: Path) -> None:
     runs: list[dict[str, Any]] = []
     call = tool_call("transfer", ARGS, "c1")
+    # The approval layer alone: with the effect ledger on (the default), the identical
+    # call with the same id is answered from the ledger before any approval is asked.
     graph = graph_for(
-        local_guard(tmp_path),
+        local_guard(tmp_path, ledger=False),
         runs,
         AIMessage("", tool_calls=[call]),
         AIMessage("sent"),
@@ -202,7 +205,9 @@ def test_server_restart_between_request_and_approval(server_config: dict[str, An
     call = tool_call("transfer", ARGS, "c1")
     with running_server(server_config) as srv:
         port = srv.port
-        guard = Guard.remote(srv.url, credential=AGENT_SECRET)
+        # The approval layer alone (ledger=False): with the effect ledger the identical
+        # call with the same id in the later turn is answered from the ledger instead.
+        guard = Guard.remote(srv.url, credential=AGENT_SECRET, ledger=False)
         graph = graph_for(
             guard,
             runs,

@@ -42,7 +42,9 @@ def tool(name):
     return run
 
 calls = [tool_call("search", {"q": "a"}, "c1"), tool_call("transfer", {"amount": "5.00", "to": "bob"}, "c2")]
-guard = Guard.local(AllowListPolicy(["search", "transfer"], require_approval=["transfer"]), data_dir=folder)
+guard = Guard.local(
+    AllowListPolicy(["search", "transfer"], require_approval=["transfer"]), data_dir=folder, approvals=True
+)
 saver = SqliteSaver(sqlite3.connect(folder + "/checkpoints.db", check_same_thread=False))
 graph = build_graph(
     scripted(AIMessage("", tool_calls=calls), AIMessage("ok")),
@@ -56,8 +58,11 @@ if phase == "first":
     out = graph.invoke({"messages": [HumanMessage("go")]}, config)
     print(json.dumps(out["__interrupt__"][0].value))
 else:
-    answer = {**json.loads(sys.argv[4])["resume_with"], "approver": "carol"}
-    out = graph.invoke(Command(resume=answer), config)
+    # A person approves the request in the durable queue (same data_dir); the graph
+    # resumes with the request id only.
+    request_id = json.loads(sys.argv[4])["request_id"]
+    guard.approvals.approve(request_id, approver="carol")
+    out = graph.invoke(Command(resume=request_id), config)
     print(json.dumps({m.tool_call_id: [m.status, m.content] for m in out["messages"] if isinstance(m, ToolMessage)}))
 """
 
