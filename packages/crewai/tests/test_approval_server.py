@@ -77,7 +77,7 @@ def _pause(cg: CrewGuard, guarded: Any) -> str:
     return pending.request_id
 
 
-def test_server_restart_between_request_and_approval(server_config, ledger, tools):
+def test_server_restart_between_request_and_approval(server_config, ledger, tools, request):
     from execauth_server.testing import running_server
 
     with running_server(server_config) as srv:
@@ -85,6 +85,7 @@ def test_server_restart_between_request_and_approval(server_config, ledger, tool
         # The approval layer alone (ledger=False): with the effect ledger the identical
         # call in the later turn below is answered from the ledger, not paused again.
         guard = Guard.remote(srv.url, credential=AGENT_SECRET, ledger=False)
+        request.addfinalizer(guard.close)  # closed even when an assertion fails (no leaked socket)
         cg = CrewGuard(guard, principal="user-42")
         guarded = cg.tool(tools["transfer"])
         rid = _pause(cg, guarded)
@@ -110,4 +111,3 @@ def test_server_restart_between_request_and_approval(server_config, ledger, tool
         with pytest.raises(ExecutionDenied) as rejected:
             cg.resume(rid2)
         assert rejected.value.reason_codes == ("APPROVAL_REJECTED",) and len(ledger.calls) == 1
-        guard.close()
