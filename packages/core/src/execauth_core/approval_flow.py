@@ -194,6 +194,9 @@ class ApprovalFlow:
                     self.guard.audit_log,
                     authority=self.guard.authority,
                     clock=self.guard.clock,
+                    # A person's decisions are recorded; created and consumed are the
+                    # guard's own REQUIRE_APPROVAL and execution entries already.
+                    audited=frozenset({"approved", "rejected", "expired"}),
                 )
                 _MEMORY_QUEUES[self.guard] = memory
             return memory

@@ -428,6 +428,10 @@ class Approvals:
         clock: the time source.
         request_ttl: seconds a request waits for a decision.
         grant_ttl: seconds an approval stays usable after it is given.
+        audited: the transitions that get an ``approval`` entry (default: all). An
+            adapter's in-memory queue for a guard without one leaves out ``created`` and
+            ``consumed``: the guard's own REQUIRE_APPROVAL and execution entries already
+            record those, so every adapter's log is the same for the same inputs.
     """
 
     def __init__(
@@ -440,6 +444,7 @@ class Approvals:
         request_ttl: int = DEFAULT_REQUEST_TTL,
         grant_ttl: int = 900,
         id_factory: Any = None,
+        audited: frozenset[str] | None = None,
     ) -> None:
         if not 1 <= request_ttl <= MAX_REQUEST_TTL:
             raise ConfigurationError(f"request_ttl must be within 1..{MAX_REQUEST_TTL} seconds")
@@ -447,6 +452,7 @@ class Approvals:
 
         self.store = store
         self.audit_log = audit_log
+        self.audited = audited
         self.authority = authority
         self.clock: Clock = clock or SystemClock()
         self.request_ttl = request_ttl
@@ -652,6 +658,15 @@ class Approvals:
         return fresh if fresh is not None else new
 
     def _audit(self, record: ApprovalRequest, transition: str, *, by: str | None) -> None:
+        if self.audited is None or transition in self.audited:
+            self._append(record, transition, by=by)
+        for listener in list(self.listeners):
+            try:
+                listener(record, transition)
+            except Exception as exc:  # noqa: BLE001 - a notification never fails a transition
+                _log.error("execauth: approval listener failed (%s)", type(exc).__name__)
+
+    def _append(self, record: ApprovalRequest, transition: str, *, by: str | None) -> None:
         outcome = {
             "created": "REQUIRE_APPROVAL",
             "approved": "ALLOW",
@@ -697,11 +712,6 @@ class Approvals:
         # An unrecorded transition is not made silently: the store changed, the log
         # could not say so; the caller sees StoreUnavailable.
         self.audit_log.append(event)
-        for listener in list(self.listeners):
-            try:
-                listener(record, transition)
-            except Exception as exc:  # noqa: BLE001 - a notification never fails a transition
-                _log.error("execauth: approval listener failed (%s)", type(exc).__name__)
 
 
 _log = logging.getLogger("execauth.approvals")
