@@ -176,3 +176,27 @@ async def test_an_agent_used_as_a_tool_runs_under_its_delegation() -> None:
     assert refund.calls == []
     assert "DELEGATION_SCOPE_EXCEEDED" in model.seen_outputs()["n1"]
     assert outcomes(guard) == {"o1": ("execution", ["TOOL_ALLOWED"]), "n1": ("denial", ["DELEGATION_SCOPE_EXCEEDED"])}
+
+
+def test_the_delegated_guard_refuses_the_methods_that_would_skip_its_chain() -> None:
+    """Only run/arun/execute/aexecute check the chain: authorize, preflight and commit
+    on the child's guard refuse before anything is decided or run."""
+    import asyncio
+
+    import pytest
+
+    from execauth_core import ConfigurationError
+
+    guard, child = setup("parent-bot", "child-bot")
+    req = child.proposal("refund", {"order": "A-1", "amount": "10.00", "currency": "USD"}, principal="user-42")
+    ran: list[int] = []
+    for attempt in (
+        lambda: child.authorize(req),
+        lambda: child.preflight(req),
+        lambda: child.commit(None, lambda: ran.append(1)),  # type: ignore[arg-type]
+        lambda: asyncio.run(child.apreflight(req)),
+        lambda: asyncio.run(child.acommit(None, lambda: ran.append(1))),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(ConfigurationError, match="skip the chain"):
+            attempt()
+    assert ran == [] and not [e for e in guard.audit_log.entries() if e.body["event"] == "execution"]

@@ -890,13 +890,22 @@ def delegated_guard(gate: DelegationGate, chain: Sequence[str]) -> Guard:
             vc = gate._verified(links, None)
             return super().proposal(tool, args, context_refs=(*refs, *vc.refs), **kwargs)
 
+        # Every other way in runs nothing under a delegation: the chain is checked
+        # only on run/arun/execute/aexecute (a two-phase tool takes both phases
+        # through run), so the Guard methods that would skip it refuse.
+        def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+            raise ConfigurationError(
+                "under a delegation, run tools with run/arun (two-phase tools take both phases there) "
+                "or execute/aexecute: authorize, preflight and commit would skip the chain's checks"
+            )
+
+        authorize = preflight = apreflight = commit = acommit = _refuse
+
         # ``**kwargs`` (receipt=, idempotency_key=, approval=) go on to the base guard.
         def run(self, request: AuthorizationRequest, call: Callable[[], T], **kwargs: Any) -> Any:
             return gate.run(links, request, call, **kwargs)
 
-        async def arun(
-            self, request: AuthorizationRequest, call: Callable[[], Awaitable[T] | T], **kwargs: Any
-        ) -> Any:
+        async def arun(self, request: AuthorizationRequest, call: Callable[[], Awaitable[T] | T], **kwargs: Any) -> Any:
             return await gate.arun(links, request, call, **kwargs)
 
         def execute(self, request: AuthorizationRequest, token: str | None, call: Callable[[], T], **kwargs: Any) -> T:
