@@ -23,7 +23,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised where autogen-ext[mcp] is missing
     raise ImportError("execauth_autogen.mcp needs AutoGen's McpWorkbench: pip install 'execauth-autogen[mcp]'") from exc
 
-from execauth_core import AuthorizationRequest, ExecutionDenied, Guard, PendingApproval
+from execauth_core import AuthorizationRequest, ExecutionDenied, Guard
+from execauth_core.approval_flow import ApprovalGate
 from execauth_core.mcp_names import check_server_name, mcp_arguments, mcp_tool_name
 
 from ._common import Approver, Gate, Resolver, TokenProvider, authorized_args, model_text
@@ -34,7 +35,7 @@ log = logging.getLogger("execauth.autogen")
 __all__ = ["ExecAuthMcpWorkbench"]
 
 
-class ExecAuthMcpWorkbench(McpWorkbench):
+class ExecAuthMcpWorkbench(McpWorkbench, ApprovalGate):
     """An ``McpWorkbench`` whose every ``call_tool`` goes through the execauth guard.
 
     Args:
@@ -69,6 +70,7 @@ class ExecAuthMcpWorkbench(McpWorkbench):
             super().__init__(server_params)
         self._server = check_server_name(server)
         self._gate = Gate(guard, principal=principal, agent=agent, token_provider=token_provider, approver=approver)
+        self._approval_flow = self._gate.flow
         self._original_names = {
             getattr(override, "name", None) or original: original
             for original, override in (tool_overrides or {}).items()
@@ -120,11 +122,21 @@ class ExecAuthMcpWorkbench(McpWorkbench):
                 return _error(name, f"{type(exc).__name__}: {exc}")
             return _error(name, model_text(self._gate.failed(proposal, tool, exc)))
 
-    # -- approvals (the same bookkeeping as ExecAuthWorkbench) ----------------------
+    # -- approvals: pending_approvals(), approval_status(), approve(), reject(),
+    # wait_for_approval() and await_approval() come from ApprovalGate, as on
+    # ExecAuthWorkbench.
 
-    def pending_approvals(self) -> list[PendingApproval]:
-        """Calls refused with REQUIRE_APPROVAL that a person can still approve."""
-        return self._gate.pending_approvals()
+    async def resume(self, request_id: str) -> ToolResult:
+        """Run the paused MCP call of ``request_id`` once its approval request is
+        approved at the authority; a pending, rejected, expired or used request runs
+        nothing (the result is the recorded denial)."""
+        try:
+            result: ToolResult = await self._gate.aresume(request_id)
+            return result
+        except _ToolFailed as failed:
+            return failed.result
+        except ExecutionDenied as exc:
+            return _error(exc.tool or "tool", model_text(exc))
 
     async def approve_and_run(self, proposal_digest: str, *, approver: str) -> ToolResult:
         """A person approved the pending call: send exactly that call and return its result."""

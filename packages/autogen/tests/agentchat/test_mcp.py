@@ -72,3 +72,16 @@ def test_mcp_workbench_calls_are_gated(tmp_path: Path) -> None:
 def test_server_identity_is_checked() -> None:
     with pytest.raises(ConfigurationError, match="identity"):
         ExecAuthMcpWorkbench(StdioServerParams(command="true"), srv.guard(), server="a.b", principal="alice")
+
+
+def test_mcp_workbench_has_the_shared_approval_methods() -> None:
+    """The MCP workbench is an ApprovalGate like ExecAuthWorkbench: the same methods,
+    working on its gate's queue (pending_approvals() used to raise AttributeError)."""
+    from execauth_core.approval_flow import GATE_METHODS, ApprovalGate
+
+    bench = ExecAuthMcpWorkbench(StdioServerParams(command="true"), srv.guard(), server="files", principal="alice")
+    assert isinstance(bench, ApprovalGate)
+    assert all(callable(getattr(bench, name)) for name in GATE_METHODS)
+    assert bench.pending_approvals() == []
+    with pytest.raises(KeyError):
+        asyncio.run(bench.resume("apr_nothing-waits-here"))
