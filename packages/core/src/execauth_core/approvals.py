@@ -389,29 +389,18 @@ def open_approvals(url: str, *, timeout: float | None = None) -> ApprovalStore:
     Raises:
         ConfigurationError: unknown scheme or malformed URL.
     """
-    from .stores.urls import _split_options, _timeout, sqlite_path
+    from types import SimpleNamespace
 
-    if not isinstance(url, str) or ":" not in url:
-        raise ConfigurationError("a store URL looks like memory://, sqlite:///path.db, redis://... or postgresql://...")
-    scheme = url.split(":", 1)[0].lower()
-    if scheme == "memory":
-        return MemoryApprovalStore()
-    if scheme == "sqlite":
-        _, ours = _split_options(url, ("timeout",))
-        return SQLiteApprovalStore(sqlite_path(url), **_timeout(ours, timeout))
-    if scheme in ("redis", "rediss"):
-        from .stores import redis as redis_stores
+    from .stores.urls import open_beside
 
-        bare, ours = _split_options(url, ("timeout", "prefix"))
-        client = redis_stores.redis_client(bare, **_timeout(ours, timeout))
-        return RedisApprovalStore(client, prefix=ours.get("prefix", redis_stores.DEFAULT_PREFIX))
-    if scheme in ("postgresql", "postgres"):
-        from .stores import postgres as pg
-
-        bare, ours = _split_options(url, ("timeout", "schema", "result_commit"))
-        t = _timeout(ours, timeout)
-        return PostgresApprovalStore(bare, schema=ours.get("schema", pg.DEFAULT_SCHEMA), timeout=t.get("timeout"))
-    raise ConfigurationError(f"unknown store URL scheme {scheme!r}: use memory, sqlite, redis or postgresql")
+    kinds = SimpleNamespace(
+        memory=MemoryApprovalStore,
+        sqlite=SQLiteApprovalStore,
+        redis=RedisApprovalStore,
+        postgres=PostgresApprovalStore,
+    )
+    store: ApprovalStore = open_beside(url, kinds, timeout=timeout)
+    return store
 
 
 # -- the queue --------------------------------------------------------------------

@@ -522,29 +522,18 @@ def open_ledger(url: str, *, timeout: float | None = None) -> LedgerStore:
     Raises:
         ConfigurationError: unknown scheme or malformed URL.
     """
-    from .stores.urls import _split_options, _timeout, sqlite_path
+    from types import SimpleNamespace
 
-    if not isinstance(url, str) or ":" not in url:
-        raise ConfigurationError("a store URL looks like memory://, sqlite:///path.db, redis://... or postgresql://...")
-    scheme = url.split(":", 1)[0].lower()
-    if scheme == "memory":
-        return MemoryLedgerStore()
-    if scheme == "sqlite":
-        _, ours = _split_options(url, ("timeout",))
-        return SQLiteLedgerStore(sqlite_path(url), **_timeout(ours, timeout))
-    if scheme in ("redis", "rediss"):
-        from .stores import redis as redis_stores
+    from .stores.urls import open_beside
 
-        bare, ours = _split_options(url, ("timeout", "prefix"))
-        client = redis_stores.redis_client(bare, **_timeout(ours, timeout))
-        return RedisLedgerStore(client, prefix=ours.get("prefix", redis_stores.DEFAULT_PREFIX))
-    if scheme in ("postgresql", "postgres"):
-        from .stores import postgres as pg
-
-        bare, ours = _split_options(url, ("timeout", "schema", "result_commit"))
-        t = _timeout(ours, timeout)
-        return PostgresLedgerStore(bare, schema=ours.get("schema", pg.DEFAULT_SCHEMA), timeout=t.get("timeout"))
-    raise ConfigurationError(f"unknown store URL scheme {scheme!r}: use memory, sqlite, redis or postgresql")
+    kinds = SimpleNamespace(
+        memory=MemoryLedgerStore,
+        sqlite=SQLiteLedgerStore,
+        redis=RedisLedgerStore,
+        postgres=PostgresLedgerStore,
+    )
+    store: LedgerStore = open_beside(url, kinds, timeout=timeout)
+    return store
 
 
 # -- the ledger -------------------------------------------------------------------

@@ -137,3 +137,34 @@ def open_stores(url: str, *, timeout: float | None = None) -> Stores:
         audit = pg_stores.PostgresAuditLog(db, result_commit=ours.get("result_commit", "durable"))
         return Stores(pg_stores.PostgresReplayStore(db), audit, pg_stores.PostgresStateStore(db))
     raise ConfigurationError(f"unknown store URL scheme {scheme!r}: use memory, sqlite, redis or postgresql")
+
+
+def open_beside(url: str, kinds: Any, *, timeout: float | None = None) -> Any:
+    """A store kept beside the others at ``url`` (the approval queue, the effect ledger):
+    ``kinds`` has the classes ``memory``, ``sqlite``, ``redis`` and ``postgres``, built
+    from the same URLs, options and database as :func:`open_stores`.
+
+    Raises:
+        ConfigurationError: unknown scheme or malformed URL.
+    """
+    if not isinstance(url, str) or ":" not in url:
+        raise ConfigurationError("a store URL looks like memory://, sqlite:///path.db, redis://... or postgresql://...")
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "memory":
+        return kinds.memory()
+    if scheme == "sqlite":
+        _, ours = _split_options(url, ("timeout",))
+        return kinds.sqlite(sqlite_path(url), **_timeout(ours, timeout))
+    if scheme in ("redis", "rediss"):
+        from . import redis as redis_stores
+
+        bare, ours = _split_options(url, ("timeout", "prefix"))
+        client = redis_stores.redis_client(bare, **_timeout(ours, timeout))
+        return kinds.redis(client, prefix=ours.get("prefix", redis_stores.DEFAULT_PREFIX))
+    if scheme in ("postgresql", "postgres"):
+        from . import postgres as pg
+
+        bare, ours = _split_options(url, ("timeout", "schema", "result_commit"))
+        t = _timeout(ours, timeout)
+        return kinds.postgres(bare, schema=ours.get("schema", pg.DEFAULT_SCHEMA), timeout=t.get("timeout"))
+    raise ConfigurationError(f"unknown store URL scheme {scheme!r}: use memory, sqlite, redis or postgresql")
