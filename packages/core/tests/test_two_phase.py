@@ -302,7 +302,7 @@ def test_remote_style_guard_without_an_authority_cannot_preflight() -> None:
     )
     from execauth_core import ConfigurationError
 
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError, match="in-process Authority"):
         verify_only.preflight(email(guard))
 
 
